@@ -1,0 +1,1 @@
+"""Tallystick: the server package (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Tallystick: the sync package (see ../shared/DESIGN.md)."""

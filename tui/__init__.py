@@ -1,0 +1,1 @@
+"""Tallystick: the tui package (see ../shared/DESIGN.md)."""
