@@ -122,9 +122,9 @@ class _Device:
         "revokes",
         "roots",
         "sent",
+        "tail_done",
         "tot_final",
         "tot_incoming",
-        "tail_done",
         "tot_sent",
     )
 
@@ -722,9 +722,10 @@ class Ledger:
         if d is None or self.quorum == 0:
             return None
         last_slot = -1 if last_voted is None else last_voted[0]
-        if last_voted is not None:
-            if last_slot >= len(d.main) or d.main[last_slot] != last_voted[1]:
-                return None  # it voted another branch, or the chain below is missing
+        if last_voted is not None and (
+            last_slot >= len(d.main) or d.main[last_slot] != last_voted[1]
+        ):
+            return None  # it voted another branch, or the chain below is missing
         if self.forked(device):
             return self._votable_revoke(d, last_slot)
         top = d.frontier - 1
