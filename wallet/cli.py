@@ -1,0 +1,528 @@
+"""``tally``: the command line (DESIGN §9). With no sub-command it will open the app.
+
+Every command takes ``--home DIR`` (or ``TALLY_HOME``) and ``--json``; errors go to
+stderr with exit status 1 (2 for a malformed command line) and change nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from wallet import keys as keyfiles
+from wallet.address import Address, PaymentRequest, parse_address, parse_request
+from wallet.amounts import format_amount, parse_amount
+from wallet.bundle import read_bundle, write_bundle
+from wallet.encoding import (
+    Genesis,
+    Policy,
+    check_quorum,
+    id_text,
+    key_from_text,
+    key_text,
+    short,
+)
+from wallet.errors import EncodingError, TallyError, WalletError
+from wallet.ledger import Status
+from wallet.wallet import Wallet, error_text
+
+FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
+
+
+def default_home() -> Path:
+    """``TALLY_HOME``, else the platform's user data dir."""
+    env = os.environ.get("TALLY_HOME")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tally", "tallystick"))
+
+
+def kdf_limits() -> keyfiles.KdfLimits:
+    """Interactive limits; minimal ones only when tests set TALLY_INSECURE_FAST_KDF=1."""
+    if os.environ.get(FAST_KDF_ENV) == "1":
+        return keyfiles.FAST_INSECURE
+    return keyfiles.INTERACTIVE
+
+
+class Out:
+    """Prints for people, or collects one JSON document for scripts."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.doc: dict[str, Any] = {}
+
+    def say(self, text: str) -> None:
+        """A line for people (suppressed with --json)."""
+        if not self.as_json:
+            print(text, flush=True)
+
+    def put(self, **fields: Any) -> None:
+        """Fields of the JSON document."""
+        self.doc.update(fields)
+
+    def finish(self) -> None:
+        """Print the JSON document, if --json."""
+        if self.as_json:
+            print(json.dumps(self.doc, indent=2, sort_keys=True))
+
+
+def _status_doc(st: Status | None) -> dict[str, Any]:
+    if st is None:
+        return {"status": "unknown"}
+    return {"status": st.label, "state": st.state, "reason": st.reason, "final": st.final}
+
+
+def _passphrase() -> str:
+    return keyfiles.passphrase_from_env()
+
+
+def _amount(w: Wallet, text: str) -> int:
+    return parse_amount(text, w.genesis.decimals)
+
+
+def _fmt(w: Wallet, minor: int) -> str:
+    return f"{format_amount(minor, w.genesis.decimals)} {w.genesis.currency}"
+
+
+# ---------------------------------------------------------------- network
+def cmd_network_create(a: argparse.Namespace, out: Out) -> None:
+    """Create a network whose issuer key this wallet holds."""
+    witnesses = tuple(_witness_key(k) for k in a.witness or [])
+    n = len(witnesses)
+    quorum = a.quorum if a.quorum is not None else _proposed_quorum(n)
+    check_quorum(n, quorum)
+    dec = a.decimals
+    policy = Policy(
+        parse_amount(a.floor_payment, dec),
+        parse_amount(a.floor_account, dec),
+        parse_amount(a.floor_till, dec),
+        a.settle_period,
+    )
+    issuer = SigningKey.generate()
+    genesis = Genesis(a.name, a.currency.upper(), dec, bytes(issuer.verify_key), witnesses,
+                      quorum, policy).signed(issuer)
+    w = Wallet.create_network(a.home, genesis, issuer, _passphrase(), limits=kdf_limits())
+    out_path = Path(a.out) if a.out else a.home / "network.genesis"
+    out_path.write_bytes(genesis.raw)
+    out.put(network=id_text(genesis.network_id), genesis_file=str(out_path),
+            address=w.address().text(), quorum=quorum, witnesses=[key_text(k) for k in witnesses])
+    out.say(f"network {a.name} ({id_text(genesis.network_id)}) created; quorum {quorum} of {n}")
+    out.say(f"genesis written to {out_path}: give it to every wallet (`tally network join`)")
+    out.say(f"issuing device address: {w.address().text()}")
+
+
+def _witness_key(text: str) -> bytes:
+    p = Path(text)
+    if p.exists():
+        return keyfiles.read_key_info(p)[1]
+    return key_from_text(text, "witness key")
+
+
+def _proposed_quorum(n: int) -> int:
+    if n == 0:
+        return 0
+    f = (n - 1) // 3
+    return max(2 * f + 1, n // 2 + 1)
+
+
+def cmd_network_join(a: argparse.Namespace, out: Out) -> None:
+    """Join a network from its genesis file."""
+    try:
+        raw = Path(a.file).read_bytes()
+    except OSError as exc:
+        raise WalletError(f"cannot read {a.file}: {exc.strerror}") from exc
+    w = Wallet.join(a.home, raw)
+    out.put(network=id_text(w.network), name=w.genesis.name)
+    out.say(f"joined network {w.genesis.name} ({id_text(w.network)}); next: `tally init`")
+
+
+def cmd_network_show(a: argparse.Namespace, out: Out) -> None:
+    """Show the network this wallet is on."""
+    w = Wallet.open(a.home)
+    g = w.genesis
+    p = g.policy
+    out.put(network=id_text(w.network), name=g.name, currency=g.currency, decimals=g.decimals,
+            issuer=key_text(g.issuer), witnesses=[key_text(k) for k in g.witnesses],
+            quorum=g.quorum, floor_payment=p.floor_payment, floor_account=p.floor_account,
+            floor_till=p.floor_till, settle_period_s=p.settle_period_s)
+    out.say(f"{g.name}  {id_text(w.network)}")
+    out.say(f"currency {g.currency}, {g.decimals} decimals; issuer {short(g.issuer)}…")
+    out.say(f"witnesses {len(g.witnesses)}, quorum {g.quorum}")
+    out.say(f"floor limits: payment {_fmt(w, p.floor_payment)}, account "
+            f"{_fmt(w, p.floor_account)}, till {_fmt(w, p.floor_till)}; "
+            f"settle period {p.settle_period_s} s")
+
+
+# ---------------------------------------------------------------- identity
+def cmd_init(a: argparse.Namespace, out: Out) -> None:
+    """A new account and this device."""
+    w = Wallet.open(a.home)
+    phrase = w.init(_passphrase(), label=a.label, limits=kdf_limits())
+    out.put(address=w.address().text(), phrase=phrase)
+    out.say(f"address: {w.address().text()}")
+    out.say("recovery phrase (write it down; it restores the account key):")
+    out.say(f"  {phrase}")
+
+
+def cmd_restore(a: argparse.Namespace, out: Out) -> None:
+    """Rebuild the account key from its phrase; make a new device under it."""
+    w = Wallet.open(a.home)
+    phrase = os.environ.get("TALLY_PHRASE") or (
+        input("recovery phrase: ") if sys.stdin.isatty() else sys.stdin.readline()
+    )
+    w.restore(phrase, _passphrase(), label=a.label, limits=kdf_limits())
+    out.put(address=w.address().text())
+    out.say(f"account restored; this is a new device: {w.address().text()}")
+    out.say("sync to get the history back, then `tally devices revoke` the devices you lost")
+
+
+def cmd_address(a: argparse.Namespace, out: Out) -> None:
+    """This device's address."""
+    w = Wallet.open(a.home)
+    addr = w.address()
+    out.put(address=addr.text(), account=key_text(addr.account), device=key_text(addr.device))
+    out.say(addr.text())
+
+
+def cmd_request(a: argparse.Namespace, out: Out) -> None:
+    """Print a payment request."""
+    w = Wallet.open(a.home)
+    expires = int(time.time()) + a.expires if a.expires else 0
+    rid = bytes.fromhex(a.id) if a.id else os.urandom(8)
+    req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
+                         a.memo or "")
+    out.put(request=req.uri(), request_id=rid.hex(), amount=req.amount, expires=expires)
+    out.say(req.uri())
+
+
+# ---------------------------------------------------------------- payments
+def _target(a: argparse.Namespace, w: Wallet) -> tuple[Address, int, PaymentRequest | None]:
+    text = a.to.strip()
+    if text.startswith("tally:"):
+        req = parse_request(text)
+        if req.network != w.network:
+            raise WalletError("that payment request is for another network")
+        amount = _amount(w, a.amount) if a.amount else req.amount
+        if a.amount and amount != req.amount:
+            raise WalletError(
+                f"the request asks for {_fmt(w, req.amount)}, not {_fmt(w, amount)}"
+            )
+        return req.address, amount, req
+    if not a.amount:
+        raise WalletError("give an AMOUNT, like 12.50 (or pay a tally: request)")
+    return parse_address(text), _amount(w, a.amount), None
+
+
+def cmd_pay(a: argparse.Namespace, out: Out) -> None:
+    """Sign a send."""
+    w = Wallet.open(a.home)
+    to, amount, req = _target(a, w)
+    memo = a.memo if a.memo is not None else (req.memo if req else "")
+    block, st = w.pay(to, amount, _passphrase(), memo=memo, request=req)
+    out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
+    out.say(f"paid {_fmt(w, amount)} to {short(to.device)}…: {st.label} (id {id_text(block.id)})")
+
+
+def cmd_issue(a: argparse.Namespace, out: Out) -> None:
+    """Issue new money (issuer only)."""
+    w = Wallet.open(a.home)
+    if not w.has_key("issuer"):
+        raise WalletError("only the wallet that created the network can issue")
+    to = parse_address(a.to)
+    amount = _amount(w, a.amount)
+    block, st = w.pay(to, amount, _passphrase())
+    out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
+    out.say(f"issued {_fmt(w, amount)} to {short(to.device)}…: {st.label}")
+
+
+def cmd_receive(a: argparse.Namespace, out: Out) -> None:
+    """Claim every send addressed to this device."""
+    w = Wallet.open(a.home)
+    done = w.receive(_passphrase())
+    led = w.ledger
+    items = []
+    for block, st in done:
+        claimed = led.blocks[block.claim]
+        items.append({"id": id_text(block.id), "claims": id_text(claimed.id),
+                      "amount": claimed.amount, **_status_doc(st)})
+        what = _fmt(w, claimed.amount) if claimed.amount else "a revoked device's balance"
+        out.say(f"received {what} from {short(claimed.device)}…: {st.label}")
+    out.put(received=items)
+    if not done:
+        out.say("nothing to receive")
+
+
+def cmd_balance(a: argparse.Namespace, out: Out) -> None:
+    """Spendable and incoming, per device and for the account."""
+    w = Wallet.open(a.home)
+    bal = w.balance()
+    labels = {k: lbl for k, lbl, _ in w.devices()}
+    devs = []
+    for k, b in sorted(bal.items()):
+        devs.append({"device": key_text(k), "label": labels.get(k, ""),
+                     "spendable": b.spendable, "incoming": b.incoming, "this": k == w.device})
+        mark = "*" if k == w.device else " "
+        out.say(f"{mark} {short(k)}… {labels.get(k, ''):12} spendable "
+                f"{_fmt(w, b.spendable):>16}  incoming {_fmt(w, b.incoming):>16}")
+    spend = sum(b.spendable for b in bal.values())
+    inc = sum(b.incoming for b in bal.values())
+    out.put(devices=devs, spendable=spend, incoming=inc, currency=w.genesis.currency,
+            decimals=w.genesis.decimals)
+    out.say(f"account: spendable {_fmt(w, spend)}, incoming {_fmt(w, inc)}")
+
+
+def cmd_history(a: argparse.Namespace, out: Out) -> None:
+    """This device's blocks with their statuses, newest first."""
+    w = Wallet.open(a.home)
+    rows = w.history(limit=a.limit, before=a.before, status=a.status, all_devices=a.all)
+    items = []
+    for r in rows:
+        items.append({"ref": r.ref, "id": id_text(r.id), "kind": r.kind.name.lower(),
+                      "device": key_text(r.device), "seq": r.seq, "amount": r.amount,
+                      "peer": key_text(r.peer) if r.peer else None, "status": r.status,
+                      "reason": r.reason, "seen": r.seen})
+        amt = _fmt(w, r.amount) if r.amount else ""
+        peer = f"→ {short(r.peer)}…" if r.peer else ""
+        why = f" ({r.reason})" if r.reason else ""
+        out.say(f"{r.seq:>6} {r.kind.name.lower():8} {amt:>16} {peer:14} {r.status}{why}")
+    out.put(history=items, next_before=rows[-1].ref if len(rows) == a.limit else None)
+    if not rows:
+        out.say("no blocks")
+
+
+def cmd_frauds(a: argparse.Namespace, out: Out) -> None:
+    """Fraud proofs held."""
+    w = Wallet.open(a.home)
+    proofs = w.frauds()
+    out.put(frauds=[{"device": key_text(p.device), "seq": p.seq,
+                     "blocks": [id_text(i) for i in p.block_ids],
+                     "equivocation": p.equivocation} for p in proofs])
+    for p in proofs:
+        kind = "witness equivocation" if p.equivocation else "fork"
+        out.say(f"{kind}: device {short(p.device)}… seq {p.seq}: "
+                + ", ".join(id_text(i)[:10] for i in p.block_ids))
+    if not proofs:
+        out.say("no fraud proofs")
+
+
+# ---------------------------------------------------------------- devices
+def _resolve_device(w: Wallet, text: str) -> bytes:
+    devs = w.devices()
+    hits = [k for k, lbl, _ in devs if key_text(k).startswith(text.lower()) or lbl == text]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise WalletError(f"no device of this account matches {text!r} (`tally devices list`)")
+    raise WalletError(f"{text!r} matches {len(hits)} devices; give more of the key")
+
+
+def cmd_devices_list(a: argparse.Namespace, out: Out) -> None:
+    """This account's devices."""
+    w = Wallet.open(a.home)
+    items = []
+    for k, lbl, b in w.devices():
+        items.append({"device": key_text(k), "label": lbl, "spendable": b.spendable,
+                      "incoming": b.incoming, "this": k == w.device})
+        out.say(f"{'*' if k == w.device else ' '} {key_text(k)}  {lbl:12} {_fmt(w, b.spendable)}")
+    out.put(devices=items)
+
+
+def cmd_devices_pair(a: argparse.Namespace, out: Out) -> None:
+    """On the new device: make its key and print a pairing request."""
+    w = Wallet.open(a.home)
+    text = w.pair_request(_passphrase(), label=a.label, limits=kdf_limits())
+    out.put(request=text, device=key_text(w.device or b""))
+    out.say(text)
+    out.say(f"on the account key's holder run: tally devices add {text[:24]}…")
+    out.say(f"check that it shows device {short(w.device or b'')}…")
+
+
+def cmd_devices_add(a: argparse.Namespace, out: Out) -> None:
+    """On the account key's holder: sign a new device's open."""
+    w = Wallet.open(a.home)
+    block = w.pair_add(a.request, _passphrase())
+    out.put(device=key_text(block.device), label=block.label, open=id_text(block.id))
+    out.say(f"device {short(block.device)}… ({block.label}) added to this account")
+    out.say("bring it its open: `tally bundle export FILE`, then `tally bundle import FILE` there")
+
+
+def cmd_devices_revoke(a: argparse.Namespace, out: Out) -> None:
+    """Revoke a device, passing its balance to a sibling."""
+    w = Wallet.open(a.home)
+    dev = _resolve_device(w, a.device)
+    to = _resolve_device(w, a.to) if a.to else w.device
+    if to is None:
+        raise WalletError("give --to DEVICE: the sibling that takes the balance")
+    block, st = w.revoke(dev, to, _passphrase())
+    out.put(id=id_text(block.id), device=key_text(dev), to=key_text(to), **_status_doc(st))
+    out.say(f"revoked {short(dev)}…; its balance passes to {short(to)}…: {st.label}")
+
+
+def cmd_move(a: argparse.Namespace, out: Out) -> None:
+    """Move money to another device of this account (escrow)."""
+    w = Wallet.open(a.home)
+    to = _resolve_device(w, a.to)
+    if w.account is None:
+        raise WalletError("this wallet has no account yet")
+    amount = _amount(w, a.amount)
+    block, st = w.pay(Address(w.account, to), amount, _passphrase())
+    out.put(id=id_text(block.id), amount=amount, to=key_text(to), **_status_doc(st))
+    out.say(f"moved {_fmt(w, amount)} to {short(to)}…: {st.label}")
+
+
+# ---------------------------------------------------------------- bundles
+def cmd_bundle_export(a: argparse.Namespace, out: Out) -> None:
+    """Write the entries another wallet needs to a file."""
+    w = Wallet.open(a.home)
+    target = parse_address(a.for_address) if a.for_address else None
+    ids = w.export_ids(target)
+    size = write_bundle(Path(a.file), w.network, w.bodies(ids))
+    out.put(file=a.file, entries=len(ids), bytes=size)
+    out.say(f"wrote {len(ids)} entries ({size} bytes) to {a.file}")
+
+
+def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:
+    """Merge a bundle file: checked whole before anything is stored."""
+    w = Wallet.open(a.home)
+    bodies = read_bundle(Path(a.file), w.network)
+    report = w.ingest_bodies(bodies)
+    if report.new == 0 and bodies:
+        raise WalletError(
+            f"nothing new: all {len(bodies)} entries of {a.file} are already here "
+            "(a replayed bundle)"
+        )
+    out.put(entries=len(bodies), new=report.new, changes=len(report.changes))
+    out.say(f"imported {report.new} new entries of {len(bodies)}; "
+            f"{len(report.changes)} status changes")
+    if w.device is not None and w.ledger.unclaimed_to(w.device):
+        out.say("payments wait for you: run `tally receive`")
+
+
+def cmd_demo(a: argparse.Namespace, out: Out) -> None:
+    """The scripted walk-through."""
+    from wallet.demo import run_demo
+
+    run_demo(out, workdir=Path(a.dir) if a.dir else None)
+
+
+def cmd_app(a: argparse.Namespace, out: Out) -> None:
+    """No sub-command: the terminal app is not built yet; say what exists."""
+    raise WalletError("the terminal app is not built yet: try `tally demo` or `tally --help`")
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", type=Path, default=argparse.SUPPRESS,
+                        help="wallet directory (default: $TALLY_HOME or the user data dir)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document on stdout")
+    p = argparse.ArgumentParser(prog="tally", parents=[common],
+                                description="Tallystick: an edge-first wallet.")
+    p.set_defaults(func=cmd_app)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable, parent: Any = sub, **kw: Any) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, parents=[common], help=func.__doc__, **kw)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("demo", cmd_demo)
+    sp.add_argument("--dir", help="keep the demo's wallets here (default: a temp dir)")
+
+    net = sub.add_parser("network", help="create, join or show the network").add_subparsers(
+        dest="sub", metavar="SUB", required=True)
+    sp = add("create", cmd_network_create, net)
+    sp.add_argument("name")
+    sp.add_argument("--currency", required=True)
+    sp.add_argument("--decimals", type=int, default=2)
+    sp.add_argument("--witness", action="append", help="witness public key or key file")
+    sp.add_argument("--quorum", type=int)
+    sp.add_argument("--floor-payment", default="50")
+    sp.add_argument("--floor-account", default="100")
+    sp.add_argument("--floor-till", default="1000")
+    sp.add_argument("--settle-period", type=int, default=86400, help="seconds (q = 0)")
+    sp.add_argument("--out", help="genesis file to write (default: HOME/network.genesis)")
+    add("join", cmd_network_join, net).add_argument("file")
+    add("show", cmd_network_show, net)
+
+    add("init", cmd_init).add_argument("--label", default="main")
+    add("restore", cmd_restore).add_argument("--label", default="restored")
+    add("address", cmd_address)
+    sp = add("request", cmd_request)
+    sp.add_argument("amount")
+    sp.add_argument("--memo")
+    sp.add_argument("--expires", type=int, help="seconds from now")
+    sp.add_argument("--id", help="request id (hex; default: random)")
+    sp = add("pay", cmd_pay)
+    sp.add_argument("to", metavar="ADDRESS_OR_REQUEST")
+    sp.add_argument("amount", nargs="?")
+    sp.add_argument("--memo")
+    sp = add("issue", cmd_issue)
+    sp.add_argument("to", metavar="ADDRESS")
+    sp.add_argument("amount")
+    add("receive", cmd_receive)
+    add("balance", cmd_balance)
+    sp = add("history", cmd_history)
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--before", type=int, help="page: the ref of the last row seen")
+    sp.add_argument("--status", choices=["final", "valid", "pending", "invalid", "conflicted",
+                                         "lost", "disputed"])
+    sp.add_argument("--all", action="store_true", help="every device of the account")
+    add("frauds", cmd_frauds)
+
+    dev = sub.add_parser("devices", help="devices of this account").add_subparsers(
+        dest="sub", metavar="SUB", required=True)
+    add("list", cmd_devices_list, dev)
+    add("pair", cmd_devices_pair, dev).add_argument("--label", default="device")
+    add("add", cmd_devices_add, dev).add_argument("request")
+    sp = add("revoke", cmd_devices_revoke, dev)
+    sp.add_argument("device")
+    sp.add_argument("--to", help="sibling that takes the balance (default: this device)")
+    sp = add("move", cmd_move)
+    sp.add_argument("amount")
+    sp.add_argument("--to", required=True, metavar="DEVICE")
+
+    bun = sub.add_parser("bundle", help="payment bundles (files)").add_subparsers(
+        dest="sub", metavar="SUB", required=True)
+    sp = add("export", cmd_bundle_export, bun)
+    sp.add_argument("file")
+    sp.add_argument("--for", dest="for_address", metavar="ADDRESS")
+    add("import", cmd_bundle_import, bun).add_argument("file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tally``."""
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "home"):
+        args.home = default_home()
+    as_json = getattr(args, "json", False)
+    out = Out(as_json)
+    try:
+        args.func(args, out)
+    except (TallyError, EncodingError) as exc:
+        print(f"tally: error: {error_text(exc)}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": error_text(exc)}))
+        return 1
+    except KeyboardInterrupt:
+        print("tally: interrupted", file=sys.stderr)
+        return 130
+    out.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

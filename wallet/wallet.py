@@ -1,0 +1,529 @@
+"""A wallet home: one network, this device's keys, the store and the ledger derived from it.
+
+This is the public API the command line, the terminal app, sync and the tests use; none
+of them touch the store's tables. Every operation that changes something validates it in
+the ledger first and commits the entries, the status changes and the balances in one
+transaction; a refused operation changes nothing.
+
+Home layout::
+
+    HOME/wallet.db          the store (entries, derived statuses and balances)
+    HOME/keys/device.key    this device's key (encrypted)
+    HOME/keys/account.key   the account key, on the device that holds it (encrypted)
+    HOME/keys/issuer.key    the issuer key, on the wallet that created the network
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.public import SealedBox
+from nacl.signing import SigningKey
+
+from wallet import keys as keyfiles
+from wallet.address import Address, PaymentRequest
+from wallet.encoding import (
+    ZERO_ID,
+    Block,
+    Entry,
+    Genesis,
+    Kind,
+    Vote,
+    parse_entry,
+    parse_genesis,
+    short,
+)
+from wallet.errors import EncodingError, TallyError, WalletError
+from wallet.ledger import VALID, Balance, FraudProof, Ledger, Status, StatusChange
+from wallet.pairing import make_pairing_request, parse_pairing_request, sign_open
+from wallet.store import HistoryRow, Store
+
+DB_NAME = "wallet.db"
+PARALLEL_VERIFY_MIN = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What merging a batch of entries did."""
+
+    received: int
+    new: int
+    changes: list[StatusChange]
+
+
+def verify_bodies(bodies: list[bytes], *, threads: int | None = None) -> list[Entry]:
+    """Parse and signature-check entries, on every core for big batches.
+
+    PyNaCl releases the GIL while it verifies, so threads run verifications in parallel.
+    Raises EncodingError naming the first bad entry (by position).
+    """
+
+    def one(item: tuple[int, bytes]) -> Entry:
+        i, body = item
+        try:
+            return parse_entry(body)
+        except EncodingError as exc:
+            raise EncodingError(f"entry #{i}", exc.reason) from exc
+
+    n = threads or os.cpu_count() or 1
+    if len(bodies) < PARALLEL_VERIFY_MIN or n == 1:
+        return [one(x) for x in enumerate(bodies)]
+    chunk = max(256, len(bodies) // (n * 4))
+    parts = [list(enumerate(bodies))[i : i + chunk] for i in range(0, len(bodies), chunk)]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        done = pool.map(lambda part: [one(x) for x in part], parts)
+        return [e for part in done for e in part]
+
+
+class Wallet:
+    """One wallet home. Open with ``Wallet.open(home)``; create with the class methods."""
+
+    def __init__(self, home: Path, store: Store, genesis: Genesis) -> None:
+        self.home = home
+        self.store = store
+        self.genesis = genesis
+        self.network = genesis.network_id
+        self._ledger: Ledger | None = None
+        self._listeners: list[Callable[[list[StatusChange]], None]] = []
+
+    # ------------------------------------------------------------- opening
+    @staticmethod
+    def exists(home: Path) -> bool:
+        """True when ``home`` holds a wallet."""
+        return (Path(home) / DB_NAME).exists()
+
+    @classmethod
+    def open(cls, home: Path) -> Wallet:
+        """Open an existing wallet home; say what to run when there is none."""
+        home = Path(home)
+        if not cls.exists(home):
+            raise WalletError(
+                f"no wallet in {home}: run `tally network create` or `tally network join FILE`"
+            )
+        store = Store(home / DB_NAME)
+        raw = store.get_meta("genesis")
+        if raw is None:
+            raise WalletError(f"{home / DB_NAME} has no network: it is damaged")
+        return cls(home, store, parse_genesis(raw))
+
+    @classmethod
+    def _create(cls, home: Path, genesis: Genesis) -> Wallet:
+        home = Path(home)
+        if cls.exists(home):
+            raise WalletError(f"{home} already holds a wallet; use another --home")
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "keys").mkdir(mode=0o700, exist_ok=True)
+        store = Store(home / DB_NAME)
+        store.set_meta("genesis", genesis.raw)
+        return cls(home, store, genesis)
+
+    @classmethod
+    def join(cls, home: Path, genesis_bytes: bytes) -> Wallet:
+        """A wallet home for the network that this genesis record names."""
+        return cls._create(home, parse_genesis(genesis_bytes))
+
+    @classmethod
+    def create_network(
+        cls,
+        home: Path,
+        genesis: Genesis,
+        issuer_key: SigningKey,
+        passphrase: str,
+        *,
+        label: str = "issuer",
+        limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE,
+    ) -> Wallet:
+        """A new network's issuer wallet: issuer key, issuing device and its open."""
+        w = cls._create(home, genesis)
+        keyfiles.save_key(w._key_path("issuer"), issuer_key, passphrase, kind="issuer",
+                          limits=limits)
+        w._start_device(issuer_key, passphrase, label, limits, account_kind="issuer")
+        return w
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    # ---------------------------------------------------------------- keys
+    def _key_path(self, kind: str) -> Path:
+        return self.home / "keys" / f"{kind}.key"
+
+    def has_key(self, kind: str) -> bool:
+        """True when this home holds a key file of this kind."""
+        return self._key_path(kind).exists()
+
+    def load_key(self, kind: str, passphrase: str) -> SigningKey:
+        """Decrypt one of this home's keys."""
+        path = self._key_path(kind)
+        if not path.exists():
+            raise WalletError(f"this wallet holds no {kind} key ({path} is missing)")
+        return keyfiles.load_key(path, passphrase, kind=kind)
+
+    @property
+    def device(self) -> bytes | None:
+        """This device's public key, once it has one."""
+        return self.store.get_meta("device")
+
+    @property
+    def account(self) -> bytes | None:
+        """This device's account key, once its open is known."""
+        return self.store.get_meta("account")
+
+    def address(self) -> Address:
+        """This device's address (account + device)."""
+        if self.device is None or self.account is None:
+            raise WalletError("this wallet has no device yet: run `tally init`")
+        return Address(self.account, self.device)
+
+    def _start_device(
+        self,
+        account_key: SigningKey,
+        passphrase: str,
+        label: str,
+        limits: keyfiles.KdfLimits,
+        *,
+        account_kind: str = "account",
+    ) -> tuple[bytes, IngestReport]:
+        if self.device is not None:
+            raise WalletError("this wallet already has a device")
+        device_key = SigningKey.generate()
+        if account_kind == "account":
+            keyfiles.save_key(self._key_path("account"), account_key, passphrase,
+                              kind="account", limits=limits)
+        keyfiles.save_key(self._key_path("device"), device_key, passphrase, kind="device",
+                          limits=limits)
+        req = make_pairing_request(self.network, device_key, label)
+        open_block = sign_open(req, account_key)
+        self.store.set_meta("device", req.device)
+        self.store.set_meta("account", bytes(account_key.verify_key))
+        return req.device, self.ingest([open_block])
+
+    def init(
+        self, passphrase: str, *, label: str = "main", limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE
+    ) -> str:
+        """A new account and this device; returns the account's recovery phrase."""
+        account_key = SigningKey.generate()
+        self._start_device(account_key, passphrase, label, limits)
+        return keyfiles.phrase_from_seed(bytes(account_key))
+
+    def restore(
+        self, phrase: str, passphrase: str, *, label: str = "restored",
+        limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE,
+    ) -> bytes:
+        """Rebuild the account key from its phrase and make a new device under it."""
+        account_key = SigningKey(keyfiles.seed_from_phrase(phrase))
+        device, _ = self._start_device(account_key, passphrase, label, limits)
+        return device
+
+    def pair_request(self, passphrase: str, *, label: str = "device",
+                     limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE) -> str:
+        """Make this device's key and return its pairing request text."""
+        if self.device is not None:
+            raise WalletError("this wallet already has a device")
+        device_key = SigningKey.generate()
+        keyfiles.save_key(self._key_path("device"), device_key, passphrase, kind="device",
+                          limits=limits)
+        self.store.set_meta("device", bytes(device_key.verify_key))
+        return make_pairing_request(self.network, device_key, label).to_text()
+
+    def pair_add(self, request_text: str, passphrase: str) -> Block:
+        """On the account key's holder: sign the open of a new device from its request."""
+        req = parse_pairing_request(request_text, self.network)
+        account_key = self.load_key("account", passphrase)
+        block = sign_open(req, account_key)
+        self.ingest([block])
+        return block
+
+    # --------------------------------------------------------------- ledger
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger derived from the store (rebuilt once per process, without verifying)."""
+        if self._ledger is None:
+            led = Ledger(self.genesis)
+            batch: list[Entry] = []
+            for e in self.store.load_entries():
+                batch.append(e)
+            led.add(batch)
+            self._ledger = led
+        return self._ledger
+
+    def subscribe(self, listener: Callable[[list[StatusChange]], None]) -> None:
+        """Call ``listener`` with every batch of status changes this wallet commits."""
+        self._listeners.append(listener)
+
+    def ingest(self, entries: Iterable[Entry]) -> IngestReport:
+        """Merge checked entries of this network: validate, commit, notify."""
+        entries = list(entries)
+        led = self.ledger
+        for e in entries:
+            if e.network != self.network:
+                raise WalletError(f"entry {short(e.id)}… belongs to another network")
+            if isinstance(e, Vote) and e.witness not in led.witness_bit:
+                raise WalletError(f"vote {short(e.id)}… is by a key that is not a witness here")
+        fresh: dict[bytes, Entry] = {}
+        for e in entries:
+            if e.id not in led and e.id not in fresh:
+                fresh[e.id] = e
+        if not fresh:
+            return IngestReport(len(entries), 0, [])
+        changes = led.add(fresh.values())
+        touched = {c.device for c in changes}
+        for e in fresh.values():
+            touched.add(e.device)
+            if isinstance(e, Block) and e.to_device:
+                touched.add(e.to_device)
+        balances = {k: led.balance(k) for k in led.devices}
+        accounts = {
+            e.device: (e.account, e.label)
+            for e in fresh.values()
+            if isinstance(e, Block) and e.kind == Kind.OPEN
+        }
+        self.store.save(fresh.values(), changes, balances, accounts)
+        self._after_commit(changes)
+        return IngestReport(len(entries), len(fresh), changes)
+
+    def ingest_bodies(self, bodies: list[bytes]) -> IngestReport:
+        """Verify raw entries (in parallel when many) and merge them."""
+        held = self.ledger
+        todo = [b for b in bodies if not _held(held, b)]
+        return self.ingest(verify_bodies(todo)) if todo else IngestReport(len(bodies), 0, [])
+
+    def _after_commit(self, changes: list[StatusChange]) -> None:
+        if self.device is not None and self.account is None:
+            d = self.ledger.devices.get(self.device)
+            if d is not None and d.account is not None:
+                self.store.set_meta("account", d.account)
+        for listener in self._listeners:
+            listener(changes)
+
+    # -------------------------------------------------------------- reading
+    def status(self, block_id: bytes) -> Status | None:
+        """A block's status, or None when it is not held."""
+        return self.ledger.status.get(block_id)
+
+    def balance(self) -> dict[bytes, Balance]:
+        """This account's devices and their stored balances (no ledger rebuild)."""
+        if self.account is None:
+            return {}
+        rows = self.store.account_devices(self.account)
+        out = {k: b for k, _, b in rows}
+        if self.device is not None and self.device not in out:
+            out[self.device] = self.store.balances([self.device])[self.device]
+        return out
+
+    def devices(self) -> list[tuple[bytes, str, Balance]]:
+        """This account's devices: key, label, balance."""
+        return self.store.account_devices(self.account) if self.account else []
+
+    def history(self, *, limit: int = 50, before: int | None = None,
+                status: str | None = None, all_devices: bool = False) -> list[HistoryRow]:
+        """This device's blocks (or the account's), newest first, paged and filtered."""
+        if all_devices and self.account:
+            devs = [k for k, _, _ in self.devices()]
+        else:
+            devs = [self.device] if self.device else []
+        return self.store.history(devs, limit=limit, before=before, status=status)
+
+    def frauds(self) -> list[FraudProof]:
+        """Every fraud proof held."""
+        return self.ledger.fraud_proofs()
+
+    def memo(self, block: Block, passphrase: str) -> str | None:
+        """Open a memo sealed to this device, or None when there is none."""
+        if not block.memo or block.to_device != self.device:
+            return None
+        key = self.load_key("device", passphrase)
+        try:
+            return SealedBox(key.to_curve25519_private_key()).decrypt(block.memo).decode()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not for us / damaged"
+            raise WalletError(f"memo of {short(block.id)}… does not open: {exc}") from exc
+
+    # -------------------------------------------------------------- signing
+    def _device_key(self, passphrase: str) -> SigningKey:
+        key = self.load_key("device", passphrase)
+        if bytes(key.verify_key) != self.device:
+            raise WalletError("the device key file does not match this wallet")
+        return key
+
+    def _next(self) -> tuple[int, bytes]:
+        """The slot and prev of this device's next block; refuse if its chain is not valid."""
+        led = self.ledger
+        if self.device is None:
+            raise WalletError("this wallet has no device yet: run `tally init`")
+        tip = led.tip(self.device)
+        head = led.head(self.device)
+        if tip is None:
+            raise WalletError(
+                "this device has no open yet: the account key's holder must run "
+                "`tally devices add REQUEST`, then bring its bundle here"
+            )
+        if head is None or head.id != tip.id:
+            st = led.status[tip.id]
+            raise WalletError(
+                f"this device's last block (seq {tip.seq}) is {st.label}"
+                f"{' (' + st.reason + ')' if st.reason else ''}: sync before signing more"
+            )
+        if head.kind == Kind.REVOKE:
+            raise WalletError("this device has been revoked by its account")
+        return head.seq + 1, head.id
+
+    def _sign(self, passphrase: str, build: Callable[[int, bytes], Block]) -> tuple[Block, Status]:
+        key = self._device_key(passphrase)
+        seq, prev = self._next()
+        block = build(seq, prev).signed(key)
+        self.ingest([block])
+        return block, self.ledger.status[block.id]
+
+    def pay(
+        self,
+        to: Address,
+        amount: int,
+        passphrase: str,
+        *,
+        memo: str = "",
+        request: PaymentRequest | None = None,
+    ) -> tuple[Block, Status]:
+        """Sign a send of ``amount`` minor units, funded by final credits only."""
+        if self.device is None:
+            raise WalletError("this wallet has no device yet: run `tally init`")
+        if to.device == self.device:
+            raise WalletError("that address is this device: use another device's address")
+        if request is not None and request.expires and request.expires < time.time():
+            raise WalletError("the payment request has expired")
+        bal = self.ledger.balance(self.device)
+        issuing = self.ledger.devices[self.device].issuing
+        if not issuing and bal.spendable < amount:
+            dec = self.genesis.decimals
+            from wallet.amounts import format_amount
+
+            more = (f" ({format_amount(bal.incoming, dec)} more is incoming, not final yet)"
+                    if bal.incoming else "")
+            raise WalletError(
+                f"not enough final funds: spendable {format_amount(bal.spendable, dec)}, "
+                f"need {format_amount(amount, dec)}{more}"
+            )
+        sealed = b""
+        if memo:
+            from nacl.signing import VerifyKey
+
+            sealed = SealedBox(VerifyKey(to.device).to_curve25519_public_key()).encrypt(
+                memo.encode()
+            )
+        kind = Kind.ISSUE if issuing else Kind.SEND
+        return self._sign(
+            passphrase,
+            lambda seq, prev: Block(
+                kind, self.network, self.device or b"", seq, prev, to_account=to.account,
+                to_device=to.device, amount=amount,
+                request_id=request.request_id if request else b"", memo=sealed,
+            ),
+        )
+
+    def receive(self, passphrase: str) -> list[tuple[Block, Status]]:
+        """Claim every payment and revoke addressed to this device that it has not claimed."""
+        if self.device is None:
+            return []
+        todo = self.ledger.unclaimed_to(self.device)
+        out = []
+        for s in todo:
+            out.append(self._sign(
+                passphrase,
+                lambda seq, prev, s=s: Block(
+                    Kind.RECEIVE, self.network, self.device or b"", seq, prev, claim=s.id
+                ),
+            ))
+        return out
+
+    def revoke(self, device: bytes, to_device: bytes, passphrase: str) -> tuple[Block, Status]:
+        """Sign, with the account key, the revoke of one of this account's devices."""
+        led = self.ledger
+        d = led.devices.get(device)
+        if d is None or d.account != self.account:
+            raise WalletError(f"device {short(device)}… is not a device of this account")
+        if to_device == device:
+            raise WalletError("a device's balance must pass to a sibling, not to itself")
+        sib = led.devices.get(to_device)
+        if sib is None or sib.account != self.account:
+            raise WalletError(f"device {short(to_device)}… is not a device of this account")
+        head = led.head(device)
+        tip = led.tip(device)
+        if head is None or tip is None:
+            raise WalletError(f"device {short(device)}… has no valid block to revoke after")
+        if head.kind == Kind.REVOKE:
+            raise WalletError(f"device {short(device)}… is already revoked")
+        account_key = self.load_key("account", passphrase)
+        block = Block(
+            Kind.REVOKE, self.network, device, head.seq + 1, head.id,
+            account=bytes(account_key.verify_key), to_account=bytes(account_key.verify_key),
+            to_device=to_device,
+        ).signed(account_key)
+        self.ingest([block])
+        return block, led.status[block.id]
+
+    # -------------------------------------------------------------- export
+    def closure(self, roots: Iterable[bytes]) -> list[bytes]:
+        """Entries the given ones depend on, and they: chains below, claims, votes.
+
+        Returned in an order a receiver can apply in one pass (dependencies first).
+        """
+        led = self.ledger
+        seen: set[bytes] = set()
+        order: list[bytes] = []
+        stack = [r for r in roots if r in led.blocks]
+        while stack:
+            bid = stack.pop()
+            if bid in seen:
+                continue
+            seen.add(bid)
+            b = led.blocks[bid]
+            deps = []
+            if b.prev != ZERO_ID and b.prev in led.blocks:
+                deps.append(b.prev)
+            if b.kind == Kind.RECEIVE and b.claim in led.blocks:
+                deps.append(b.claim)
+            stack.extend(d for d in deps if d not in seen)
+            order.append(bid)
+        votes = [v.id for v in led.votes.values() if v.block_id in seen]
+        order.sort(key=lambda i: led.blocks[i].seq)
+        return order + votes
+
+    def export_ids(self, for_address: Address | None = None) -> list[bytes]:
+        """What a bundle carries: everything, or what one payee needs from us."""
+        led = self.ledger
+        if for_address is None:
+            return self.closure(led.blocks) if led.blocks else []
+        roots = []
+        mine = {k for k, _, _ in self.devices()} | ({self.device} if self.device else set())
+        for d in mine:
+            roots.extend(led.chain(d))
+        roots.extend(
+            b.id for b in led.blocks.values() if b.to_device == for_address.device
+        )
+        roots.extend(led.chain(for_address.device))
+        return self.closure(roots)
+
+    def bodies(self, ids: list[bytes]) -> list[bytes]:
+        """The signed bytes of held entries."""
+        led = self.ledger
+        return [(led.blocks.get(i) or led.votes[i]).raw for i in ids]
+
+
+def _held(led: Ledger, body: bytes) -> bool:
+    from wallet.encoding import entry_hash
+
+    return entry_hash(body) in led
+
+
+def error_text(exc: BaseException) -> str:
+    """The one line a person sees for an error."""
+    if isinstance(exc, TallyError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["VALID", "IngestReport", "Wallet", "error_text", "verify_bodies"]

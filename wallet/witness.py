@@ -1,0 +1,127 @@
+"""The witness (DESIGN §3): vote by the validator's rule, claiming every slot first.
+
+A witness votes a device's latest valid block, in batches: one vote covers every earlier
+slot of its branch. Before a vote leaves it, the witness durably claims each slot the
+vote covers for its block, in a ``ClaimTable``; a slot already claimed for another block
+refuses the vote, so no crash or restart can make it vote two blocks at one slot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from nacl.signing import SigningKey
+
+from wallet.encoding import Vote
+from wallet.ledger import Ledger
+
+
+class ClaimTable(Protocol):
+    """Durable claims keyed (network, device, slot) → block id (PostgreSQL can implement it)."""
+
+    def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
+        """The highest claimed slot at the device and its block id, or None."""
+
+    def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
+        """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
+
+
+class SqliteClaims:
+    """A ClaimTable in a SQLite file, committed with ``synchronous=FULL``."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
+            "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))"
+        )
+
+    def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
+        """The highest claimed slot at the device and its block id, or None."""
+        row = self.conn.execute(
+            "SELECT slot, block FROM claims WHERE network = ? AND device = ? "
+            "ORDER BY slot DESC LIMIT 1",
+            (network, device),
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
+        """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for slot, block in slots:
+                row = self.conn.execute(
+                    "SELECT block FROM claims WHERE network = ? AND device = ? AND slot = ?",
+                    (network, device, slot),
+                ).fetchone()
+                if row is not None and bytes(row[0]) != block:
+                    self.conn.execute("ROLLBACK")
+                    return False
+                if row is None:
+                    self.conn.execute(
+                        "INSERT INTO claims VALUES (?, ?, ?, ?)", (network, device, slot, block)
+                    )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return True
+
+    def close(self) -> None:
+        """Close the file."""
+        self.conn.close()
+
+
+class Witness:
+    """Signs votes for a network's ledger under the witness rule."""
+
+    def __init__(self, key: SigningKey, claims: ClaimTable) -> None:
+        self.key = key
+        self.public = bytes(key.verify_key)
+        self.claims = claims
+
+    def vote(self, ledger: Ledger, devices: Iterable[bytes] | None = None) -> list[Vote]:
+        """Claim and sign the votes the rule allows now, at most one per device."""
+        if self.public not in ledger.witness_bit:
+            return []
+        net = ledger.network
+        self._adopt_own_votes(ledger)
+        out = []
+        for device in sorted(devices if devices is not None else ledger.devices):
+            last = self.claims.last(net, device)
+            block = ledger.votable(device, last)
+            if block is None:
+                continue
+            chain = ledger.chain(device)
+            first = 0 if last is None else last[0] + 1
+            if first > block.seq and not ledger.forked(device):
+                continue
+            if ledger.forked(device):
+                slots = [(block.seq, block.id)]
+            else:
+                slots = [(s, chain[s]) for s in range(first, block.seq + 1)]
+            if not self.claims.claim(net, device, slots):
+                continue
+            out.append(Vote(net, device, block.seq, block.id, self.public).signed(self.key))
+        return out
+
+    def _adopt_own_votes(self, ledger: Ledger) -> None:
+        """Votes of ours found in the set bind us: claim what they cover (lost claims)."""
+        for v in ledger.votes.values():
+            if v.witness != self.public or v.block_id not in ledger.blocks:
+                continue
+            last = self.claims.last(ledger.network, v.device)
+            if last is not None and last[0] >= v.seq:
+                continue
+            chain = ledger.chain(v.device)
+            if v.seq < len(chain) and chain[v.seq] == v.block_id:
+                first = 0 if last is None else last[0] + 1
+                slots = [(s, chain[s]) for s in range(first, v.seq + 1)]
+            else:
+                slots = [(v.seq, v.block_id)]
+            self.claims.claim(ledger.network, v.device, slots)
