@@ -143,10 +143,7 @@ class Net:
     def _prev(self, at: Ledger | Block | None, dev: Device) -> Block:
         if isinstance(at, Block):
             return at
-        if at is None:
-            prev = dev.last
-        else:
-            prev = at.tip(dev.pk)
+        prev = dev.last if at is None else at.tip(dev.pk)
         if prev is None:
             raise ValueError(f"{dev!r} has no block to build on")
         return prev
@@ -220,6 +217,20 @@ class Net:
             to_device=sibling.pk,
         )
         return self._sign(dev, b, key)
+
+    def fund(
+        self, led: Ledger, dev: Device, amount: int, *, final: bool = True
+    ) -> list[Block | Vote]:
+        """Issue ``amount`` to ``dev`` and claim it in ``led``; certify the issue when
+        ``final`` (and q > 0). Returns the entries added."""
+        iss = self.issue(led, dev, amount)
+        out: list[Block | Vote] = [iss]
+        if final:
+            out += self.votes(iss)
+        led.add(out)
+        rc = self.receive(led, dev, iss)
+        led.add([rc])
+        return [*out, rc]
 
     # ------------------------------------------------------------------- votes
     def vote(self, block: Block, witness: int | SigningKey = 0) -> Vote:

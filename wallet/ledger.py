@@ -167,6 +167,8 @@ class Ledger:
         self._votes_for: defaultdict[bytes, list[bytes]] = defaultdict(list)
         self._claimers: defaultdict[bytes, set[bytes]] = defaultdict(set)
         self._waiting: defaultdict[bytes, set[bytes]] = defaultdict(set)
+        self._routed: defaultdict[tuple[bytes, bytes], set[bytes]] = defaultdict(set)
+        self._below_cache: dict[bytes, frozenset[bytes] | bool] = {}
         self._dirty: dict[bytes, int] = {}
         self._changes: list[StatusChange] = []
 
@@ -286,9 +288,7 @@ class Ledger:
         if p is None:
             return []
         return [
-            c
-            for c in kids
-            if (cb := self.blocks[c]).device == p.device and cb.seq == p.seq + 1
+            c for c in kids if (cb := self.blocks[c]).device == p.device and cb.seq == p.seq + 1
         ]
 
     # ------------------------------------------------------------- certificates
@@ -323,7 +323,7 @@ class Ledger:
         if slot == 0:
             # An open is signed by an account, not the device: a stranger can make one.
             # The one the device built on is its open; two built on are a real fork.
-            endorsed = [c for c in cands if self._children(c)]
+            endorsed = self._endorsed(cands)
             if len(endorsed) == 1:
                 return endorsed[0], R_OPEN_UNENDORSED
             if not endorsed:
@@ -333,6 +333,26 @@ class Ledger:
             if len(revokes) == 1:
                 return revokes[0], R_LOST
         return None, R_DISPUTED
+
+    def _endorsed(self, roots: list[bytes]) -> list[bytes]:
+        """The opens a device built on: a child signed by the device key proves it.
+
+        A revoke child is signed by the open's own account, which a stranger can do on
+        its own open; it endorses an open only when no open has a device-signed child.
+        """
+        signed = [
+            c for c in roots if any(self.blocks[k].kind != Kind.REVOKE for k in self._children(c))
+        ]
+        if signed:
+            return signed
+        return [
+            c
+            for c in roots
+            if any(
+                (kb := self.blocks[k]).kind == Kind.REVOKE and kb.account == self.blocks[c].account
+                for k in self._children(c)
+            )
+        ]
 
     # ---------------------------------------------------------------- fixpoint
     def _run(self) -> None:
@@ -344,15 +364,15 @@ class Ledger:
             assert guard < 10_000_000, "validator did not reach a fixpoint"
 
     def _refresh(self, d: _Device, from_index: int) -> None:
-        before = (d.tot_final, d.tot_incoming, d.tot_sent, d.frontier)
         self._settle_main(d)
         if from_index < d.frontier:
             self._rewind(d, from_index)
         self._advance(d)
         self._offmain(d)
-        if d.revokes and before != (d.tot_final, d.tot_incoming, d.tot_sent, d.frontier):
-            for rid in d.revokes:
-                self._recredit_claimers(rid)
+        # A revoke's credit is d's balance: re-price its claimers whenever d was looked at
+        # (d's totals may also have moved before this refresh, by _recredit_claimers).
+        for rid in d.revokes:
+            self._recredit_claimers(rid)
 
     def _settle_main(self, d: _Device) -> None:
         """Re-decide forks and extend the main chain as far as it is decided."""
@@ -477,38 +497,68 @@ class Ledger:
             if s.to_account != d.account:
                 return Status(INVALID, R_NOT_ADDRESSED)
             return None
-        if s.kind == Kind.REVOKE:
+        if s.kind == Kind.REVOKE or s.to_account != d.account:
             return Status(INVALID, R_NOT_ADDRESSED)
-        # A payment to another device x: claimable if a revoke of x passes x's
-        # balance to us, and x's blocks before that revoke do not claim it.
-        x = self.devices.get(s.to_device)
-        revoke = self._revoke_naming(x, d) if x is not None else None
-        if revoke is None:
-            self._waiting[s.to_device].add(d.key)
-            return Status(PENDING, R_REVOKE_MISSING)
-        if s.to_account != d.account:
-            return Status(INVALID, R_NOT_ADDRESSED)
-        assert x is not None
-        rb = self.blocks[revoke]
-        at = x.claimed.get(r.claim)
-        if at is not None and at < rb.seq:
-            return Status(INVALID, R_DOUBLE_CLAIM)
-        if x.frontier < rb.seq:
-            # x's chain below the revoke is not settled: it may still claim it itself.
-            self._claimers[revoke].add(r.id)
+        # A payment to a sibling x: claimable through a revoke of x naming d whose
+        # chain below (x's blocks 0..s) does not claim it. Whether it holds depends only
+        # on blocks present, never on statuses: the revoke's status prices the credit.
+        self._routed[(s.to_device, d.key)].add(r.id)
+        self._waiting[s.to_device].add(d.key)  # another revoke may route it
+        waiting = found = False
+        for rid in self._routes(s.to_device, d):
+            below = self._below(rid, d.key)
+            if below is None:
+                waiting = True
+            elif below is not False:
+                if r.claim not in below:
+                    return None
+                found = True
+        if waiting:
             return Status(PENDING, R_PREV)
-        self._claimers[revoke].add(r.id)
-        return None
+        if found:
+            return Status(INVALID, R_DOUBLE_CLAIM)
+        return Status(PENDING, R_REVOKE_MISSING)
 
-    def _revoke_naming(self, x: _Device, d: _Device) -> bytes | None:
-        """The revoke on x's main chain (or at its end) that names d, if any."""
-        for rid in x.revokes:
-            rb = self.blocks[rid]
-            if rb.to_device != d.key or rb.account != x.account:
-                continue
-            if rid in x.index or (rb.seq == len(x.main) and x.main and x.main[-1] == rb.prev):
-                return rid
-        return None
+    def _routes(self, x_key: bytes, d: _Device) -> list[bytes]:
+        """The revokes of device x that name d and are signed by d's account."""
+        x = self.devices.get(x_key)
+        if x is None:
+            return []
+        return [
+            rid
+            for rid in x.revokes
+            if (rb := self.blocks[rid]).to_device == d.key and rb.account == d.account
+        ]
+
+    def _below(self, rid: bytes, waiter: bytes | None = None) -> frozenset[bytes] | bool | None:
+        """What the chain below a revoke claims, once all of it is present (cached).
+
+        None while a block of it is missing (``waiter`` is woken when it arrives);
+        False when the revoke routes nothing: its chain is broken or its open is not
+        signed by the revoke's account.
+        """
+        got = self._below_cache.get(rid)
+        if got is not None:
+            return got
+        rb = self.blocks[rid]
+        claims: set[bytes] = set()
+        cur = rb
+        out: frozenset[bytes] | bool
+        while cur.seq:
+            p = self.blocks.get(cur.prev)
+            if p is None:
+                if waiter is not None:
+                    self._waiting[cur.prev].add(waiter)
+                return None
+            if p.device != cur.device or p.seq != cur.seq - 1:
+                cur = rb
+                break
+            if p.kind == Kind.RECEIVE:
+                claims.add(p.claim)
+            cur = p
+        out = frozenset(claims) if cur.seq == 0 and cur.account == rb.account else False
+        self._below_cache[rid] = out
+        return out
 
     # ------------------------------------------------------------------ credits
     def _credit(self, d: _Device, r: Block) -> tuple[int, int]:
@@ -521,12 +571,18 @@ class Ledger:
             return 0, 0
         send_final = st.final
         if s.to_device != d.key:
-            x = self.devices[s.to_device]
-            revoke = self._revoke_naming(x, d)
-            rst = self.status.get(revoke) if revoke else None
-            if rst is None or rst.state in (INVALID, CONFLICTED):
+            # routed by a revoke: the best of the revokes that route it prices it
+            best = 0
+            for rid in self._routes(s.to_device, d):
+                below = self._below(rid)
+                rst = self.status.get(rid)
+                if below is None or below is False or r.claim in below or rst is None:
+                    continue
+                if rst.state in (VALID, PENDING):
+                    best = max(best, 2 if rst.final else 1)
+            if best == 0:
                 return 0, 0
-            send_final = send_final and rst.final
+            send_final = send_final and best == 2
         return (s.amount, 0) if send_final else (0, s.amount)
 
     def _revoke_credit(self, v: Block) -> tuple[int, int]:
@@ -540,8 +596,13 @@ class Ledger:
         return 0, balance_final + x.tot_incoming
 
     def _recredit_claimers(self, entry_id: bytes) -> None:
-        """An entry's status or value changed: re-price the receives that claim it."""
-        for rid in self._claimers.get(entry_id, ()):
+        """An entry's status or value changed: re-price the receives that claim it
+        (for a revoke, also the receives it routes to its sibling)."""
+        rids = set(self._claimers.get(entry_id, ()))
+        b = self.blocks.get(entry_id)
+        if b is not None and b.kind == Kind.REVOKE:
+            rids |= self._routed.get((b.device, b.to_device), set())
+        for rid in rids:
             r = self.blocks[rid]
             e = self.devices[r.device]
             i = e.index.get(rid)
@@ -674,7 +735,11 @@ class Ledger:
             for slot in sorted(d.fork_slots):
                 groups: list[list[bytes]] = []
                 if slot == 0:
-                    endorsed = [r for r in d.roots if self._children(r)]
+                    endorsed = [
+                        r
+                        for r in d.roots
+                        if any(self.blocks[k].kind != Kind.REVOKE for k in self._children(r))
+                    ]
                     if len(endorsed) > 1:
                         groups.append(endorsed)
                 else:
