@@ -31,7 +31,7 @@ def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_a_good_update_is_validated_stored_and_applied(setup) -> None:  # type: ignore[no-untyped-def]
-    net, acc, w, rep, iss = setup
+    _, _, w, rep, iss = setup
     update = encode_items([(item_client_id(iss.id), id_text(iss.id), iss.raw)])
     before = w.store.count()
     rep.apply_update(update)
@@ -41,9 +41,12 @@ def test_a_good_update_is_validated_stored_and_applied(setup) -> None:  # type: 
     assert reopened.ledger.status[iss.id] == w.ledger.status[iss.id]
 
 
-@pytest.mark.parametrize("attack", ["forged_signature", "trailing", "key_mismatch", "stranger_vote"])
+ATTACKS = ["forged_signature", "trailing", "key_mismatch", "stranger_vote"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
 def test_a_refused_update_changes_nothing_stored(setup, attack: str) -> None:  # type: ignore[no-untyped-def]
-    net, acc, w, rep, iss = setup
+    net, _, w, rep, iss = setup
     raw, key, client, tail = iss.raw, id_text(iss.id), item_client_id(iss.id), b""
     if attack == "forged_signature":
         from wallet.encoding import entry_hash
