@@ -14,6 +14,7 @@ Entries are ordered dependencies first, so a receiver merges the file in one pas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -45,11 +46,16 @@ def write_bundle(path: Path, network: bytes, bodies: list[bytes]) -> int:
         raise BundleError(f"bundle would be {len(data)} bytes, over the {BUNDLE_BYTES_MAX} limit")
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BundleError(f"cannot write bundle {path}: {exc.strerror}") from exc
     return len(data)
 
 
@@ -57,7 +63,9 @@ def decode_bundle(data: bytes, network: bytes) -> list[bytes]:
     """The entries of a bundle for this network; a BundleError says what is wrong."""
     if len(data) > BUNDLE_BYTES_MAX:
         raise BundleError(f"oversized bundle: {len(data)} bytes, limit {BUNDLE_BYTES_MAX}")
-    if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) or len(data) < len(MAGIC):
+    if not data:
+        raise BundleError("not a Tallystick bundle: the file is empty")
+    if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]):
         raise BundleError("not a Tallystick bundle (bad magic)")
     if len(data) < _HEAD + _SUM:
         raise BundleError(f"truncated bundle: {len(data)} bytes is shorter than its header")
@@ -101,4 +109,11 @@ def read_bundle(path: Path, network: bytes) -> list[bytes]:
         raise BundleError(f"cannot read bundle {path}: {exc.strerror}") from exc
     if size > BUNDLE_BYTES_MAX:
         raise BundleError(f"oversized bundle: {size} bytes, limit {BUNDLE_BYTES_MAX}")
-    return decode_bundle(path.read_bytes(), network)
+    try:
+        with open(path, "rb") as f:  # never more than the limit, whatever stat said
+            data = f.read(BUNDLE_BYTES_MAX + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {path}: {exc.strerror}") from exc
+    if len(data) > BUNDLE_BYTES_MAX:
+        raise BundleError(f"oversized bundle: more than the {BUNDLE_BYTES_MAX}-byte limit")
+    return decode_bundle(data, network)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -111,9 +112,16 @@ def cmd_network_create(a: argparse.Namespace, out: Out) -> None:
     issuer = SigningKey.generate()
     genesis = Genesis(a.name, a.currency.upper(), dec, bytes(issuer.verify_key), witnesses,
                       quorum, policy).signed(issuer)
-    w = Wallet.create_network(a.home, genesis, issuer, _passphrase(), limits=kdf_limits())
     out_path = Path(a.out) if a.out else a.home / "network.genesis"
-    out_path.write_bytes(genesis.raw)
+    if a.out and not out_path.parent.is_dir():
+        raise WalletError(f"cannot write the genesis to {out_path}: "
+                          f"{out_path.parent} is not a directory")
+    w = Wallet.create_network(a.home, genesis, issuer, _passphrase(), limits=kdf_limits())
+    try:
+        out_path.write_bytes(genesis.raw)
+    except OSError as exc:
+        raise WalletError(f"network created in {a.home}, but the genesis could not be "
+                          f"written to {out_path}: {exc.strerror}") from exc
     out.put(network=id_text(genesis.network_id), genesis_file=str(out_path),
             address=w.address().text(), quorum=quorum, witnesses=[key_text(k) for k in witnesses])
     out.say(f"network {a.name} ({id_text(genesis.network_id)}) created; quorum {quorum} of {n}")
@@ -198,7 +206,12 @@ def cmd_request(a: argparse.Namespace, out: Out) -> None:
     """Print a payment request."""
     w = Wallet.open(a.home)
     expires = int(time.time()) + a.expires if a.expires else 0
-    rid = bytes.fromhex(a.id) if a.id else os.urandom(8)
+    try:
+        rid = bytes.fromhex(a.id) if a.id else os.urandom(8)
+    except ValueError as exc:
+        raise WalletError(f"request id {a.id!r} is not hex (like 0a1b2c)") from exc
+    if len(rid) > 32:
+        raise WalletError(f"request id is {len(rid)} bytes; at most 32")
     req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
                          a.memo or "")
     out.put(request=req.uri(), request_id=rid.hex(), amount=req.amount, expires=expires)
@@ -283,6 +296,8 @@ def cmd_balance(a: argparse.Namespace, out: Out) -> None:
 
 def cmd_history(a: argparse.Namespace, out: Out) -> None:
     """This device's blocks with their statuses, newest first."""
+    if a.limit < 1:
+        raise WalletError(f"--limit {a.limit}: give 1 or more rows per page")
     w = Wallet.open(a.home)
     rows = w.history(limit=a.limit, before=a.before, status=a.status, all_devices=a.all)
     items = []
@@ -512,14 +527,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Out(as_json)
     try:
         args.func(args, out)
-    except (TallyError, EncodingError) as exc:
-        print(f"tally: error: {error_text(exc)}", file=sys.stderr)
-        if as_json:
-            print(json.dumps({"error": error_text(exc)}))
-        return 1
     except KeyboardInterrupt:
         print("tally: interrupted", file=sys.stderr)
         return 130
+    except (TallyError, EncodingError, OSError, sqlite3.DatabaseError) as exc:
+        if isinstance(exc, OSError):  # a file or directory the command needs: say which
+            where = f" ({exc.filename})" if exc.filename else ""
+            text = f"{exc.strerror or exc}{where}"
+        elif isinstance(exc, sqlite3.DatabaseError):
+            text = f"the wallet database in {args.home} is unusable: {exc}"
+        else:
+            text = error_text(exc)
+        print(f"tally: error: {text}", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": text}))
+        return 1
     out.finish()
     return 0
 
