@@ -216,6 +216,10 @@ def cmd_request(a: argparse.Namespace, out: Out) -> None:
                          a.memo or "")
     out.put(request=req.uri(), request_id=rid.hex(), amount=req.amount, expires=expires)
     out.say(req.uri())
+    if a.qr and not out.as_json:
+        import segno
+
+        segno.make(req.uri(), error="m").terminal(compact=True)
 
 
 # ---------------------------------------------------------------- payments
@@ -480,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--memo")
     sp.add_argument("--expires", type=int, help="seconds from now")
     sp.add_argument("--id", help="request id (hex; default: random)")
+    sp.add_argument("--qr", action="store_true", help="also draw the request as a QR code")
     sp = add("pay", cmd_pay)
     sp.add_argument("to", metavar="ADDRESS_OR_REQUEST")
     sp.add_argument("amount", nargs="?")
