@@ -39,7 +39,7 @@ from wallet.encoding import (
     short,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
-from wallet.ledger import VALID, Balance, FraudProof, Ledger, Status, StatusChange
+from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
 from wallet.pairing import make_pairing_request, parse_pairing_request, sign_open
 from wallet.store import HistoryRow, Store
 
@@ -176,8 +176,13 @@ class Wallet:
 
     def address(self) -> Address:
         """This device's address (account + device)."""
-        if self.device is None or self.account is None:
+        if self.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
+        if self.account is None:
+            raise WalletError(
+                "this device waits for its open: the account key's holder runs "
+                "`tally devices add REQUEST`, then bring its bundle here"
+            )
         return Address(self.account, self.device)
 
     def _start_device(
@@ -204,7 +209,8 @@ class Wallet:
         return req.device, self.ingest([open_block])
 
     def init(
-        self, passphrase: str, *, label: str = "main", limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE
+        self, passphrase: str, *, label: str = "main",
+        limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE,
     ) -> str:
         """A new account and this device; returns the account's recovery phrase."""
         account_key = SigningKey.generate()
@@ -340,7 +346,7 @@ class Wallet:
         key = self.load_key("device", passphrase)
         try:
             return SealedBox(key.to_curve25519_private_key()).decrypt(block.memo).decode()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not for us / damaged"
+        except Exception as exc:  # any failure means "not for us / damaged"
             raise WalletError(f"memo of {short(block.id)}… does not open: {exc}") from exc
 
     # -------------------------------------------------------------- signing
@@ -370,6 +376,14 @@ class Wallet:
             )
         if head.kind == Kind.REVOKE:
             raise WalletError("this device has been revoked by its account")
+        later = [b.seq for b in led.blocks.values()
+                 if b.device == self.device and b.seq > head.seq]
+        if later:  # a block at the next slot not on the main chain: a fork, never add one
+            raise WalletError(
+                f"this device's chain is forked at seq {min(later)}: its key signed blocks "
+                "elsewhere (a copied or restored device); sign nothing more here "
+                "(`tally frauds`; the account key's holder can revoke this device)"
+            )
         return head.seq + 1, head.id
 
     def _sign(self, passphrase: str, build: Callable[[int, bytes], Block]) -> tuple[Block, Status]:
@@ -395,6 +409,7 @@ class Wallet:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
             raise WalletError("the payment request has expired")
+        self._next()  # no open yet, revoked, or a chain that is not valid: say that first
         bal = self.ledger.balance(self.device)
         issuing = self.ledger.devices[self.device].issuing
         if not issuing and bal.spendable < amount:
@@ -428,7 +443,7 @@ class Wallet:
         """Claim every payment and revoke addressed to this device that it has not claimed."""
         if self.device is None:
             return []
-        todo = self.ledger.unclaimed_to(self.device)
+        todo = self.ledger.unclaimed_to(self.device) + self._unclaimed_via_revokes()
         out = []
         for s in todo:
             out.append(self._sign(
@@ -437,6 +452,34 @@ class Wallet:
                     Kind.RECEIVE, self.network, self.device or b"", seq, prev, claim=s.id
                 ),
             ))
+        return out
+
+    def _unclaimed_via_revokes(self) -> list[Block]:
+        """Payments to a device whose valid revoke names this one, that neither claimed.
+
+        DESIGN §4: the sibling may claim any send or issue addressed to the revoked
+        device that the revoked device's blocks below the revoke do not claim.
+        """
+        led = self.ledger
+        me = self.device
+        mine = {led.blocks[i].claim for i in led.chain(me or b"")
+                if led.blocks[i].kind == Kind.RECEIVE}
+        out: list[Block] = []
+        for rv in led.blocks.values():
+            if rv.kind != Kind.REVOKE or rv.to_device != me or rv.account != self.account:
+                continue
+            st = led.status.get(rv.id)
+            chain = led.chain(rv.device)
+            if st is None or st.state != VALID or rv.id not in chain:
+                continue
+            theirs = {led.blocks[i].claim for i in chain[: rv.seq]
+                      if led.blocks[i].kind == Kind.RECEIVE}
+            for b in led.blocks.values():
+                if (b.kind in (Kind.SEND, Kind.ISSUE) and b.to_device == rv.device
+                        and b.id not in mine and b.id not in theirs
+                        and led.status[b.id].state in (VALID, PENDING)):
+                    out.append(b)
+        out.sort(key=lambda b: (b.device, b.seq))
         return out
 
     def revoke(self, device: bytes, to_device: bytes, passphrase: str) -> tuple[Block, Status]:
