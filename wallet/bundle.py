@@ -79,7 +79,11 @@ def decode_bundle(data: bytes, network: bytes) -> list[bytes]:
         if pos + 2 > len(body):
             raise _truncated_or_corrupt(body, checksum, f"entry #{i} of {count} is missing")
         (n,) = struct.unpack(">H", body[pos : pos + 2])
-        if n > ENTRY_BYTES_MAX or pos + 2 + n > len(body):
+        if n > ENTRY_BYTES_MAX:
+            raise _truncated_or_corrupt(
+                body, checksum, f"entry #{i} of {count} is {n} bytes, over the "
+                f"{ENTRY_BYTES_MAX}-byte limit of an entry")
+        if pos + 2 + n > len(body):
             raise _truncated_or_corrupt(body, checksum, f"entry #{i} of {count} is cut short")
         out.append(body[pos + 2 : pos + 2 + n])
         pos += 2 + n
