@@ -216,7 +216,7 @@ class Net:
             to_account=pk(key),
             to_device=sibling.pk,
         )
-        return self._sign(dev, b, key)
+        return b.signed(key)  # not the device's own doing: dev.last stays
 
     def fund(
         self, led: Ledger, dev: Device, amount: int, *, final: bool = True

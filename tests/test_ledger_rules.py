@@ -235,6 +235,30 @@ def test_an_issue_outside_the_issuing_device_is_invalid_issue_not_issuer():
     check(led, fake, INVALID, L.R_ISSUE_NOT_ISSUER)
 
 
+def test_finality_excuses_rule_3_only():
+    """A certificate makes an unfunded send valid (the replica may lack votes), never a
+    block after a revoke or an issue outside the mint: nothing a replica lacks decides
+    those (it takes witnesses beyond the tolerated to certify one)."""
+    net = Net()
+    a, b = net.account(2), net.account()
+    led = net.ledger()
+    net.fund(led, a[0], 100)
+    fake = net.send(led, a[0], b[0], 5, kind=Kind.ISSUE)
+    led.add([fake, *net.votes(fake)])
+    check(led, fake, INVALID, L.R_ISSUE_NOT_ISSUER)
+    led2 = net.ledger()
+    net.fund(led2, a[0], 100)
+    rv = net.revoke(led2, a[0], a[1])
+    after = net.send(rv, a[0], b[0], 10)
+    led2.add([rv, after, *net.votes(after)])
+    valid(led2, rv, final=True)
+    check(led2, after, INVALID, L.R_AFTER_REVOKE)
+    assert bal(led2, a[0]) == (0, 0)
+    rc = net.receive(led2, a[1], rv)
+    led2.add([rc])
+    assert bal(led2, a[1]) == (100, 0)
+
+
 def test_the_issuing_device_is_exempt_from_funding():
     net = Net()
     a = net.account()
@@ -771,6 +795,27 @@ def test_revoke_credit_final_incoming_and_zero():
     assert bal(led2, a[1]) == (0, 0)
     assert bal(led2, a[0]) == (450, 0)
     fresh_agrees(net, led2)
+
+
+def test_revoke_credit_is_nothing_while_the_chain_below_the_revoke_is_missing():
+    """The credit is the revoked device's balance after s: until blocks 0..s are present,
+    what the device's main chain holds is no measure of it."""
+    net = Net()
+    a, b = net.account(2), net.account()
+    led = net.ledger()
+    net.fund(led, a[0], 100)
+    spend = net.send(led, a[0], b[0], 100)
+    rv = net.revoke(spend, a[0], a[1])
+    rc = net.receive(led, a[1], rv)
+    led.add([rv, rc])
+    check(led, rv, PENDING, L.R_PREV)
+    valid(led, rc)
+    assert bal(led, a[1]) == (0, 0)
+    led.add([spend])
+    valid(led, rv)
+    assert bal(led, a[1]) == (0, 0)
+    assert bal(led, a[0]) == (0, 0)
+    fresh_agrees(net, led)
 
 
 def test_revoke_credit_of_an_incoming_credit_whose_send_is_conflicted_is_zero():

@@ -454,12 +454,14 @@ class Ledger:
         """
         b = self.blocks[d.main[i]]
         final = i <= d.cert_top
-        if i > 0 and self.blocks[d.main[i - 1]].kind == Kind.REVOKE and not final:
+        # Finality excuses rule 3 only (a replica may lack votes its voters saw); these
+        # rules read nothing a replica can lack, so a certificate never overrides them.
+        if i > 0 and self.blocks[d.main[i - 1]].kind == Kind.REVOKE:
             return Status(INVALID, R_AFTER_REVOKE)
         k = b.kind
-        if k == Kind.ISSUE and not d.issuing and not final:
+        if k == Kind.ISSUE and not d.issuing:
             return Status(INVALID, R_ISSUE_NOT_ISSUER)
-        if k == Kind.REVOKE and d.issuing and not final:
+        if k == Kind.REVOKE and d.issuing:
             return Status(INVALID, R_REVOKE_ISSUER)
         if k in (Kind.SEND, Kind.ISSUE):
             if not (final or d.issuing):
@@ -587,9 +589,9 @@ class Ledger:
 
     def _revoke_credit(self, v: Block) -> tuple[int, int]:
         st = self.status.get(v.id)
-        if st is None or st.state in (INVALID, CONFLICTED):
-            return 0, 0
         x = self.devices[v.device]
+        if st is None or st.state in (INVALID, CONFLICTED) or v.id not in x.index:
+            return 0, 0  # lost, invalid, or its chain below is missing: x's totals are not it
         balance_final = x.tot_final - x.tot_sent
         if st.final:
             return balance_final, x.tot_incoming
