@@ -15,9 +15,10 @@ Home layout::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from wallet.pairing import make_pairing_request, parse_pairing_request, sign_ope
 from wallet.store import HistoryRow, Store
 
 DB_NAME = "wallet.db"
+LOCK_NAME = "wallet.lock"
 PARALLEL_VERIFY_MIN = 2000
 
 
@@ -90,6 +92,8 @@ class Wallet:
         self.network = genesis.network_id
         self._ledger: Ledger | None = None
         self._listeners: list[Callable[[list[StatusChange]], None]] = []
+        self._lock_depth = 0
+        self._synced: int | None = None  # the store's data_version the caches reflect
 
     # ------------------------------------------------------------- opening
     @staticmethod
@@ -250,6 +254,8 @@ class Wallet:
     def ledger(self) -> Ledger:
         """The ledger derived from the store (rebuilt once per process, without verifying)."""
         if self._ledger is None:
+            self._synced = self._data_version()  # before reading: a later commit shows
+            self.store._reload_refs()  # the store's caches of devices and balances too
             led = Ledger(self.genesis)
             batch: list[Entry] = []
             for e in self.store.load_entries():
@@ -262,9 +268,49 @@ class Wallet:
         """Call ``listener`` with every batch of status changes this wallet commits."""
         self._listeners.append(listener)
 
+    def _data_version(self) -> int:
+        """SQLite's count of commits by other connections to this store."""
+        return self.store.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this home's write lock, with the ledger as the store has it now.
+
+        Other processes (another ``tally`` command, the app, sync) may write the same
+        home: every write takes the lock, and a ledger built before another connection
+        committed is rebuilt, so a device never signs two blocks at one slot and the
+        statuses and balances stored stay those of the whole set. Re-entrant.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock between processes
+            fcntl = None  # type: ignore[assignment]
+        with open(self.home / LOCK_NAME, "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                if self._data_version() != self._synced:
+                    self._ledger = None  # another connection committed: rebuild
+                    self.store._reload_refs()
+                    self._synced = self._data_version()
+                yield
+            finally:
+                self._lock_depth = 0  # the lock goes with the file's closing
+
     def ingest(self, entries: Iterable[Entry]) -> IngestReport:
         """Merge checked entries of this network: validate, commit, notify."""
-        entries = list(entries)
+        with self._writing():
+            return self._ingest(list(entries))
+
+    def _ingest(self, entries: list[Entry]) -> IngestReport:
         led = self.ledger
         for e in entries:
             if e.network != self.network:
@@ -386,12 +432,22 @@ class Wallet:
             )
         return head.seq + 1, head.id
 
-    def _sign(self, passphrase: str, build: Callable[[int, bytes], Block]) -> tuple[Block, Status]:
-        key = self._device_key(passphrase)
-        seq, prev = self._next()
-        block = build(seq, prev).signed(key)
-        self.ingest([block])
-        return block, self.ledger.status[block.id]
+    def _sign(
+        self,
+        key: SigningKey | str,
+        build: Callable[[int, bytes], Block],
+        check: Callable[[], object] | None = None,
+    ) -> tuple[Block, Status]:
+        """Sign this device's next block (``check`` first), under the home's lock."""
+        if isinstance(key, str):
+            key = self._device_key(key)
+        with self._writing():
+            if check is not None:
+                check()
+            seq, prev = self._next()
+            block = build(seq, prev).signed(key)
+            self.ingest([block])
+            return block, self.ledger.status[block.id]
 
     def pay(
         self,
@@ -409,19 +465,23 @@ class Wallet:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
             raise WalletError("the payment request has expired")
-        self._next()  # no open yet, revoked, or a chain that is not valid: say that first
-        bal = self.ledger.balance(self.device)
-        issuing = self.ledger.devices[self.device].issuing
-        if not issuing and bal.spendable < amount:
-            dec = self.genesis.decimals
-            from wallet.amounts import format_amount
+        device = self.device
+        key = self._device_key(passphrase)
 
-            more = (f" ({format_amount(bal.incoming, dec)} more is incoming, not final yet)"
-                    if bal.incoming else "")
-            raise WalletError(
-                f"not enough final funds: spendable {format_amount(bal.spendable, dec)}, "
-                f"need {format_amount(amount, dec)}{more}"
-            )
+        def funded() -> None:  # under the lock, on the current ledger
+            self._next()  # no open yet, revoked, or a chain that is not valid: say that first
+            bal = self.ledger.balance(device)
+            if not self.ledger.devices[device].issuing and bal.spendable < amount:
+                dec = self.genesis.decimals
+                from wallet.amounts import format_amount
+
+                more = (f" ({format_amount(bal.incoming, dec)} more is incoming, not final yet)"
+                        if bal.incoming else "")
+                raise WalletError(
+                    f"not enough final funds: spendable {format_amount(bal.spendable, dec)}, "
+                    f"need {format_amount(amount, dec)}{more}"
+                )
+
         sealed = b""
         if memo:
             from nacl.signing import VerifyKey
@@ -429,29 +489,32 @@ class Wallet:
             sealed = SealedBox(VerifyKey(to.device).to_curve25519_public_key()).encrypt(
                 memo.encode()
             )
-        kind = Kind.ISSUE if issuing else Kind.SEND
         return self._sign(
-            passphrase,
+            key,
             lambda seq, prev: Block(
-                kind, self.network, self.device or b"", seq, prev, to_account=to.account,
+                Kind.ISSUE if self.ledger.devices[device].issuing else Kind.SEND,
+                self.network, device, seq, prev, to_account=to.account,
                 to_device=to.device, amount=amount,
                 request_id=request.request_id if request else b"", memo=sealed,
             ),
+            funded,
         )
 
     def receive(self, passphrase: str) -> list[tuple[Block, Status]]:
         """Claim every payment and revoke addressed to this device that it has not claimed."""
         if self.device is None:
             return []
-        todo = self.ledger.unclaimed_to(self.device) + self._unclaimed_via_revokes()
+        key = self._device_key(passphrase)
         out = []
-        for s in todo:
-            out.append(self._sign(
-                passphrase,
-                lambda seq, prev, s=s: Block(
-                    Kind.RECEIVE, self.network, self.device or b"", seq, prev, claim=s.id
-                ),
-            ))
+        with self._writing():  # what is unclaimed, as the store has it now
+            todo = self.ledger.unclaimed_to(self.device) + self._unclaimed_via_revokes()
+            for s in todo:
+                out.append(self._sign(
+                    key,
+                    lambda seq, prev, s=s: Block(
+                        Kind.RECEIVE, self.network, self.device or b"", seq, prev, claim=s.id
+                    ),
+                ))
         return out
 
     def _unclaimed_via_revokes(self) -> list[Block]:
@@ -484,6 +547,10 @@ class Wallet:
 
     def revoke(self, device: bytes, to_device: bytes, passphrase: str) -> tuple[Block, Status]:
         """Sign, with the account key, the revoke of one of this account's devices."""
+        with self._writing():  # on the device's chain as the store has it now
+            return self._revoke(device, to_device, passphrase)
+
+    def _revoke(self, device: bytes, to_device: bytes, passphrase: str) -> tuple[Block, Status]:
         led = self.ledger
         d = led.devices.get(device)
         if d is None or d.account != self.account:
