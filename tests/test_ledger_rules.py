@@ -1070,3 +1070,14 @@ def test_status_is_order_independent_on_a_fixed_scenario():
     assert statuses == {VALID, PENDING, INVALID, CONFLICTED}
     for seed in range(25):
         fresh_agrees(net, led, seed)
+
+
+def test_every_reason_code_has_a_scenario_here():
+    """A new reason code in wallet.ledger needs a scenario in this file."""
+    import inspect
+
+    source = inspect.getsource(inspect.getmodule(test_every_reason_code_has_a_scenario_here))
+    codes = [name for name in vars(L) if name.startswith("R_")]
+    assert len(codes) == 17
+    missing = [c for c in codes if source.count(f"L.{c}") < 1]
+    assert not missing, missing
