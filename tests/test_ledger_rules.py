@@ -288,6 +288,13 @@ def test_entries_of_another_network_or_votes_of_strangers_are_refused():
     with pytest.raises(ValueError):
         led.add([net.vote(a[0].open, keygen())])
     assert len(led) == len(net.opens)
+    # a refused batch changes nothing: its good entries are not half-held
+    iss = net.issue(led, a[0], 5)
+    with pytest.raises(ValueError):
+        led.add([iss, net.vote(iss), other.mint.open])
+    assert iss.id not in led and len(led) == len(net.opens)
+    led.add([iss])
+    valid(led, iss)
 
 
 # ------------------------------------------------------------------------ rule 3

@@ -180,17 +180,24 @@ class Ledger:
         return len(self.blocks) + len(self.votes)
 
     def add(self, entries: Iterable[Block | Vote]) -> list[StatusChange]:
-        """Merge entries (parsed and signature-checked); return the status changes."""
-        new_blocks: list[Block] = []
-        new_votes: list[Vote] = []
+        """Merge entries (parsed and signature-checked); return the status changes.
+
+        A batch holding an entry of another network, or a vote by a key outside the
+        genesis, raises ValueError and changes nothing.
+        """
+        fresh: dict[bytes, Block | Vote] = {}
         for e in entries:
             if e.id in self.blocks or e.id in self.votes:
                 continue
             if e.network != self.network:
                 raise ValueError("entry of another network reached the ledger")
+            if isinstance(e, Vote) and e.witness not in self.witness_bit:
+                raise ValueError("vote by a key outside the genesis reached the ledger")
+            fresh[e.id] = e
+        new_blocks: list[Block] = []
+        new_votes: list[Vote] = []
+        for e in fresh.values():
             if isinstance(e, Vote):
-                if e.witness not in self.witness_bit:
-                    raise ValueError("vote by a key outside the genesis reached the ledger")
                 self.votes[e.id] = e
                 new_votes.append(e)
             else:
