@@ -142,6 +142,19 @@ def test_network_create_with_witnesses(tmp_path: Path) -> None:
     assert "use quorum 0" in msg
     assert "witness key" in fail(bad, "network", "create", "Town", "--currency", "EUR",
                                  "--witness", "not-a-key")
+    cases = [
+        (["--witness", texts[0], "--witness", texts[0]], "listed twice"),
+        (["--decimals", "-1"], "--decimals -1: give 0 to 18"),
+        (["--decimals", "19"], "--decimals 19: give 0 to 18"),
+        (["--settle-period", "-5"], "--settle-period -5: give 0 or more"),
+        (["--floor-till", "0"], "--floor-till: amount '0' must be more than 0"),
+        (["--decimals", "0", "--floor-payment", "1.5"], "--floor-payment: amount '1.5' has"),
+        (["--currency", "euro1"], "currency"),
+    ]
+    procs = run_many([(bad, "network", "create", "Town", "--currency", "EUR", *args)
+                      for args, _ in cases])
+    for (args, want), p in zip(cases, procs, strict=True):
+        assert want in check_failed(p), args
     assert not bad.exists()
 
     one = tj(tmp_path / "one", "network", "create", "Hamlet", "--currency", "EUR",

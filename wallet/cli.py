@@ -103,12 +103,18 @@ def cmd_network_create(a: argparse.Namespace, out: Out) -> None:
     quorum = a.quorum if a.quorum is not None else _proposed_quorum(n)
     check_quorum(n, quorum)
     dec = a.decimals
-    policy = Policy(
-        parse_amount(a.floor_payment, dec),
-        parse_amount(a.floor_account, dec),
-        parse_amount(a.floor_till, dec),
-        a.settle_period,
-    )
+    if not 0 <= dec <= 18:
+        raise WalletError(f"--decimals {dec}: give 0 to 18 (2 for cents)")
+    if a.settle_period < 0:
+        raise WalletError(f"--settle-period {a.settle_period}: give 0 or more seconds")
+    floors = []
+    for option, text in (("--floor-payment", a.floor_payment),
+                         ("--floor-account", a.floor_account), ("--floor-till", a.floor_till)):
+        try:
+            floors.append(parse_amount(text, dec))
+        except WalletError as exc:
+            raise WalletError(f"{option}: {exc}") from exc
+    policy = Policy(*floors, a.settle_period)
     issuer = SigningKey.generate()
     genesis = Genesis(a.name, a.currency.upper(), dec, bytes(issuer.verify_key), witnesses,
                       quorum, policy).signed(issuer)
