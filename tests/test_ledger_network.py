@@ -11,10 +11,11 @@ siblings; witnesses vote what ``Ledger.votable`` offers, keeping their own claim
 tables. After every step, every replica that changed is checked:
 
 - no non-issuing device's spendable balance is negative;
-- every balance is what the contract's definitions give from the statuses (credits:
-  final / incoming / zero from the claimed send's and the routing revoke's status; a
-  revoke's credit from the revoked chain below it), and no send, issue or revoke is
-  credited as final more than once or beyond its amount;
+- every status and balance is what ``Reference`` gives: DESIGN §3–4 recomputed from
+  scratch by plain recursion over the set, no incremental state;
+- money is conserved: the devices' spendable balances plus what was validly sent and
+  is not yet finally credited (sends, issues, revoked balances) sum to zero, and no
+  send, issue or revoke is credited beyond its amount;
 - with q > 0, no block an honest (never cloned) device signed is invalid, no
   certificate is ever taken back (final stays final) and no witness equivocates;
 - a fresh Ledger fed the same set, shuffled, in several batches, agrees on every
@@ -691,6 +692,19 @@ def check_replica(sim: Sim, rep: Replica) -> None:
         assert f <= max(cap, 0) or f == 0, f"{rep.name}: {s.kind.name} credited {f} > {cap}"
         if s.kind != Kind.REVOKE:
             assert issued_live[cid] <= s.amount, f"{rep.name}: send credited twice"
+    # conservation, globally: what the devices hold as spendable plus what is final-sent
+    # and not yet finally credited (sends, issues, revoked balances) is zero
+    in_flight = 0
+    for b in led.blocks.values():
+        if led.status[b.id].state != VALID:
+            continue
+        if b.kind in (Kind.SEND, Kind.ISSUE):
+            in_flight += b.amount - issued_final.get(b.id, 0)
+        elif b.kind == Kind.REVOKE:
+            bf, _, sent = ref.device_totals(b.device)
+            in_flight += bf - sent - issued_final.get(b.id, 0)
+    held = sum(led.balance(key).spendable for key in led.devices)
+    assert held + in_flight == 0, f"{rep.name}: {held} held + {in_flight} in flight != 0"
     # fraud proofs: every pair at one slot with one prev shows one, and only those
     proofs = led.fraud_proofs()
     by_slot: dict[tuple[bytes, bytes, int], list[bytes]] = {}

@@ -16,6 +16,12 @@ sends over the valid prefix make rule 3 O(1) per block, so merging k entries cos
 plus the statuses that change. Credit changes travel from a send to the receives that
 claim it through a worklist of dirty devices; the claim graph follows hashes, so it has
 no cycles and the worklist reaches the one fixpoint whatever the order of arrival.
+
+Whether a receive holds depends on blocks present only, never on statuses (rule 4): a
+claim of a payment to a revoked sibling holds through a revoke naming the claimer whose
+chain below is present and does not claim it (``_below``, cached once complete); the
+revoke's status prices the credit. A revoke's credit is its device's totals, so its
+claimers are re-priced whenever that device is refreshed.
 """
 
 from __future__ import annotations
