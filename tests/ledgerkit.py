@@ -13,6 +13,10 @@ Every builder takes ``at``: a ``Ledger`` (the block is built on the device's tip
 there, the last block of its main chain), a ``Block`` to build on (a fork, a clone),
 or None for the device's own last block as this kit remembers it (``Device.last``).
 Keys come from ``rng`` when given, so a seeded run signs the same bytes every time.
+
+Also: ``Net.fund`` (issue + claim, certified unless ``final=False``), ``Witness`` (an
+honest witness with its claimed-slot table, voting what ``Ledger.votable`` offers),
+``closure`` (what sync ships with some blocks) and ``entries`` (a Ledger's whole set).
 """
 
 from __future__ import annotations
@@ -148,8 +152,8 @@ class Net:
             raise ValueError(f"{dev!r} has no block to build on")
         return prev
 
-    def _sign(self, dev: Device, block: Block, key: SigningKey | None = None) -> Block:
-        out = block.signed(key or dev.key)
+    def _sign(self, dev: Device, block: Block) -> Block:
+        out = block.signed(dev.key)
         dev.last = out
         return out
 
