@@ -22,11 +22,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from wallet.encoding import Block, Entry, Kind, parse_entry
 from wallet.ledger import CONFLICTED, INVALID, PENDING, VALID, Balance, StatusChange
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 1
 STATE_CODES = {PENDING: 0, VALID: 1, INVALID: 2, CONFLICTED: 3}
@@ -95,13 +97,20 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
-        self.db = sqlite_utils.Database(conn)
         self.conn = conn
         conn.executescript(_SCHEMA)
         self._dev_refs: dict[bytes, int] = {
             bytes(k): r for r, k in conn.execute("SELECT ref, key FROM devices")
         }
         self._balances: dict[bytes, Balance] = {}
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils view of the connection. Imported on first use: importing
+        sqlite-utils takes longer than the rest of a ``tally`` command's start."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         """Close the database."""
@@ -192,7 +201,7 @@ class Store:
             if balances:
                 todo = [(b.spendable, b.incoming, k) for k, b in balances.items()
                         if self._balances.get(k) != b]
-                for k, b in balances.items():
+                for k in balances:
                     self._dev_ref(k)
                 self.conn.executemany(
                     "UPDATE devices SET spendable = ?, incoming = ? WHERE key = ?", todo
