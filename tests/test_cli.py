@@ -274,6 +274,8 @@ def test_pay_address_and_request(net: Net, tmp_path: Path) -> None:
     assert "checksum" in fail(alice.path, "pay", typo, "1")
     assert "give an AMOUNT" in fail(alice.path, "pay", bob.address)
     assert "this device" in fail(alice.path, "pay", alice.address, "1")
+    assert "memo is 465 bytes; at most 464" in fail(alice.path, "pay", bob.address, "1",
+                                                      "--memo", "x" * 465)
 
     carry(alice.path, bob.path, tmp_path / "pay.bundle", for_address=bob.address)
     got = tj(bob.path, "receive")["received"]
@@ -498,6 +500,10 @@ def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     bal = tj(alice.path, "balance")
     assert {d["label"]: d["spendable"] for d in bal["devices"]} == {"main": 8500,
                                                                     "tablet": 1200}
+    mine = {r["device"] for r in _history(alice.path)}
+    every = {r["device"] for r in _history(alice.path, "--all")}
+    assert mine == {key_text(parse_address(alice.address).device)}
+    assert every == mine | {key_text(parse_address(tab.address).device)}
 
     # The tablet holds no account key: it cannot revoke its siblings.
     assert "no account key" in fail(tab.path, "devices", "revoke", "main")

@@ -465,6 +465,7 @@ class Wallet:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
             raise WalletError("the payment request has expired")
+        _check_memo(memo)
         device = self.device
         key = self._device_key(passphrase)
 
@@ -627,6 +628,18 @@ def _held(led: Ledger, body: bytes) -> bool:
     from wallet.encoding import entry_hash
 
     return entry_hash(body) in led
+
+
+def _check_memo(memo: str) -> None:
+    """Refuse a memo that will not fit in a send once sealed, saying how much fits."""
+    from nacl.bindings import crypto_box_SEALBYTES
+
+    from wallet.encoding import MEMO_BYTES_MAX
+
+    room = MEMO_BYTES_MAX - crypto_box_SEALBYTES
+    size = len(memo.encode())
+    if size > room:
+        raise WalletError(f"memo is {size} bytes; at most {room} fit in a payment")
 
 
 def error_text(exc: BaseException) -> str:
