@@ -223,8 +223,9 @@ def test_read_bundle_never_reads_past_the_limit(monkeypatch: pytest.MonkeyPatch,
                                                world: World, tmp_path: Path) -> None:
     """A file whose size stat does not tell (a device, a pipe) is read up to the limit."""
     monkeypatch.setattr(bundle_mod, "BUNDLE_BYTES_MAX", 4096)
-    with pytest.raises(BundleError, match="oversized bundle"):
-        bundle_mod.read_bundle(Path("/dev/zero"), world.network)
+    if Path("/dev/zero").exists():
+        with pytest.raises(BundleError, match="oversized bundle"):
+            bundle_mod.read_bundle(Path("/dev/zero"), world.network)
     f = tmp_path / "small-limit.bundle"
     f.write_bytes(world.good + b"\0" * 4096)
     with pytest.raises(BundleError, match="oversized bundle"):

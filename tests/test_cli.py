@@ -672,8 +672,8 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     j(r, "restore", env=tally_env(TALLY_PHRASE=alice["phrase"]))
     demo = j(None, "demo", "--dir", tmp_path / "demo")
     assert demo["payment_status"] == "final"
-    # --json may come before the command too.
-    doc = one_json(ok(None, "--json", "--home", a, "balance"))
+    # --json may come before the command too; TALLY_HOME stands for --home.
+    doc = one_json(ok(None, "--json", "balance", env=tally_env(TALLY_HOME=str(a))))
     assert doc["spendable"] == 1000 - 150 - 100 - 100
     # the app itself (no command) is not built yet: an error, as one JSON document.
     p = run(a, "--json")
