@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,6 @@ class Home:
     path: Path
     address: str = ""
     phrase: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def new_wallets(genesis: Path, *homes: Path, label: str = "main") -> list[Home]:
@@ -140,15 +139,6 @@ def carry(src: Path, dst: Path, file: Path, *, for_address: str | None = None) -
     extra = ["--for", for_address] if for_address else []
     tj(src, "bundle", "export", file, *extra)
     return tj(dst, "bundle", "import", file)
-
-
-def fund(issuer: Path, w: Home, amount: str, file: Path) -> dict:
-    """Issue to a wallet, carry the issue to it and receive it; the issue's document."""
-    issued = tj(issuer, "issue", w.address, amount)
-    carry(issuer, w.path, file, for_address=w.address)
-    got = tj(w.path, "receive")
-    assert issued["id"] in [r["claims"] for r in got["received"]]
-    return issued
 
 
 def _rows(conn: sqlite3.Connection, sql: str) -> str:

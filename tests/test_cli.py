@@ -529,7 +529,7 @@ def test_revoke_passes_payments_the_device_never_claimed(net: Net, tmp_path: Pat
     """DESIGN §4: the sibling may claim what was sent to the revoked device and not claimed."""
     (alice,) = api_wallets(net.genesis, tmp_path / "alice")
     api_fund(net.issuer, alice, 5000)
-    tab = _pair(alice, net.genesis, tmp_path / "tab", "lost")
+    _pair(alice, net.genesis, tmp_path / "tab", "lost")
     moved = tj(alice.path, "move", "20", "--to", "lost")
     # The tablet is lost before it ever received the move.
     rv = tj(alice.path, "devices", "revoke", "lost")
@@ -538,7 +538,6 @@ def test_revoke_passes_payments_the_device_never_claimed(net: Net, tmp_path: Pat
     assert {r["status"] for r in got} == {"final"}
     assert tj(alice.path, "balance")["spendable"] == 5000
     assert tj(alice.path, "receive") == {"received": []}
-    del tab
 
 
 def test_restore_makes_a_new_device(net: Net, tmp_path: Path) -> None:
