@@ -16,10 +16,12 @@ Home layout::
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from nacl.signing import SigningKey
 from wallet import keys as keyfiles
 from wallet.address import Address, PaymentRequest
 from wallet.encoding import (
+    SIG_BYTES,
     ZERO_ID,
     Block,
     Entry,
@@ -38,6 +41,7 @@ from wallet.encoding import (
     parse_entry,
     parse_genesis,
     short,
+    verify_signed,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
@@ -58,28 +62,99 @@ class IngestReport:
     changes: list[StatusChange]
 
 
+def verify_threads(count: int, threads: int | None = None) -> int:
+    """How many threads ``verify_bodies`` and ``ingest_bodies`` use for ``count`` entries."""
+    if count < PARALLEL_VERIFY_MIN:
+        return 1
+    return max(1, threads or os.cpu_count() or 1)
+
+
 def verify_bodies(bodies: list[bytes], *, threads: int | None = None) -> list[Entry]:
     """Parse and signature-check entries, on every core for big batches.
 
     PyNaCl releases the GIL while it verifies, so threads run verifications in parallel.
     Raises EncodingError naming the first bad entry (by position).
     """
+    return _checked(bodies, threads=threads)
 
-    def one(item: tuple[int, bytes]) -> Entry:
-        i, body = item
+
+def _checked(
+    bodies: list[bytes], *, threads: int | None = None, held: Ledger | None = None
+) -> list[Entry]:
+    """Parse entries, then check their signatures, on every core for big batches.
+
+    Parsing is pure Python and holds the GIL, so it runs first, in this thread; then the
+    signature checks run in threads that spend nearly all their time inside libsodium
+    with the GIL released. With ``held``, entries it already holds (and repeats within
+    the batch) are left out unchecked: what a wallet holds was verified when it came in.
+    Raises EncodingError naming the first bad entry by its position in ``bodies``.
+    """
+    entries: list[Entry] = []
+    where: list[int] = []
+    malformed: EncodingError | None = None
+    seen: set[bytes] = set()
+    for i, body in enumerate(bodies):
         try:
-            return parse_entry(body)
+            e = parse_entry(body, verify=False)
         except EncodingError as exc:
-            raise EncodingError(f"entry #{i}", exc.reason) from exc
+            malformed = EncodingError(f"entry #{i}", exc.reason)
+            break
+        if held is not None:
+            if e.id in held or e.id in seen:
+                continue
+            seen.add(e.id)
+        entries.append(e)
+        where.append(i)
+    bad = _first_bad_signature(entries, verify_threads(len(entries), threads))
+    if bad is not None:
+        e = entries[bad]
+        raise EncodingError(
+            f"entry #{where[bad]}", f"bad signature (not signed by {short(e.signer)}…)"
+        )
+    if malformed is not None:
+        raise malformed
+    return entries
 
-    n = threads or os.cpu_count() or 1
-    if len(bodies) < PARALLEL_VERIFY_MIN or n == 1:
-        return [one(x) for x in enumerate(bodies)]
-    chunk = max(256, len(bodies) // (n * 4))
-    parts = [list(enumerate(bodies))[i : i + chunk] for i in range(0, len(bodies), chunk)]
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        done = pool.map(lambda part: [one(x) for x in part], parts)
-        return [e for part in done for e in part]
+
+def _first_bad_signature(entries: list[Entry], threads: int) -> int | None:
+    """The position of the first entry whose signature fails, or None."""
+
+    def run(span: range) -> int | None:
+        for i in span:
+            e = entries[i]
+            if not verify_signed(e.signer, e.signature + e.raw[:-SIG_BYTES]):
+                return i
+        return None
+
+    n = len(entries)
+    if threads <= 1:
+        return run(range(n))
+    chunk = max(256, n // (threads * 8))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
+    try:
+        for bad in pool.map(run, [range(i, min(i + chunk, n)) for i in range(0, n, chunk)]):
+            if bad is not None:
+                return bad  # spans come back in order: this is the first bad entry
+        return None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _gc_paused(bulk: bool) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a bulk merge builds its objects.
+
+    A merge of many entries allocates hundreds of thousands of objects that all stay
+    alive, so every collection in between is wasted work that grows with the ledger.
+    """
+    was = gc.isenabled()
+    if bulk and was:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if bulk and was:
+            gc.enable()
 
 
 class Wallet:
@@ -257,10 +332,8 @@ class Wallet:
             self._synced = self._data_version()  # before reading: a later commit shows
             self.store._reload_refs()  # the store's caches of devices and balances too
             led = Ledger(self.genesis)
-            batch: list[Entry] = []
-            for e in self.store.load_entries():
-                batch.append(e)
-            led.add(batch)
+            with _gc_paused(True):
+                led.add(list(self.store.load_entries()))
             self._ledger = led
         return self._ledger
 
@@ -340,10 +413,17 @@ class Wallet:
         return IngestReport(len(entries), len(fresh), changes)
 
     def ingest_bodies(self, bodies: list[bytes]) -> IngestReport:
-        """Verify raw entries (in parallel when many) and merge them."""
-        held = self.ledger
-        todo = [b for b in bodies if not _held(held, b)]
-        return self.ingest(verify_bodies(todo)) if todo else IngestReport(len(bodies), 0, [])
+        """Verify raw entries (in parallel when many) and merge them.
+
+        Entries already held are not verified again. The whole batch is checked before
+        anything is stored: one bad entry refuses it all, naming the entry's position.
+        """
+        with _gc_paused(len(bodies) >= PARALLEL_VERIFY_MIN):
+            todo = _checked(bodies, held=self.ledger)
+            if not todo:
+                return IngestReport(len(bodies), 0, [])
+            report = self.ingest(todo)
+        return IngestReport(len(bodies), report.new, report.changes)
 
     def _after_commit(self, changes: list[StatusChange]) -> None:
         if self.device is not None and self.account is None:
@@ -624,12 +704,6 @@ class Wallet:
         return [(led.blocks.get(i) or led.votes[i]).raw for i in ids]
 
 
-def _held(led: Ledger, body: bytes) -> bool:
-    from wallet.encoding import entry_hash
-
-    return entry_hash(body) in led
-
-
 def _check_memo(memo: str) -> None:
     """Refuse a memo that will not fit in a send once sealed, saying how much fits."""
     from nacl.bindings import crypto_box_SEALBYTES
@@ -649,4 +723,4 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["VALID", "IngestReport", "Wallet", "error_text", "verify_bodies"]
+__all__ = ["VALID", "IngestReport", "Wallet", "error_text", "verify_bodies", "verify_threads"]
