@@ -37,7 +37,7 @@ from tests.clikit import (
 from wallet import keys as keyfiles
 from wallet.address import Address, PaymentRequest, parse_address, parse_request
 from wallet.cli import build_parser
-from wallet.encoding import id_from_text, key_text
+from wallet.encoding import id_from_text, key_from_text, key_text
 from wallet.pairing import make_pairing_request
 from wallet.wallet import Wallet
 from wallet.witness import SqliteClaims, Witness
@@ -163,6 +163,21 @@ def test_network_create_with_witnesses(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ identity
+def key_record(home: Path, kind: str) -> tuple[str, bytes] | None:
+    """The kind and public key of a wallet's encrypted key record, or None."""
+    import json
+
+    w = Wallet.open(home)
+    try:
+        data = w.store.get_meta(f"key.{kind}")
+    finally:
+        w.close()
+    if data is None:
+        return None
+    doc = json.loads(data)
+    return doc["kind"], key_from_text(doc["public"])
+
+
 def test_init_prints_phrase_and_address(net: Net, tmp_path: Path) -> None:
     home = tmp_path / "a"
     tj(home, "network", "join", net.genesis)
@@ -173,10 +188,10 @@ def test_init_prints_phrase_and_address(net: Net, tmp_path: Path) -> None:
     addr = parse_address(doc["address"])
     account = SigningKey(keyfiles.seed_from_phrase(doc["phrase"]))
     assert bytes(account.verify_key) == addr.account
-    assert keyfiles.read_key_info(home / "keys" / "account.key") == ("account", addr.account)
-    assert keyfiles.read_key_info(home / "keys" / "device.key") == ("device", addr.device)
-    for f in (home / "keys").iterdir():  # the secret never sits in a key file in the clear
-        assert bytes(account).hex() not in f.read_text()
+    assert key_record(home, "account") == ("account", addr.account)
+    assert key_record(home, "device") == ("device", addr.device)
+    raw = (home / "wallet.db").read_bytes()  # the secret never sits in the store in the clear
+    assert bytes(account) not in raw and bytes(account).hex().encode() not in raw
 
     assert tj(home, "address") == {"address": doc["address"],
                                    "account": key_text(addr.account),
@@ -551,8 +566,8 @@ def test_restore_makes_a_new_device(net: Net, tmp_path: Path) -> None:
     r0 = tj(homes[0], "restore", env=tally_env(TALLY_PHRASE=dave.phrase))
     new = parse_address(r0["address"])
     assert new.account == old.account and new.device != old.device
-    assert keyfiles.read_key_info(homes[0] / "keys" / "account.key")[1] == old.account
-    assert keyfiles.read_key_info(homes[0] / "keys" / "device.key")[1] == new.device
+    assert key_record(homes[0], "account")[1] == old.account
+    assert key_record(homes[0], "device")[1] == new.device
     # From stdin when TALLY_PHRASE is unset: yet another new device.
     r1 = tj(homes[1], "restore", stdin=dave.phrase + "\n")
     assert parse_address(r1["address"]).device not in (old.device, new.device)
@@ -563,7 +578,7 @@ def test_restore_makes_a_new_device(net: Net, tmp_path: Path) -> None:
         words[0] = "zoo" if words[0] != "zoo" else "abandon"
     msg = fail(homes[2], "restore", env=tally_env(TALLY_PHRASE=" ".join(words)))
     assert "checksum failed" in msg
-    assert not (homes[2] / "keys" / "device.key").exists()
+    assert key_record(homes[2], "device") is None
     assert "run `tally init`" in fail(homes[2], "address")
 
     # The restored device gets the history back and revokes the device it cannot reach.

@@ -128,14 +128,19 @@ class Store:
 
     def set_meta(self, key: str, value: bytes | str) -> None:
         """Write a meta record in its own transaction."""
-        if isinstance(value, str):
-            value = value.encode()
+        self.set_metas({key: value})
+
+    def set_metas(self, records: dict[str, bytes | str]) -> None:
+        """Write several meta records in one transaction."""
         with self.transaction():
-            self.conn.execute(
-                "INSERT INTO meta(key, value) VALUES(?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._put_metas(records)
+
+    def _put_metas(self, records: dict[str, bytes | str]) -> None:
+        self.conn.executemany(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, v.encode() if isinstance(v, str) else v) for k, v in records.items()],
+        )
 
     # ---------------------------------------------------------- transactions
     def transaction(self) -> _Txn:
@@ -159,10 +164,11 @@ class Store:
         changes: Iterable[StatusChange],
         balances: dict[bytes, Balance] | None = None,
         accounts: dict[bytes, tuple[bytes | None, str]] | None = None,
+        meta: dict[str, bytes | str] | None = None,
     ) -> None:
-        """Store new entries, status changes and balances in one transaction."""
+        """Store new entries, status changes, balances (and meta records) in one transaction."""
         try:
-            self._save(entries, changes, balances, accounts)
+            self._save(entries, changes, balances, accounts, meta or {})
         except BaseException:
             self._reload_refs()  # refs made inside the rolled-back transaction are gone
             raise
@@ -173,6 +179,7 @@ class Store:
         changes: Iterable[StatusChange],
         balances: dict[bytes, Balance] | None,
         accounts: dict[bytes, tuple[bytes | None, str]] | None,
+        meta: dict[str, bytes | str],
     ) -> None:
         now = int(time.time())
         # A new entry is written with its latest status in the same row: one pass over
@@ -182,6 +189,7 @@ class Store:
             latest[c.block_id] = c.new
         pending: dict[bytes, Status] = {}
         with self.transaction():
+            self._put_metas(meta)
             rows = []
             refs = self._dev_refs
             for e in entries:

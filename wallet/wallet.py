@@ -7,10 +7,12 @@ transaction; a refused operation changes nothing.
 
 Home layout::
 
-    HOME/wallet.db          the store (entries, derived statuses and balances)
-    HOME/keys/device.key    this device's key (encrypted)
-    HOME/keys/account.key   the account key, on the device that holds it (encrypted)
-    HOME/keys/issuer.key    the issuer key, on the wallet that created the network
+    HOME/wallet.db          the store: entries, derived statuses and balances, and this
+                            wallet's keys, encrypted (Argon2id + SecretBox key records
+                            ``key.device``, ``key.account`` on the device that holds the
+                            account key, ``key.issuer`` on the wallet that created the
+                            network), committed with the device's open so that a crash
+                            never leaves a key without its device or the reverse
 """
 
 from __future__ import annotations
@@ -195,8 +197,9 @@ class Wallet:
         home = Path(home)
         if cls.exists(home):
             raise WalletError(f"{home} already holds a wallet; use another --home")
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "keys").mkdir(mode=0o700, exist_ok=True)
+        if not home.exists():
+            home.mkdir(parents=True)
+            os.chmod(home, 0o700)
         store = Store(home / DB_NAME)
         store.set_meta("genesis", genesis.raw)
         return cls(home, store, genesis)
@@ -219,8 +222,6 @@ class Wallet:
     ) -> Wallet:
         """A new network's issuer wallet: issuer key, issuing device and its open."""
         w = cls._create(home, genesis)
-        keyfiles.save_key(w._key_path("issuer"), issuer_key, passphrase, kind="issuer",
-                          limits=limits)
         w._start_device(issuer_key, passphrase, label, limits, account_kind="issuer")
         return w
 
@@ -229,19 +230,38 @@ class Wallet:
         self.store.close()
 
     # ---------------------------------------------------------------- keys
-    def _key_path(self, kind: str) -> Path:
-        return self.home / "keys" / f"{kind}.key"
+    def _key_record(
+        self, kind: str, key: SigningKey, passphrase: str, limits: keyfiles.KdfLimits
+    ) -> dict[str, bytes | str]:
+        """A meta record holding an encrypted key, to commit with what needs it."""
+        if self.has_key(kind):
+            raise WalletError(f"this wallet already holds a {kind} key")
+        return {f"key.{kind}": keyfiles.encrypt_secret(bytes(key), passphrase, kind=kind,
+                                                        limits=limits)}
 
     def has_key(self, kind: str) -> bool:
-        """True when this home holds a key file of this kind."""
-        return self._key_path(kind).exists()
+        """True when this home holds a key of this kind."""
+        return self.store.get_meta(f"key.{kind}") is not None
 
     def load_key(self, kind: str, passphrase: str) -> SigningKey:
         """Decrypt one of this home's keys."""
-        path = self._key_path(kind)
-        if not path.exists():
-            raise WalletError(f"this wallet holds no {kind} key ({path} is missing)")
-        return keyfiles.load_key(path, passphrase, kind=kind)
+        data = self.store.get_meta(f"key.{kind}")
+        if data is None:
+            raise WalletError(f"this wallet holds no {kind} key")
+        got, key = keyfiles.decrypt_secret(data, passphrase, source=f"the {kind} key")
+        if got != kind:
+            raise WalletError(f"the {kind} key record holds a {got} key: the wallet is damaged")
+        return key
+
+    def export_key(self, kind: str, path: Path) -> None:
+        """Write one of this home's keys, still encrypted, to a key file (a backup)."""
+        data = self.store.get_meta(f"key.{kind}")
+        if data is None:
+            raise WalletError(f"this wallet holds no {kind} key")
+        tmp = Path(path).with_name(Path(path).name + ".part")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
 
     @property
     def device(self) -> bytes | None:
@@ -276,16 +296,15 @@ class Wallet:
         if self.device is not None:
             raise WalletError("this wallet already has a device")
         device_key = SigningKey.generate()
-        if account_kind == "account":
-            keyfiles.save_key(self._key_path("account"), account_key, passphrase,
-                              kind="account", limits=limits)
-        keyfiles.save_key(self._key_path("device"), device_key, passphrase, kind="device",
-                          limits=limits)
+        # Keys, the device's identity and its open commit in one transaction: a crash
+        # leaves either a wallet with a device or one where `init` can run again.
+        meta = self._key_record(account_kind, account_key, passphrase, limits)
+        meta |= self._key_record("device", device_key, passphrase, limits)
+        meta |= {"device": bytes(device_key.verify_key), "account": bytes(account_key.verify_key)}
         req = make_pairing_request(self.network, device_key, label)
         open_block = sign_open(req, account_key)
-        self.store.set_meta("device", req.device)
-        self.store.set_meta("account", bytes(account_key.verify_key))
-        return req.device, self.ingest([open_block])
+        with self._writing():
+            return req.device, self._ingest([open_block], meta=meta)
 
     def init(
         self, passphrase: str, *, label: str = "main",
@@ -311,9 +330,8 @@ class Wallet:
         if self.device is not None:
             raise WalletError("this wallet already has a device")
         device_key = SigningKey.generate()
-        keyfiles.save_key(self._key_path("device"), device_key, passphrase, kind="device",
-                          limits=limits)
-        self.store.set_meta("device", bytes(device_key.verify_key))
+        meta = self._key_record("device", device_key, passphrase, limits)
+        self.store.set_metas(meta | {"device": bytes(device_key.verify_key)})
         return make_pairing_request(self.network, device_key, label).to_text()
 
     def pair_add(self, request_text: str, passphrase: str) -> Block:
@@ -383,7 +401,9 @@ class Wallet:
         with self._writing():
             return self._ingest(list(entries))
 
-    def _ingest(self, entries: list[Entry]) -> IngestReport:
+    def _ingest(
+        self, entries: list[Entry], *, meta: dict[str, bytes | str] | None = None
+    ) -> IngestReport:
         led = self.ledger
         for e in entries:
             if e.network != self.network:
@@ -395,6 +415,8 @@ class Wallet:
             if e.id not in led and e.id not in fresh:
                 fresh[e.id] = e
         if not fresh:
+            if meta:
+                self.store.set_metas(meta)
             return IngestReport(len(entries), 0, [])
         changes = led.add(fresh.values())
         touched = {c.device for c in changes}
@@ -408,7 +430,7 @@ class Wallet:
             for e in fresh.values()
             if isinstance(e, Block) and e.kind == Kind.OPEN
         }
-        self.store.save(fresh.values(), changes, balances, accounts)
+        self.store.save(fresh.values(), changes, balances, accounts, meta)
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes)
 
