@@ -47,7 +47,7 @@ def scenario(seed: int) -> tuple[Net, list[Block | Vote]]:
     tip = god.tip(victim.pk)
     assert tip is not None
     below = god.blocks[tip.prev]
-    clone = net.send(below, victim, devices[1], 1)
+    clone = net.send(below, victim, devices[1], 1, request_id=b"clone")  # never the same block
     add(clone)
     return net, made
 

@@ -24,6 +24,7 @@ from wallet.amounts import format_amount, parse_amount
 from wallet.bundle import read_bundle, write_bundle
 from wallet.encoding import (
     Genesis,
+    Kind,
     Policy,
     check_quorum,
     id_text,
@@ -317,7 +318,8 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
                       "peer": key_text(r.peer) if r.peer else None, "status": r.status,
                       "reason": r.reason, "seen": r.seen})
         amt = _fmt(w, r.amount) if r.amount else ""
-        peer = f"→ {short(r.peer)}…" if r.peer else ""
+        arrow = "←" if r.kind == Kind.RECEIVE else "→"
+        peer = f"{arrow} {short(r.peer)}…" if r.peer else ""
         why = f" ({r.reason})" if r.reason else ""
         out.say(f"{r.seq:>6} {r.kind.name.lower():8} {amt:>16} {peer:14} {r.status}{why}")
     out.put(history=items, next_before=rows[-1].ref if len(rows) == a.limit else None)

@@ -165,10 +165,15 @@ class Store:
         balances: dict[bytes, Balance] | None = None,
         accounts: dict[bytes, tuple[bytes | None, str]] | None = None,
         meta: dict[str, bytes | str] | None = None,
+        claimed: dict[bytes, tuple[int | None, bytes]] | None = None,
     ) -> None:
-        """Store new entries, status changes, balances (and meta records) in one transaction."""
+        """Store new entries, status changes, balances (and meta records) in one transaction.
+
+        ``claimed`` maps the ids that new receives claim to (amount, sender device), so a
+        receive's row shows what it received and from whom.
+        """
         try:
-            self._save(entries, changes, balances, accounts, meta or {})
+            self._save(entries, changes, balances, accounts, meta or {}, claimed or {})
         except BaseException:
             self._reload_refs()  # refs made inside the rolled-back transaction are gone
             raise
@@ -180,6 +185,7 @@ class Store:
         balances: dict[bytes, Balance] | None,
         accounts: dict[bytes, tuple[bytes | None, str]] | None,
         meta: dict[str, bytes | str],
+        claimed: dict[bytes, tuple[int | None, bytes]],
     ) -> None:
         now = int(time.time())
         # A new entry is written with its latest status in the same row: one pass over
@@ -199,8 +205,10 @@ class Store:
                     peer = amount = None
                 else:
                     to = e.to_device
-                    peer = (refs.get(to) or self._dev_ref(to)) if to else None
                     amount = e.amount if e.kind in PAYMENT_KINDS else None
+                    if e.kind == Kind.RECEIVE and e.claim in claimed:
+                        amount, to = claimed[e.claim]  # what it claims, and from whom
+                    peer = (refs.get(to) or self._dev_ref(to)) if to else None
                     st = latest.pop(e.id, None)
                     if st is not None:
                         pending[e.id] = st

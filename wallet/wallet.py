@@ -430,7 +430,13 @@ class Wallet:
             for e in fresh.values()
             if isinstance(e, Block) and e.kind == Kind.OPEN
         }
-        self.store.save(fresh.values(), changes, balances, accounts, meta)
+        claimed: dict[bytes, tuple[int | None, bytes]] = {}
+        for e in fresh.values():
+            if isinstance(e, Block) and e.kind == Kind.RECEIVE:
+                c = led.blocks.get(e.claim)
+                if c is not None:
+                    claimed[c.id] = (c.amount if c.kind != Kind.REVOKE else None, c.device)
+        self.store.save(fresh.values(), changes, balances, accounts, meta, claimed)
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes)
 
