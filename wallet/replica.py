@@ -24,18 +24,20 @@ class Replica:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Ledger | Callable[[], Ledger],
         *,
         commit: Callable[[list[Entry]], object] | None = None,
         item_bits: int = ITEM_ID_BITS,
         max_update_bytes: int = 4 << 20,
         max_entries: int = 20_000,
     ) -> None:
-        self.ledger = ledger
-        self._commit = commit or ledger.add
+        self._get = ledger if callable(ledger) else (lambda: ledger)
+        self._current: Ledger = self._get()
+        self._commit = commit or (lambda entries: self.ledger.add(entries))
+        first = self._current
         self.gate = Gate(
-            ledger.network,
-            frozenset(ledger.genesis.witnesses),
+            first.network,
+            frozenset(first.genesis.witnesses),
             item_bits=item_bits,
             max_update_bytes=max_update_bytes,
             max_entries=max_entries,
@@ -48,6 +50,18 @@ class Replica:
         self._seen_votes = 0
 
     @property
+    def ledger(self) -> Ledger:
+        """The ledger; when its owner rebuilt it, the Doc and digest start over from it."""
+        led = self._get()
+        if led is not self._current:
+            self._current = led
+            self._doc = None
+            self.digest = EntryDigest()
+            self.outside = {}
+            self._seen_blocks = self._seen_votes = 0
+        return led
+
+    @property
     def doc(self) -> LedgerDoc:
         """The Doc, caught up with every entry the ledger holds."""
         self._catch_up()
@@ -55,9 +69,9 @@ class Replica:
         return self._doc
 
     def _catch_up(self) -> None:
+        led = self.ledger
         if self._doc is None:
             self._doc = LedgerDoc(self.item_bits)
-        led = self.ledger
         new: list[Entry] = list(islice(led.blocks.values(), self._seen_blocks, None))
         new += list(islice(led.votes.values(), self._seen_votes, None))
         self._seen_blocks = len(led.blocks)

@@ -1,0 +1,155 @@
+"""Ports: the local replica as the sync protocol sees it (``sync.protocol.Port``).
+
+``MemoryPort`` keeps a ledger in memory (tests, simulations); ``WalletPort`` is a
+wallet's store, whose row numbers make the resume cursors. A cursor is the store's
+16-byte identity followed by a position: a cursor from another store (or from a store
+that was wiped and made again) is not ours, and the peer then catches up another way.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+
+from wallet.crdt import ITEM_ID_BITS, EntryDigest
+from wallet.encoding import Entry, Genesis, Kind
+from wallet.ledger import Ledger
+from wallet.replica import Replica
+from wallet.wallet import Wallet
+
+CHUNK = 5_000
+
+
+def bucket_sums(ids: Iterable[bytes]) -> list[bytes]:
+    """The digests of the 256 buckets of an id set (bucket = an id's first byte)."""
+    sums = [EntryDigest() for _ in range(256)]
+    for i in ids:
+        sums[i[0]].add(i)
+    return [d.value for d in sums]
+
+
+def make_cursor(store_id: bytes, position: int) -> bytes:
+    """A cursor: the store's identity and a position in it."""
+    return store_id + struct.pack(">Q", position)
+
+
+def read_cursor(cursor: bytes, store_id: bytes) -> int | None:
+    """The position in a cursor of this store, or None when it is someone else's."""
+    if len(cursor) != len(store_id) + 8 or not cursor.startswith(store_id):
+        return None
+    return struct.unpack(">Q", cursor[len(store_id) :])[0]
+
+
+class _ReplicaPort:
+    """What both ports share: the replica (Doc, gate, digest) over a ledger."""
+
+    replica: Replica
+    genesis: Genesis
+
+    def count(self) -> int:
+        """How many entries are held."""
+        return len(self.replica.ledger)
+
+    def digest(self) -> bytes:
+        """The entry-set digest."""
+        return self.replica.digest_value()
+
+    def state_vector(self) -> bytes:
+        """The Doc's state vector."""
+        return self.replica.state_vector()
+
+    def update_since(self, state_vector: bytes) -> bytes:
+        """The Yjs update a peer with this state vector lacks."""
+        return self.replica.update_since(state_vector)
+
+    def apply_update(self, update: bytes) -> list[Entry]:
+        """Gate, validate and store an update."""
+        return self.replica.apply_update(update)
+
+    def add_raw(self, bodies: list[bytes]) -> list[Entry]:
+        """Verify, validate and store raw entries."""
+        return self.replica.add_raw(bodies)
+
+    def bucket_sums(self) -> list[bytes]:
+        """The 256 bucket digests."""
+        return bucket_sums(self.replica.ids())
+
+    def bucket_ids(self, bucket: int) -> list[bytes]:
+        """The ids held in one bucket."""
+        return sorted(i for i in self.replica.ids() if i[0] == bucket)
+
+    def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Signed bytes of held entries, dependencies first."""
+        return self.replica.bodies(ids)
+
+
+class MemoryPort(_ReplicaPort):
+    """A replica in memory, with an arrival log for cursors."""
+
+    def __init__(self, ledger: Ledger, *, item_bits: int = ITEM_ID_BITS) -> None:
+        self.genesis = ledger.genesis
+        self.store_id = os.urandom(16)
+        self.log: list[Entry] = []
+        self._logged: set[bytes] = set()
+        self.replica = Replica(ledger, commit=self._commit, item_bits=item_bits)
+        self._log_new()
+
+    def _commit(self, entries: list[Entry]) -> None:
+        self.replica.ledger.add(entries)
+        self._log_new()
+
+    def _log_new(self) -> None:
+        led = self.replica.ledger
+        for e in (*led.blocks.values(), *led.votes.values()):
+            if e.id not in self._logged:
+                self._logged.add(e.id)
+                self.log.append(e)
+
+    def add_local(self, entries: Iterable[Entry]) -> None:
+        """Entries made here (signed by a local device or witness)."""
+        self._commit(list(entries))
+
+    def cursor(self) -> bytes:
+        """Where the log stands."""
+        self._log_new()
+        return make_cursor(self.store_id, len(self.log))
+
+    def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
+        """Log entries after the cursor, in chunks; None for a foreign cursor."""
+        self._log_new()
+        pos = read_cursor(cursor, self.store_id) if cursor else 0
+        if pos is None or pos > len(self.log):
+            return None
+        tail = self.log[pos:]
+        return iter([[e.raw for e in tail[i : i + CHUNK]] for i in range(0, len(tail), CHUNK)])
+
+
+class WalletPort(_ReplicaPort):
+    """A wallet's store as a port; cursors are its row numbers."""
+
+    def __init__(self, wallet: Wallet, *, item_bits: int = ITEM_ID_BITS) -> None:
+        self.wallet = wallet
+        self.genesis = wallet.genesis
+        sid = wallet.store.get_meta("store_id")
+        if sid is None:
+            sid = os.urandom(16)
+            wallet.store.set_meta("store_id", sid)
+        self.store_id = sid
+        self.replica = Replica(lambda: wallet.ledger, commit=wallet.ingest, item_bits=item_bits)
+
+    def cursor(self) -> bytes:
+        """Where the store stands: its highest row."""
+        return make_cursor(self.store_id, self.wallet.store.high_water())
+
+    def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
+        """Rows after the cursor, in chunks; None for a foreign cursor."""
+        pos = read_cursor(cursor, self.store_id) if cursor else 0
+        if pos is None:
+            return None
+        return self.wallet.store.bodies_after(pos, CHUNK)
+
+
+def is_vote(e: Entry) -> bool:
+    """True for a witness vote."""
+    return e.kind == Kind.VOTE

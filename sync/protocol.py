@@ -1,0 +1,489 @@
+"""The sync protocol as a sans-I/O state machine (DESIGN §6; docs/protocol.md "Sync").
+
+A ``Connection`` is fed whole messages with ``receive_data`` and hands back the
+messages to send (``data_to_send``) and what happened (``events_received``). It never
+touches a socket: the websocket client, the relay, the till's listener and the tests
+all drive this same code. Everything it learns from the other side goes through the
+local replica's ``Port`` — for updates, the CRDT gate — before anything is stored.
+
+The conversation::
+
+    client                                   server
+    Hello(challenge c) ───────────────────▶  checks version, network, the device's open
+                       ◀─────────────────── Hello(challenge s), Proof(sig over c)
+    Proof(sig over s)  ───────────────────▶
+    ── both ready: each sends Want(cursor | state vector) ──
+    catch-up: Entries since the cursor, all Entries (bulk, the other side is empty),
+              or SyncStep2 (the Yjs update the state vector lacks); then each sends Digest
+    digests differ → the client sends Buckets; the server answers Ids per differing
+              bucket; the client sends the Entries the server lacks and Fetches the rest
+    live: Update (new entries as a Yjs update) and Cursor, both ways; Close ends it
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from nacl.signing import SigningKey
+
+from sync.errors import CloseCode, ConnectionClosed, ProtocolViolation
+from sync.messages import (
+    PROTOCOL_VERSION,
+    ROLE_DEVICE,
+    Buckets,
+    Close,
+    Cursor,
+    Digest,
+    Entries,
+    Fetch,
+    Hello,
+    Ids,
+    Message,
+    Proof,
+    SyncStep2,
+    Update,
+    Want,
+    decode,
+    encode,
+)
+from wallet.crdt import encode_items, item_client_id
+from wallet.encoding import Block, Entry, Genesis, Kind, id_text, parse_entry, sign_message
+from wallet.encoding import verify_message as verify_sig
+from wallet.errors import BadEntry, EncodingError, GateRefused, TallyError
+
+MAX_MESSAGE_BYTES = 8 << 20
+RECONCILE_ROUNDS_MAX = 3
+MAX_ENTRIES_PER_MESSAGE = 20_000
+CHUNK_ENTRIES = 5_000
+
+
+class Port(Protocol):
+    """What the protocol needs from the local replica of one network."""
+
+    genesis: Genesis
+
+    def count(self) -> int:
+        """How many entries are held."""
+
+    def digest(self) -> bytes:
+        """The entry-set digest."""
+
+    def state_vector(self) -> bytes:
+        """The Doc's state vector."""
+
+    def update_since(self, state_vector: bytes) -> bytes:
+        """The Yjs update a peer with this state vector lacks."""
+
+    def apply_update(self, update: bytes) -> list[Entry]:
+        """Gate, validate and store an update; raise GateRefused to refuse it whole."""
+
+    def add_raw(self, bodies: list[bytes]) -> list[Entry]:
+        """Verify, validate and store raw entries; raise BadEntry to refuse them."""
+
+    def cursor(self) -> bytes:
+        """Where the store stands now (opaque, at most 64 bytes)."""
+
+    def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
+        """Chunks of entries stored after ``cursor``; None if the cursor is not ours."""
+
+    def bucket_sums(self) -> list[bytes]:
+        """256 digests, of the ids whose first byte is 0, 1, … 255."""
+
+    def bucket_ids(self, bucket: int) -> list[bytes]:
+        """The ids held whose first byte is ``bucket``."""
+
+    def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
+        """The signed bytes of the held entries among ``ids``, dependencies first."""
+
+
+# ------------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The handshake is done: the peer proved its key (and its witness key, if any)."""
+
+    peer_key: bytes
+    role: int
+    witness: bytes
+    peer_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """New entries from the peer, validated and stored; ``how`` is the message kind."""
+
+    entries: tuple[Entry, ...]
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """The peer's catch-up arrived whole; ``cursor`` is where its store stood."""
+
+    cursor: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CursorReceived:
+    """The peer says everything up to ``cursor`` of its store was sent to us."""
+
+    cursor: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InSync:
+    """Both sides hold the same set: the digests agree."""
+
+    digest: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The conversation ended, by the peer or by us."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+
+Event = Ready | Received | CaughtUp | CursorReceived | InSync | Closed
+
+
+def proof_payload(network: bytes, challenge: bytes, own_challenge: bytes, key: bytes) -> bytes:
+    """What a side signs to prove ``key``: the other's challenge, bound to this hello."""
+    return network + challenge + own_challenge + key
+
+
+class Connection:
+    """One conversation with one peer about one network (sans-I/O).
+
+    ``client``: this side speaks first. ``key``: the device or node key this side
+    proves; ``witness_key``: a witness key it also proves. ``port``: the local replica
+    (a server may pass None and a ``resolve`` that picks or creates the port from the
+    client's Hello, or returns a CloseCode and reason to refuse it). ``cursor``: what
+    the peer told us last time. ``open_entry``: a device's open, sent in the hello.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        key: SigningKey,
+        role: int,
+        port: Port | None = None,
+        resolve: Callable[[Hello], Port | tuple[CloseCode, str]] | None = None,
+        witness_key: SigningKey | None = None,
+        open_entry: bytes = b"",
+        cursor: bytes = b"",
+        check_peer: Callable[[Hello], tuple[CloseCode, str] | None] | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_entries: int = MAX_ENTRIES_PER_MESSAGE,
+    ) -> None:
+        if port is None and resolve is None:
+            raise ValueError("a connection needs a port or a way to resolve one")
+        self.client = client
+        self.key = key
+        self.public = bytes(key.verify_key)
+        self.role = role
+        self.port = port
+        self.resolve = resolve
+        self.witness_key = witness_key
+        self.open_entry = open_entry
+        self.cursor_from_peer = cursor
+        self.check_peer = check_peer
+        self.max_message_bytes = max_message_bytes
+        self.max_entries = max_entries
+        self.challenge = os.urandom(32)
+        self.state = "new"
+        self.peer: Hello | None = None
+        self.network: bytes | None = port.genesis.network_id if port else None
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._caught_up = False
+        self._peer_digest: Digest | None = None
+        self._rounds = 0
+
+    # ------------------------------------------------------------ driving
+    def initiate(self) -> None:
+        """The client's first message."""
+        assert self.client and self.state == "new" and self.port is not None
+        self._send(self._hello())
+        self.state = "hello_sent"
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed one whole message from the peer. Never raises for what the peer sent."""
+        if self.state == "closed":
+            return
+        try:
+            msg = decode(data, max_bytes=self.max_message_bytes, max_entries=self.max_entries)
+            self._handle(msg)
+        except ProtocolViolation as exc:
+            code = CloseCode.TOO_BIG if "limit" in str(exc) and "bytes" in str(exc) else (
+                CloseCode.PROTOCOL)
+            self.close(code, str(exc))
+        except (GateRefused, BadEntry) as exc:
+            self.close(CloseCode.REFUSED, str(exc))
+        except EncodingError as exc:
+            self.close(CloseCode.REFUSED, str(exc))
+        except ConnectionClosed:
+            raise
+        except TallyError as exc:
+            self.close(CloseCode.REFUSED, str(exc))
+        except Exception as exc:
+            self.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    def data_to_send(self) -> list[bytes]:
+        """Messages to write to the peer, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[Event]:
+        """What happened since the last call."""
+        out, self._events = self._events, []
+        return out
+
+    def close(self, code: int = CloseCode.DONE, reason: str = "bye") -> None:
+        """End the conversation, telling the peer why."""
+        if self.state == "closed":
+            return
+        self._send(Close(int(code), reason))
+        self.state = "closed"
+        self._events.append(Closed(int(code), reason, by_peer=False))
+
+    @property
+    def live(self) -> bool:
+        """True once the handshake is done and until the conversation ends."""
+        return self.state == "ready"
+
+    def send_entries(self, entries: Iterable[Entry], *, cursor: bytes = b"") -> None:
+        """Send new local entries (live), as Yjs updates; then where our store stands."""
+        if not self.live:
+            return
+        batch: list[tuple[int, str, bytes]] = []
+        used: set[int] = set()
+        for e in entries:
+            client = item_client_id(e.id)
+            if client in used or len(batch) >= CHUNK_ENTRIES:
+                self._send(Update(encode_items(batch)))
+                batch, used = [], set()
+            used.add(client)
+            batch.append((client, id_text(e.id), e.raw))
+        if batch:
+            self._send(Update(encode_items(batch)))
+        if cursor:
+            self._send(Cursor(cursor))
+
+    # ------------------------------------------------------------ internals
+    def _send(self, msg: Message) -> None:
+        self._out.append(encode(msg))
+
+    def _hello(self) -> Hello:
+        assert self.port is not None
+        return Hello(
+            PROTOCOL_VERSION, self.role, self.port.genesis.network_id, self.public,
+            self.challenge, bytes(self.witness_key.verify_key) if self.witness_key else b"",
+            self.port.genesis.raw if self.client else b"", self.open_entry, self.port.count(),
+        )
+
+    def _proof(self, peer_challenge: bytes) -> Proof:
+        assert self.network is not None
+        payload = proof_payload(self.network, peer_challenge, self.challenge, self.public)
+        wsig = b""
+        if self.witness_key is not None:
+            wpayload = proof_payload(self.network, peer_challenge, self.challenge,
+                                     bytes(self.witness_key.verify_key))
+            wsig = sign_message(self.witness_key, Kind.HELLO, wpayload)
+        return Proof(sign_message(self.key, Kind.HELLO, payload), wsig)
+
+    def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Close):
+            self.state = "closed"
+            self._events.append(Closed(msg.code, msg.reason, by_peer=True))
+            return
+        if isinstance(msg, Hello):
+            self._on_hello(msg)
+        elif isinstance(msg, Proof):
+            self._on_proof(msg)
+        elif self.state != "ready":
+            raise ProtocolViolation(f"{type(msg).__name__} before the handshake finished")
+        else:
+            self._on_ready_message(msg)
+
+    def _on_hello(self, h: Hello) -> None:
+        expected = "hello_sent" if self.client else "new"
+        if self.state != expected:
+            raise ProtocolViolation("a second hello (replayed?) in one conversation")
+        if h.version != PROTOCOL_VERSION:
+            self.close(CloseCode.VERSION, f"protocol version {h.version}; this side speaks "
+                       f"{PROTOCOL_VERSION}")
+            return
+        if self.client:
+            if h.network != self.network:
+                self.close(CloseCode.WRONG_NETWORK, "the peer answered for another network")
+                return
+        else:
+            if self.port is None:
+                assert self.resolve is not None
+                got = self.resolve(h)
+                if isinstance(got, tuple):
+                    self.close(*got)
+                    return
+                self.port = got
+            if h.network != self.port.genesis.network_id:
+                self.close(CloseCode.WRONG_NETWORK, "this side serves another network")
+                return
+            self.network = h.network
+        problem = self._check_open(h)
+        if problem is None and self.check_peer is not None:
+            problem = self.check_peer(h)
+        if problem is not None:
+            self.close(*problem)
+            return
+        self.peer = h
+        if self.client:
+            self.state = "hello_received"
+        else:
+            self._send(self._hello())
+            self._send(self._proof(h.challenge))
+            self.state = "proof_wanted"
+
+    def _check_open(self, h: Hello) -> tuple[CloseCode, str] | None:
+        if h.role != ROLE_DEVICE:
+            return None
+        if not h.open:
+            return None  # a device with no open yet may still fetch (a new device)
+        try:
+            ob = parse_entry(h.open)
+        except EncodingError as exc:
+            return CloseCode.BAD_OPEN, f"the device's open does not verify: {exc.reason}"
+        if not isinstance(ob, Block) or ob.kind != Kind.OPEN or ob.device != h.key:
+            return CloseCode.BAD_OPEN, "the open in the hello is not this device's open"
+        if ob.network != h.network:
+            return CloseCode.BAD_OPEN, "the device's open belongs to another network"
+        return None
+
+    def _on_proof(self, p: Proof) -> None:
+        expected = "hello_received" if self.client else "proof_wanted"
+        if self.state != expected or self.peer is None or self.network is None:
+            raise ProtocolViolation("a proof out of turn")
+        h = self.peer
+        payload = proof_payload(self.network, self.challenge, h.challenge, h.key)
+        if not verify_sig(h.key, Kind.HELLO, payload, p.signature):
+            self.close(CloseCode.BAD_PROOF, "the peer's key proof does not verify")
+            return
+        if h.witness:
+            wpayload = proof_payload(self.network, self.challenge, h.challenge, h.witness)
+            if not verify_sig(h.witness, Kind.HELLO, wpayload, p.witness_signature):
+                self.close(CloseCode.BAD_PROOF, "the peer's witness key proof does not verify")
+                return
+        if self.client:
+            self._send(self._proof(h.challenge))
+        self.state = "ready"
+        self._events.append(Ready(h.key, h.role, h.witness, h.count))
+        assert self.port is not None
+        cursor = self.cursor_from_peer
+        self._send(Want(cursor, self.port.count(), b"" if cursor else self.port.state_vector()))
+
+    def _on_ready_message(self, msg: Message) -> None:
+        port = self.port
+        assert port is not None
+        if isinstance(msg, Want):
+            self._answer_want(msg)
+        elif isinstance(msg, Entries):
+            got = port.add_raw(list(msg.bodies))
+            if got:
+                self._events.append(Received(tuple(got), "entries"))
+            if msg.last:
+                self._finish_catch_up(msg.cursor)
+        elif isinstance(msg, SyncStep2):
+            got = port.apply_update(msg.update)
+            if got:
+                self._events.append(Received(tuple(got), "sync"))
+            self._finish_catch_up(msg.cursor)
+        elif isinstance(msg, Update):
+            got = port.apply_update(msg.update)
+            if got:
+                self._events.append(Received(tuple(got), "update"))
+        elif isinstance(msg, Cursor):
+            self._events.append(CursorReceived(msg.cursor))
+        elif isinstance(msg, Digest):
+            self._peer_digest = msg
+            self._compare()
+        elif isinstance(msg, Buckets):
+            mine = port.bucket_sums()
+            bitmap = bytearray(32)
+            ids: list[bytes] = []
+            for i, (a, b) in enumerate(zip(mine, msg.sums, strict=True)):
+                if a != b:
+                    bitmap[i // 8] |= 1 << (i % 8)
+                    ids.extend(port.bucket_ids(i))
+            self._send(Ids(bytes(bitmap), tuple(ids)))
+        elif isinstance(msg, Ids):
+            if not self.client:
+                raise ProtocolViolation("only the client reconciles")
+            theirs = set(msg.ids)
+            if any(not msg.has(i[0]) for i in theirs):
+                raise ProtocolViolation("an id outside the buckets it was listed in")
+            mine = {i for b in range(256) if msg.has(b) for i in port.bucket_ids(b)}
+            for chunk in _chunks(port.bodies(mine - theirs), CHUNK_ENTRIES):
+                self._send(Entries(tuple(chunk)))
+            self._send(Fetch(tuple(sorted(theirs - mine))))
+        elif isinstance(msg, Fetch):
+            if self.client:
+                raise ProtocolViolation("only the server answers a fetch")
+            for chunk in _chunks(port.bodies(msg.ids), CHUNK_ENTRIES):
+                self._send(Entries(tuple(chunk)))
+            self._send(Digest(port.digest(), port.count()))
+        else:
+            raise ProtocolViolation(f"unexpected {type(msg).__name__}")
+
+    def _answer_want(self, w: Want) -> None:
+        port = self.port
+        assert port is not None
+        cursor = port.cursor()
+        chunks = port.entries_since(w.cursor) if w.cursor else None
+        if chunks is None and (w.count == 0 or not w.state_vector):
+            chunks = port.entries_since(b"")
+        if chunks is not None:
+            pending: list[bytes] | None = None
+            for chunk in chunks:
+                if pending is not None:
+                    self._send(Entries(tuple(pending)))
+                pending = chunk
+            self._send(Entries(tuple(pending or ()), last=True, cursor=cursor))
+        else:
+            self._send(SyncStep2(port.update_since(w.state_vector), cursor))
+
+    def _finish_catch_up(self, cursor: bytes) -> None:
+        port = self.port
+        assert port is not None
+        if cursor:
+            self._events.append(CursorReceived(cursor))
+        if not self._caught_up:
+            self._caught_up = True
+            self._events.append(CaughtUp(cursor))
+            self._send(Digest(port.digest(), port.count()))
+            self._compare()
+
+    def _compare(self) -> None:
+        port = self.port
+        if self._peer_digest is None or not self._caught_up or port is None:
+            return
+        peer, self._peer_digest = self._peer_digest, None
+        if peer.digest == port.digest():
+            self._events.append(InSync(peer.digest, peer.count))
+            if self.client and self._rounds:
+                self._send(Digest(port.digest(), port.count()))  # tell the server too
+                self._rounds = 0
+        elif self.client and self._rounds < RECONCILE_ROUNDS_MAX:
+            # Item ids collide (53 bits), so y-sync may miss entries: compare buckets.
+            self._rounds += 1
+            self._send(Buckets(tuple(port.bucket_sums())))
+
+
+def _chunks(items: list[bytes], n: int) -> Iterator[list[bytes]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
