@@ -1,0 +1,205 @@
+"""``tally-relay``: serve networks, migrate the database, make key files (DESIGN §7, §9).
+
+    tally-relay --db PATH --listen HOST:PORT [--network FILE … | --open]
+                [--witness-key FILE] [--node-key FILE] [--tls-cert F --tls-key F]
+                [--peer URL …] [limits…]
+    tally-relay migrate --db PATH
+    tally-relay keygen FILE [--kind witness|node]
+
+Secrets come from ``TALLY_PASSPHRASE`` or ``TALLY_PASSPHRASE_FILE``. Errors go to stderr
+with exit status 1 (2 for a bad command line) and say what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import sys
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from server.errors import RelayError
+from server.relay import Limits, Relay, RelayConfig, read_genesis_file
+from server.store import SqliteRelayStore, migrate
+from server.telemetry import Telemetry
+from wallet import keys as keyfiles
+from wallet.encoding import key_text
+from wallet.errors import TallyError
+
+FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
+
+
+def kdf_limits() -> keyfiles.KdfLimits:
+    """Interactive limits; minimal ones only when tests set TALLY_INSECURE_FAST_KDF=1."""
+    if os.environ.get(FAST_KDF_ENV) == "1":
+        return keyfiles.FAST_INSECURE
+    return keyfiles.INTERACTIVE
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (say 127.0.0.1:8765)")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
+    return v
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    d = Limits()
+    p = argparse.ArgumentParser(
+        prog="tally-relay",
+        description="Store, forward and witness Tallystick ledgers over websockets.",
+        epilog="other commands: `tally-relay migrate --db PATH`, "
+               "`tally-relay keygen FILE [--kind witness|node]`",
+    )
+    p.add_argument("--db", required=True, type=Path, help="the relay database (SQLite file)")
+    p.add_argument("--listen", required=True, type=_listen, help="HOST:PORT (port 0: any)")
+    nets = p.add_mutually_exclusive_group(required=True)
+    nets.add_argument("--network", action="append", type=Path, default=[], metavar="FILE",
+                      help="a genesis file of a network to serve (repeatable)")
+    nets.add_argument("--open", action="store_true",
+                      help="serve any network whose genesis a client presents")
+    p.add_argument("--witness-key", type=Path, metavar="FILE", help="vote with this key")
+    p.add_argument("--node-key", type=Path, metavar="FILE",
+                   help="the relay's own key (default: made beside the database)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve wss:// with this cert")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="…and this private key")
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="another relay to sync with (repeatable)")
+    p.add_argument("--max-message-bytes", type=int, default=d.message_bytes_max)
+    p.add_argument("--max-connections", type=int, default=d.connections_max)
+    p.add_argument("--device-rate", type=_positive, default=d.device_rate,
+                   help="messages a second per device (default %(default)s)")
+    p.add_argument("--device-burst", type=_positive, default=d.device_burst)
+    p.add_argument("--address-rate", type=_positive, default=d.address_rate,
+                   help="messages a second per IP address (default %(default)s)")
+    p.add_argument("--address-burst", type=_positive, default=d.address_burst)
+    p.add_argument("--quota", type=int, default=d.quota_per_day,
+                   help="blocks stored per device per UTC day; 0 for no quota "
+                        "(default %(default)s)")
+    p.add_argument("--vote-delay", type=float, default=0.02,
+                   help="seconds to gather entries before voting (default %(default)s)")
+    return p
+
+
+def _node_key(a: argparse.Namespace, passphrase: str) -> SigningKey:
+    if a.node_key is not None:
+        return keyfiles.load_key(a.node_key, passphrase, kind="node")
+    path = a.db.with_name(a.db.stem + ".node.key")
+    if path.exists():
+        return keyfiles.load_key(path, passphrase, kind="node")
+    key = SigningKey.generate()
+    keyfiles.save_key(path, key, passphrase, kind="node", limits=kdf_limits())
+    return key
+
+
+def _tls(a: argparse.Namespace) -> ssl.SSLContext | None:
+    if a.tls_cert is None and a.tls_key is None:
+        return None
+    if a.tls_cert is None or a.tls_key is None:
+        raise RelayError("wss:// needs both --tls-cert and --tls-key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise RelayError(f"cannot load the TLS certificate {a.tls_cert} and key "
+                         f"{a.tls_key}: {exc}") from exc
+    return ctx
+
+
+def serve_main(argv: list[str]) -> int:
+    """Run the relay until SIGTERM or SIGINT."""
+    a = _serve_parser().parse_args(argv)
+    for name in ("max_message_bytes", "max_connections"):
+        if getattr(a, name) <= 0:
+            raise RelayError(f"--{name.replace('_', '-')} must be above 0")
+    genesis = [read_genesis_file(f) for f in a.network]
+    tls = _tls(a)
+    passphrase = keyfiles.passphrase_from_env("Relay key passphrase: ")
+    store = SqliteRelayStore(a.db, create=True)
+    try:
+        node_key = _node_key(a, passphrase)
+        witness_key = (keyfiles.load_key(a.witness_key, passphrase, kind="witness")
+                       if a.witness_key else None)
+        limits = Limits(
+            message_bytes_max=a.max_message_bytes, connections_max=a.max_connections,
+            device_rate=a.device_rate, device_burst=a.device_burst,
+            address_rate=a.address_rate, address_burst=a.address_burst,
+            quota_per_day=a.quota or None,
+        )
+        config = RelayConfig(
+            host=a.listen[0], port=a.listen[1], node_key=node_key, genesis=genesis,
+            open=a.open, witness_key=witness_key, tls=tls, limits=limits,
+            vote_delay_s=a.vote_delay, peers=a.peer,
+        )
+        relay = Relay(config, store, Telemetry())
+    except BaseException:
+        store.close()
+        raise
+    if witness_key is not None and not any(
+        bytes(witness_key.verify_key) in n.genesis.witnesses for n in relay.networks.values()
+    ) and not a.open:
+        relay.telemetry.log("warning", message="the witness key is not a witness of any "
+                            "network served: this relay will not vote")
+    asyncio.run(relay.run())
+    return 0
+
+
+def migrate_main(argv: list[str]) -> int:
+    """Create or upgrade the relay's schema."""
+    p = argparse.ArgumentParser(prog="tally-relay migrate",
+                                description="Create or upgrade the relay database's schema.")
+    p.add_argument("--db", required=True, type=Path, help="the relay database (SQLite file)")
+    a = p.parse_args(argv)
+    before, after = migrate(a.db)
+    if before == after:
+        print(f"{a.db}: schema version {after}, up to date")
+    else:
+        print(f"{a.db}: schema version {before} → {after}")
+    return 0
+
+
+def keygen_main(argv: list[str]) -> int:
+    """Make an encrypted key file and print its public key."""
+    p = argparse.ArgumentParser(prog="tally-relay keygen",
+                                description="Make a relay key file; prints its public key.")
+    p.add_argument("file", type=Path, help="the key file to write (never overwritten)")
+    p.add_argument("--kind", choices=("witness", "node"), default="witness")
+    a = p.parse_args(argv)
+    passphrase = keyfiles.passphrase_from_env("Passphrase for the new key: ")
+    key = SigningKey.generate()
+    keyfiles.save_key(a.file, key, passphrase, kind=a.kind, limits=kdf_limits())
+    print(key_text(bytes(key.verify_key)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``tally-relay`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"migrate": migrate_main, "keygen": keygen_main, "serve": serve_main}
+    run = serve_main
+    if argv and argv[0] in commands:
+        run = commands[argv.pop(0)]
+    try:
+        return run(argv)
+    except TallyError as exc:
+        print(f"tally-relay: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""One network the relay serves: its ledger, its port, its subscribers and its witness.
+
+The ledger is rebuilt from the store on start without re-verifying (every entry was
+verified before it was stored). New entries from a peer pass the protocol's gate, are
+committed to the store (counted against their device's daily quota) and only then
+join the ledger; the relay acknowledges them with a cursor and fans them out to every
+other subscriber. With a witness key listed in the genesis, the relay then votes in
+batches: ``Witness.vote`` claims each slot durably before a vote is signed, and the
+votes are stored and fanned out to every subscriber, the sender too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from nacl.signing import SigningKey
+
+from server.errors import LimitExceeded
+from server.store import NewEntry, RelayStore
+from server.telemetry import Telemetry
+from sync.port import bucket_sums, make_cursor, read_cursor
+from sync.protocol import Connection
+from wallet.encoding import Block, Entry, Genesis, Vote, parse_entry
+from wallet.ledger import Ledger
+from wallet.replica import Replica
+from wallet.witness import Witness
+
+VOTE_DELAY_S = 0.02  # gather entries this long before voting, so votes come in batches
+
+
+class Subscriber(Protocol):
+    """A live conversation the network fans entries out to (the relay's session)."""
+
+    conn: Connection
+
+    def push(self) -> None:
+        """Hand the connection's outgoing messages to the socket writer."""
+
+
+def utc_day(now: float | None = None) -> str:
+    """The UTC day (YYYY-MM-DD) quotas are counted in."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+class RelayPort:
+    """The served network as ``sync.protocol.Port``: cursors are store positions."""
+
+    def __init__(self, net: ServedNetwork) -> None:
+        self.net = net
+        self.genesis = net.genesis
+
+    def count(self) -> int:
+        """How many entries are held."""
+        return len(self.net.ledger)
+
+    def digest(self) -> bytes:
+        """The entry-set digest."""
+        return self.net.replica.digest_value()
+
+    def state_vector(self) -> bytes:
+        """The Doc's state vector."""
+        return self.net.replica.state_vector()
+
+    def update_since(self, state_vector: bytes) -> bytes:
+        """The Yjs update a peer with this state vector lacks."""
+        return self.net.replica.update_since(state_vector)
+
+    def apply_update(self, update: bytes) -> list[Entry]:
+        """Gate, store and add an update (``GateRefused`` refuses it whole)."""
+        return self.net.replica.apply_update(update)
+
+    def add_raw(self, bodies: list[bytes]) -> list[Entry]:
+        """Verify, store and add raw entries (``BadEntry`` refuses them)."""
+        return self.net.replica.add_raw(bodies)
+
+    def cursor(self) -> bytes:
+        """Where the store stands now."""
+        return make_cursor(self.net.store.store_id, self.net.store.high_water())
+
+    def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
+        """Entries stored after the cursor, in chunks; None for another store's cursor."""
+        pos = read_cursor(cursor, self.net.store.store_id) if cursor else 0
+        if pos is None or pos > self.net.store.high_water():
+            return None
+        return self.net.store.bodies_after(self.net.network, pos)
+
+    def bucket_sums(self) -> list[bytes]:
+        """The 256 bucket digests."""
+        return bucket_sums(self.net.replica.ids())
+
+    def bucket_ids(self, bucket: int) -> list[bytes]:
+        """The ids held in one bucket."""
+        return sorted(i for i in self.net.replica.ids() if i[0] == bucket)
+
+    def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Signed bytes of held entries, dependencies first."""
+        return self.net.replica.bodies(ids)
+
+
+class ServedNetwork:
+    """A network's ledger over the relay store, its subscribers and its witness."""
+
+    def __init__(
+        self,
+        store: RelayStore,
+        genesis: Genesis,
+        *,
+        telemetry: Telemetry,
+        witness_key: SigningKey | None = None,
+        quota_per_day: int | None = None,
+        vote_delay_s: float = VOTE_DELAY_S,
+    ) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.network = genesis.network_id
+        self.telemetry = telemetry
+        self.quota_per_day = quota_per_day
+        self.vote_delay_s = vote_delay_s
+        self.ledger = Ledger(genesis)
+        for chunk in store.entries(self.network):
+            self.ledger.add([parse_entry(b, verify=False) for b in chunk])
+        self.replica = Replica(self.ledger, commit=self._commit)
+        self.port = RelayPort(self)
+        self.subscribers: set[Subscriber] = set()
+        self.witness: Witness | None = None
+        if witness_key is not None and bytes(witness_key.verify_key) in genesis.witnesses:
+            self.witness = Witness(witness_key, store)
+        self.refusal: LimitExceeded | None = None  # set when a commit went over a limit
+        self._touched: set[bytes] = set()
+        self._vote_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------- storing
+    def _store(self, entries: list[Entry], *, quota: int | None) -> list[Entry]:
+        new = [e for e in entries if e.id not in self.ledger]
+        if not new:
+            return []
+        rows = [NewEntry(e.id, e.raw, e.device if isinstance(e, Block) else b"") for e in new]
+        try:
+            self.store.add_entries(self.network, rows, day=utc_day(), quota=quota)
+        except LimitExceeded as exc:
+            self.refusal = exc
+            raise
+        changes = self.ledger.add(new)
+        self._touched.update(e.device for e in new)
+        self._touched.update(c.device for c in changes)
+        self.telemetry.count("tally_relay_entries_stored", len(new))
+        return new
+
+    def _commit(self, entries: list[Entry]) -> None:
+        """The replica's commit: entries from a peer, durable before they count."""
+        new = self._store(entries, quota=self.quota_per_day)
+        self.telemetry.count("tally_relay_entries_in_total", len(new))
+
+    def add_local(self, entries: list[Entry]) -> list[Entry]:
+        """Entries made here (votes): stored, added, and fanned out to every subscriber."""
+        new = self._store(entries, quota=None)
+        if new:
+            self.replica.digest_value()  # the Doc and digest catch up with the ledger
+            self.fan_out(new, origin=None)
+        return new
+
+    # ------------------------------------------------------------- fan-out
+    def accepted(self, entries: Iterable[Entry], origin: Subscriber) -> None:
+        """New entries from ``origin``: acknowledge them, fan them out, vote later."""
+        entries = list(entries)
+        self.fan_out(entries, origin=origin)
+        origin.conn.send_entries([], cursor=self.port.cursor())
+        origin.push()
+        self.schedule_votes()
+
+    def fan_out(self, entries: list[Entry], origin: Subscriber | None) -> None:
+        """Send entries, then the store's cursor, to every live subscriber but ``origin``."""
+        if not entries:
+            return
+        cursor = self.port.cursor()
+        for sub in list(self.subscribers):
+            if sub is origin or not sub.conn.live:
+                continue
+            sub.conn.send_entries(entries, cursor=cursor)
+            self.telemetry.count("tally_relay_entries_out_total", len(entries))
+            sub.push()
+
+    # ------------------------------------------------------------- witness
+    def schedule_votes(self) -> None:
+        """Vote soon for the devices touched since the last batch (when a witness)."""
+        if self.witness is None or not self._touched or self._vote_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._vote_timer = loop.call_later(self.vote_delay_s, self.vote_now)
+
+    def vote_now(self) -> list[Vote]:
+        """Claim, sign, store and fan out the votes the witness rule allows now."""
+        self._vote_timer = None
+        if self.witness is None or not self._touched:
+            return []
+        devices, self._touched = self._touched, set()
+        votes = self.witness.vote(self.ledger, devices=devices)
+        if votes:
+            self.telemetry.count("tally_relay_votes_total", len(votes))
+            self.add_local(list(votes))
+            self.telemetry.log("votes", network=self.genesis.name, count=len(votes))
+        if self._touched:  # votes turned blocks final: their devices may be votable now
+            with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller
+                self.schedule_votes()
+        return votes
+
+    def recover_votes(self) -> list[Vote]:
+        """Re-sign votes claimed before a crash that never reached the store.
+
+        Ed25519 is deterministic, so the vote is the one that would have left: the slot
+        was claimed for that block, and voting it again cannot double-vote.
+        """
+        if self.witness is None:
+            return []
+        me = self.witness.public
+        have = {(v.device, v.seq, v.block_id) for v in self.ledger.votes.values()
+                if v.witness == me}
+        out = []
+        for device, slot, block in self.store.claims(self.network):
+            if (device, slot, block) in have or block not in self.ledger.blocks:
+                continue
+            out.append(Vote(self.network, device, slot, block, me).signed(self.witness.key))
+        if out:
+            self._store(list(out), quota=None)
+        return out
+
+    def cancel(self) -> None:
+        """Stop a pending vote batch (shutdown); the claims already made stay binding."""
+        if self._vote_timer is not None:
+            self._vote_timer.cancel()
+            self._vote_timer = None

@@ -1,0 +1,484 @@
+"""The relay's I/O layer: an asyncio websockets server driving ``sync.protocol.Connection``.
+
+Each websocket is one ``Session``: its messages are checked against the relay's limits
+(message size, rate per device and per address) and fed whole to a server-side
+``Connection``, which gates every update before the network stores it; what the
+connection has to say is queued to a writer task, so fanning entries out to a slow
+subscriber never blocks anyone else (a subscriber whose queue overflows is closed, and
+resumes from its cursor). ``GET /healthz`` and ``GET /metrics`` are answered on the same
+port. ``Relay.run`` serves until SIGTERM or SIGINT, then closes every conversation with
+``CloseCode.SHUTDOWN`` and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.signing import SigningKey
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from server.errors import RelayError
+from server.network import VOTE_DELAY_S, ServedNetwork
+from server.store import RelayStore
+from server.telemetry import Telemetry
+from sync.errors import CloseCode
+from sync.messages import ROLE_DEVICE, ROLE_NODE, Close, Hello, encode
+from sync.protocol import (
+    MAX_MESSAGE_BYTES,
+    Closed,
+    Connection,
+    Port,
+    Ready,
+    Received,
+)
+from wallet.encoding import Genesis, id_text, parse_genesis, short
+from wallet.errors import EncodingError
+
+
+@dataclass
+class Limits:
+    """Every limit the relay enforces, with safe defaults.
+
+    ``message_bytes_max``: the largest message read (bigger ones close with TOO_BIG).
+    ``connections_max``: open websockets at once (more are closed with OVERLOADED).
+    ``device_rate``/``device_burst``: messages a second a device may send, sustained and
+    in a burst; ``address_rate``/``address_burst`` the same for one IP address, whatever
+    its devices. ``quota_per_day``: blocks stored per device per UTC day (None: no
+    quota). ``queue_messages_max``: messages waiting for one slow subscriber.
+    ``networks_max``: networks an ``--open`` relay takes on.
+    """
+
+    message_bytes_max: int = MAX_MESSAGE_BYTES
+    connections_max: int = 1000
+    device_rate: float = 50.0
+    device_burst: float = 200.0
+    address_rate: float = 200.0
+    address_burst: float = 800.0
+    quota_per_day: int | None = 10_000
+    queue_messages_max: int = 1000
+    networks_max: int = 1000
+
+
+@dataclass
+class RelayConfig:
+    """How to run a relay (built by ``server.cli`` from its options)."""
+
+    host: str
+    port: int
+    node_key: SigningKey
+    genesis: list[Genesis] = field(default_factory=list)
+    open: bool = False
+    witness_key: SigningKey | None = None
+    tls: ssl.SSLContext | None = None
+    limits: Limits = field(default_factory=Limits)
+    vote_delay_s: float = VOTE_DELAY_S
+    peers: list[str] = field(default_factory=list)
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take`` spends one if there is one."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.stamp = clock()
+
+    def take(self, n: float = 1.0) -> bool:
+        """Spend ``n`` tokens; False (nothing spent) when there are not enough."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+    @property
+    def full(self) -> bool:
+        """True when the bucket has refilled (it can be forgotten)."""
+        return self.tokens + (self.clock() - self.stamp) * self.rate >= self.burst
+
+
+_CLOSE_TYPE = b"\x7f"
+
+
+class Session:
+    """One websocket conversation: a server ``Connection``, its limits and its writer."""
+
+    def __init__(self, relay: Relay, ws: ServerConnection) -> None:
+        self.relay = relay
+        self.ws = ws
+        peer = ws.remote_address
+        self.address = str(peer[0]) if peer else "?"
+        self.network: ServedNetwork | None = None
+        self.device = b""
+        self.role = 0
+        self.conn = Connection(
+            client=False, key=relay.config.node_key, role=ROLE_NODE, resolve=self._resolve,
+            witness_key=relay.config.witness_key,
+            max_message_bytes=relay.config.limits.message_bytes_max,
+        )
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.writer = asyncio.create_task(self._write())
+        self.ended = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    # ------------------------------------------------------------ reading
+    def receive(self, data: bytes | str) -> None:
+        """One message from the peer: limits, then the protocol, then what it caused."""
+        if isinstance(data, str):
+            data = data.encode()
+        limits = self.relay.config.limits
+        if len(data) > limits.message_bytes_max:
+            self.close(CloseCode.TOO_BIG, f"message of {len(data)} bytes, limit "
+                       f"{limits.message_bytes_max}")
+            return
+        problem = self.relay.rate_check(self)
+        if problem is not None:
+            self.close(CloseCode.RATE_LIMITED, problem)
+            return
+        net = self.network
+        if net is not None:
+            net.refusal = None
+        self.conn.receive_data(data)
+        net = self.network
+        refusal = net.refusal if net is not None else None
+        if refusal is not None:
+            net.refusal = None  # type: ignore[union-attr]
+            # The protocol closed with REFUSED; the peer is told the limit's own code.
+            out = [m for m in self.conn.data_to_send() if not m.startswith(_CLOSE_TYPE)]
+            out.append(encode(Close(int(refusal.code), refusal.reason)))
+            for m in out:
+                self.queue.put_nowait(m)
+            self._on_closed(int(refusal.code), refusal.reason)
+        self._events()
+        self.push()
+
+    def _resolve(self, h: Hello) -> Port | tuple[CloseCode, str]:
+        got = self.relay.network_for(h)
+        if isinstance(got, tuple):
+            return got
+        self.network = got
+        return got.port
+
+    def _events(self) -> None:
+        for ev in self.conn.events_received():
+            if isinstance(ev, Ready):
+                self.device = ev.peer_key
+                self.role = ev.role
+                assert self.network is not None
+                self.network.subscribers.add(self)
+                self.relay.telemetry.log(
+                    "ready", address=self.address, network=id_text(self.network.network),
+                    role="device" if ev.role == ROLE_DEVICE else "node",
+                    key=short(ev.peer_key), witness=short(ev.witness) if ev.witness else "")
+            elif isinstance(ev, Received):
+                assert self.network is not None
+                self.network.accepted(ev.entries, origin=self)
+            elif isinstance(ev, Closed):
+                if ev.by_peer:
+                    self._on_closed(ev.code, ev.reason, by_peer=True)
+                elif self.close_code is None:
+                    self._on_closed(ev.code, ev.reason)
+
+    def _on_closed(self, code: int, reason: str, *, by_peer: bool = False) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        try:
+            name = CloseCode(code).name.lower()
+        except ValueError:
+            name = f"code_{code}"
+        if not by_peer and code not in (CloseCode.DONE, CloseCode.SHUTDOWN):
+            self.relay.telemetry.count("tally_relay_refusals_total", reason=name)
+        self.relay.telemetry.log(
+            "closed", address=self.address, by_peer=by_peer, code=name, reason=reason,
+            key=short(self.device) if self.device else "")
+
+    # ------------------------------------------------------------ writing
+    def push(self) -> None:
+        """Queue what the connection has to send; end the session once it closed."""
+        if self.ended:
+            self.conn.data_to_send()
+            return
+        for m in self.conn.data_to_send():
+            self.queue.put_nowait(m)
+        self._events()
+        if self.conn.state == "closed":
+            self._end()
+        elif self.queue.qsize() > self.relay.config.limits.queue_messages_max:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.close(CloseCode.OVERLOADED, "too many messages queued for this peer (it "
+                       "reads too slowly); reconnect and resume from the last cursor")
+
+    def close(self, code: int, reason: str) -> None:
+        """End the conversation, telling the peer why."""
+        if self.ended:
+            return
+        self.conn.close(code, reason)
+        self._on_closed(int(code), reason)
+        self.push()
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.detach()
+            self.queue.put_nowait(None)
+
+    def detach(self) -> None:
+        """Stop receiving fan-out."""
+        if self.network is not None:
+            self.network.subscribers.discard(self)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                m = await self.queue.get()
+                if m is None:
+                    break
+                await self.ws.send(m)
+            await self.ws.close(1000 if self.close_code in (None, 0) else 1008,
+                                self.close_reason.encode()[:120].decode("utf-8", "ignore"))
+        except ConnectionClosed:
+            pass
+
+    async def finish(self, timeout_s: float = 5.0) -> None:
+        """Wait for the writer to flush and close the websocket."""
+        self._end()
+        try:
+            await asyncio.wait_for(self.writer, timeout_s)
+        except (TimeoutError, ConnectionClosed):
+            self.writer.cancel()
+            await self.ws.close()
+
+
+class Relay:
+    """The relay: its store, the networks it serves, its sessions and its limits."""
+
+    def __init__(self, config: RelayConfig, store: RelayStore, telemetry: Telemetry) -> None:
+        self.config = config
+        self.store = store
+        self.telemetry = telemetry
+        self.networks: dict[bytes, ServedNetwork] = {}
+        self.sessions: set[Session] = set()
+        self.address_buckets: dict[str, TokenBucket] = {}
+        self.device_buckets: dict[bytes, TokenBucket] = {}
+        self.server: Server | None = None
+        self.port = config.port
+        for g in config.genesis:
+            self.add_network(g)
+        for raw in store.genesis_records():  # networks a --open relay took on before
+            g = parse_genesis(raw)
+            if config.open and g.network_id not in self.networks:
+                self.add_network(g)
+        self.telemetry.set("tally_relay_entries_stored",
+                           sum(len(n.ledger) for n in self.networks.values()))
+
+    # ------------------------------------------------------------ networks
+    def add_network(self, genesis: Genesis) -> ServedNetwork:
+        """Serve a network (its entries loaded from the store)."""
+        self.store.add_network(genesis.raw, genesis.network_id)
+        net = ServedNetwork(
+            self.store, genesis, telemetry=self.telemetry, witness_key=self.config.witness_key,
+            quota_per_day=self.config.limits.quota_per_day, vote_delay_s=self.config.vote_delay_s,
+        )
+        self.networks[genesis.network_id] = net
+        recovered = net.recover_votes()
+        self.telemetry.set("tally_relay_networks", len(self.networks))
+        self.telemetry.log("network", name=genesis.name, network=id_text(genesis.network_id),
+                           entries=len(net.ledger), witness=net.witness is not None,
+                           votes_recovered=len(recovered))
+        return net
+
+    def network_for(self, h: Hello) -> ServedNetwork | tuple[CloseCode, str]:
+        """The network a client's hello asks for, or why it is refused."""
+        net = self.networks.get(h.network)
+        if net is not None:
+            return net
+        name = id_text(h.network)
+        if not self.config.open:
+            return CloseCode.UNKNOWN_NETWORK, f"this relay does not serve network {name}"
+        if not h.genesis:
+            return CloseCode.UNKNOWN_NETWORK, (
+                f"this relay does not know network {name} yet: send its genesis in the hello")
+        try:
+            g = parse_genesis(h.genesis)
+        except EncodingError as exc:
+            return CloseCode.UNKNOWN_NETWORK, f"the genesis in the hello does not verify: {exc}"
+        if g.network_id != h.network:
+            return CloseCode.WRONG_NETWORK, f"the genesis in the hello is not network {name}'s"
+        if len(self.networks) >= self.config.limits.networks_max:
+            return CloseCode.OVERLOADED, (
+                f"this relay serves {len(self.networks)} networks, its limit; try another")
+        return self.add_network(g)
+
+    # ------------------------------------------------------------ limits
+    def rate_check(self, s: Session) -> str | None:
+        """Spend a token for one message of ``s``; the reason when it is over a rate."""
+        lim = self.config.limits
+        if len(self.address_buckets) > 10_000:
+            self.address_buckets = {a: b for a, b in self.address_buckets.items() if not b.full}
+        if len(self.device_buckets) > 10_000:
+            self.device_buckets = {d: b for d, b in self.device_buckets.items() if not b.full}
+        if s.device and s.role == ROLE_DEVICE:
+            b = self.device_buckets.get(s.device)
+            if b is None:
+                b = self.device_buckets[s.device] = TokenBucket(lim.device_rate, lim.device_burst)
+            if not b.take():
+                return (f"device {short(s.device)}… sent over {lim.device_rate:g} messages a "
+                        f"second (burst {lim.device_burst:g}); slow down")
+        b = self.address_buckets.get(s.address)
+        if b is None:
+            b = self.address_buckets[s.address] = TokenBucket(lim.address_rate, lim.address_burst)
+        if not b.take():
+            return (f"address {s.address} sent over {lim.address_rate:g} messages a second "
+                    f"(burst {lim.address_burst:g}); slow down")
+        return None
+
+    # ------------------------------------------------------------ serving
+    async def handler(self, ws: ServerConnection) -> None:
+        """One websocket: a session until either side closes it."""
+        s = Session(self, ws)
+        if len(self.sessions) >= self.config.limits.connections_max:
+            s.close(CloseCode.OVERLOADED, f"this relay has {len(self.sessions)} connections, "
+                    "its limit; try again later")
+            await s.finish()
+            return
+        self.sessions.add(s)
+        self.telemetry.count("tally_relay_connections_total")
+        self.telemetry.set("tally_relay_connections", len(self.sessions))
+        try:
+            async for data in ws:
+                s.receive(data)
+                if s.ended:
+                    break
+            else:
+                s._on_closed(CloseCode.DONE, "the websocket closed", by_peer=True)
+        except ConnectionClosed:
+            s._on_closed(CloseCode.DONE, "the websocket closed", by_peer=True)
+        except Exception as exc:  # a bug here must not take the relay down
+            self.telemetry.log("error", address=s.address, error=f"{type(exc).__name__}: {exc}")
+            s.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            s.detach()
+            self.sessions.discard(s)
+            self.telemetry.set("tally_relay_connections", len(self.sessions))
+            await s.finish()
+
+    def health(self) -> dict[str, object]:
+        """What ``/healthz`` says."""
+        return {
+            "status": "ok",
+            "networks": len(self.networks),
+            "connections": len(self.sessions),
+            "entries": sum(len(n.ledger) for n in self.networks.values()),
+            "node_key": id_text(bytes(self.config.node_key.verify_key)),
+            "witness_key": (id_text(bytes(self.config.witness_key.verify_key))
+                            if self.config.witness_key else None),
+        }
+
+    async def process_request(self, connection: ServerConnection,
+                              request: Request) -> Response | None:
+        """Answer ``/healthz`` and ``/metrics`` over plain HTTP; anything else upgrades."""
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return _response(connection, http.HTTPStatus.OK, json.dumps(self.health()) + "\n",
+                             "application/json")
+        if path == "/metrics":
+            return _response(connection, http.HTTPStatus.OK, self.telemetry.prometheus(),
+                             "text/plain; version=0.0.4")
+        return None
+
+    async def run(self, stop: asyncio.Future[None] | None = None) -> None:
+        """Serve until ``stop`` (or SIGTERM/SIGINT), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        if stop is None:
+            stop = loop.create_future()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, _set, stop, sig)
+        lim = self.config.limits
+        try:
+            server = await serve(
+                self.handler, self.config.host, self.config.port,
+                process_request=self.process_request, ssl=self.config.tls,
+                max_size=lim.message_bytes_max * 2 + 1024, server_header="tally-relay",
+            )
+        except OSError as exc:
+            raise RelayError(f"cannot listen on {self.config.host}:{self.config.port}: "
+                             f"{exc.strerror or exc}") from exc
+        self.server = server
+        sock = next(iter(server.sockets), None)
+        self.port = sock.getsockname()[1] if sock else self.config.port
+        self.telemetry.log("listening", host=self.config.host, port=self.port,
+                           tls=self.config.tls is not None, open=self.config.open,
+                           networks=[id_text(n) for n in self.networks],
+                           node_key=id_text(bytes(self.config.node_key.verify_key)))
+        peer_tasks = [asyncio.create_task(self._peer(url)) for url in self.config.peers]
+        why = await stop
+        self.telemetry.log("stopping", signal=str(why) if why else "")
+        for t in peer_tasks:
+            t.cancel()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Close every conversation with SHUTDOWN, stop listening, release the store."""
+        for net in self.networks.values():
+            net.cancel()
+        sessions = list(self.sessions)
+        for s in sessions:
+            s.close(CloseCode.SHUTDOWN, "the relay is stopping; reconnect later")
+        await asyncio.gather(*(s.finish(2.0) for s in sessions), return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        self.store.close()
+        self.telemetry.log("stopped")
+
+    async def _peer(self, url: str) -> None:
+        try:
+            from server.peering import peer_forever
+        except ImportError:
+            self.telemetry.log("peer_unsupported", url=url)
+            return
+        await peer_forever(self, url)
+
+
+def _set(fut: asyncio.Future[object], value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _response(connection: ServerConnection, status: http.HTTPStatus, body: str,
+              content_type: str) -> Response:
+    resp = connection.respond(status, body)
+    del resp.headers["Content-Type"]
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+def read_genesis_file(path: Path) -> Genesis:
+    """A genesis file, checked; ``RelayError`` says what is wrong with it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RelayError(f"cannot read the genesis file {path}: {exc.strerror}") from exc
+    try:
+        return parse_genesis(data)
+    except EncodingError as exc:
+        raise RelayError(f"{path} is not a valid genesis file: {exc}") from exc
+

@@ -1,0 +1,281 @@
+"""What the relay must keep (DESIGN §7): entries, genesis records, witness claims, quotas.
+
+``RelayStore`` is the interface; ``SqliteRelayStore`` keeps it all in one SQLite file.
+It is written so that PostgreSQL can implement it later: every write is idempotent by
+id, claims sit under a unique key (network, device, slot), and every method is one
+transaction. Positions (``pos``) are the store's insertion order; the relay hands them
+out in resume cursors, prefixed with the store's identity (``store_id``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from server.errors import QuotaExceeded, StoreError
+
+SCHEMA_VERSION = 1
+CHUNK_ENTRIES = 5_000
+
+_SCHEMA_V1 = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS networks (network BLOB PRIMARY KEY, genesis BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS entries (pos INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "network BLOB NOT NULL, id BLOB NOT NULL, body BLOB NOT NULL, UNIQUE (network, id))",
+    "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
+    "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))",
+    "CREATE TABLE IF NOT EXISTS quota (network BLOB NOT NULL, device BLOB NOT NULL, "
+    "day TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (network, device, day))",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry to store: its id, its signed bytes, and the device it counts against
+    (a block's device; empty for a vote, which no device's quota pays for)."""
+
+    id: bytes
+    body: bytes
+    device: bytes = b""
+
+
+class RelayStore(Protocol):
+    """The relay's durable state; also a ``wallet.witness.ClaimTable``."""
+
+    store_id: bytes
+
+    def genesis_records(self) -> list[bytes]:
+        """The signed genesis of every network served before."""
+
+    def add_network(self, genesis: bytes, network: bytes) -> None:
+        """Remember a network (idempotent)."""
+
+    def add_entries(
+        self, network: bytes, entries: list[NewEntry], *, day: str, quota: int | None
+    ) -> None:
+        """Store new entries in one transaction, counting blocks against their device's
+        quota for ``day``; raise ``QuotaExceeded`` (nothing stored) when one goes over."""
+
+    def entries(self, network: bytes) -> Iterator[list[bytes]]:
+        """Every entry of the network in storage order, in chunks."""
+
+    def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
+        """The entries of the network stored after position ``pos``, in chunks."""
+
+    def high_water(self) -> int:
+        """The last position handed out (0 when empty)."""
+
+    def count(self, network: bytes) -> int:
+        """How many entries of the network are stored."""
+
+    def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
+        """The highest claimed slot at the device and its block id, or None."""
+
+    def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
+        """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
+
+    def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
+        """The highest claim at each device: (device, slot, block id)."""
+
+    def close(self) -> None:
+        """Release the store."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the relay database {path}: {exc}") from exc
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open database (0 when it has none yet)."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(path: Path | str) -> tuple[int, int]:
+    """Create or upgrade the schema of the database at ``path``: (version before, after)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create the relay database {path}: "
+                         f"directory {path.parent} does not exist")
+    conn = _connect(path)
+    try:
+        before = schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise StoreError(f"the relay database {path} has schema version {before}, newer "
+                             f"than this tally-relay ({SCHEMA_VERSION}); upgrade tally-relay")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in _SCHEMA_V1:
+                conn.execute(sql)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                         (SCHEMA_VERSION,))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(16),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot migrate the relay database {path}: {exc}") from exc
+    finally:
+        conn.close()
+    return before, SCHEMA_VERSION
+
+
+class SqliteRelayStore:
+    """A ``RelayStore`` in one SQLite file (WAL, ``synchronous=FULL``: a commit that
+    returned survives a crash of the process or the machine)."""
+
+    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no relay database at {self.path}: "
+                                 f"run `tally-relay migrate --db {self.path}` first")
+            migrate(self.path)
+        self.conn = _connect(self.path)
+        try:
+            version = schema_version(self.conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path} is not a relay database: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            self.conn.close()
+            raise StoreError(f"the relay database {self.path} has schema version {version}, "
+                             f"this tally-relay needs {SCHEMA_VERSION}: run "
+                             f"`tally-relay migrate --db {self.path}`")
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        self.store_id: bytes = bytes(row[0])
+
+    # -------------------------------------------------------------- networks
+    def genesis_records(self) -> list[bytes]:
+        """The signed genesis of every network served before."""
+        return [bytes(r[0]) for r in self.conn.execute("SELECT genesis FROM networks")]
+
+    def add_network(self, genesis: bytes, network: bytes) -> None:
+        """Remember a network (idempotent)."""
+        self.conn.execute("INSERT OR IGNORE INTO networks VALUES (?, ?)", (network, genesis))
+
+    # --------------------------------------------------------------- entries
+    def add_entries(
+        self, network: bytes, entries: list[NewEntry], *, day: str, quota: int | None
+    ) -> None:
+        """Store new entries in one transaction, counting blocks against their device's
+        quota for ``day``; raise ``QuotaExceeded`` (nothing stored) when one goes over."""
+        per_device: dict[bytes, int] = {}
+        for e in entries:
+            if e.device:
+                per_device[e.device] = per_device.get(e.device, 0) + 1
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for device, n in per_device.items():
+                row = c.execute(
+                    "SELECT count FROM quota WHERE network = ? AND device = ? AND day = ?",
+                    (network, device, day),
+                ).fetchone()
+                used = row[0] if row else 0
+                if quota is not None and used + n > quota:
+                    raise QuotaExceeded(device, used, n, quota)
+                c.execute("INSERT OR REPLACE INTO quota VALUES (?, ?, ?, ?)",
+                          (network, device, day, used + n))
+            c.executemany(
+                "INSERT OR IGNORE INTO entries (network, id, body) VALUES (?, ?, ?)",
+                [(network, e.id, e.body) for e in entries],
+            )
+            c.execute("DELETE FROM quota WHERE day < ?", (day,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def _chunks(self, sql: str, args: tuple[object, ...]) -> Iterator[list[bytes]]:
+        cur = self.conn.execute(sql, args)
+        while True:
+            rows = cur.fetchmany(CHUNK_ENTRIES)
+            if not rows:
+                return
+            yield [bytes(r[0]) for r in rows]
+
+    def entries(self, network: bytes) -> Iterator[list[bytes]]:
+        """Every entry of the network in storage order, in chunks."""
+        return self._chunks("SELECT body FROM entries WHERE network = ? ORDER BY pos", (network,))
+
+    def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
+        """The entries of the network stored after position ``pos``, in chunks."""
+        rows = self.conn.execute(
+            "SELECT body FROM entries WHERE network = ? AND pos > ? ORDER BY pos", (network, pos)
+        ).fetchall()  # read now: the caller may write before it is done iterating
+        bodies = [bytes(r[0]) for r in rows]
+        return iter([bodies[i : i + CHUNK_ENTRIES] for i in range(0, len(bodies), CHUNK_ENTRIES)])
+
+    def high_water(self) -> int:
+        """The last position handed out (0 when empty)."""
+        return self.conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()[0]
+
+    def count(self, network: bytes) -> int:
+        """How many entries of the network are stored."""
+        return self.conn.execute(
+            "SELECT count(*) FROM entries WHERE network = ?", (network,)
+        ).fetchone()[0]
+
+    # ---------------------------------------------------------------- claims
+    def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
+        """The highest claimed slot at the device and its block id, or None."""
+        row = self.conn.execute(
+            "SELECT slot, block FROM claims WHERE network = ? AND device = ? "
+            "ORDER BY slot DESC LIMIT 1",
+            (network, device),
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
+        """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for slot, block in slots:
+                row = c.execute(
+                    "SELECT block FROM claims WHERE network = ? AND device = ? AND slot = ?",
+                    (network, device, slot),
+                ).fetchone()
+                if row is not None and bytes(row[0]) != block:
+                    c.execute("ROLLBACK")
+                    return False
+                if row is None:
+                    c.execute("INSERT INTO claims VALUES (?, ?, ?, ?)",
+                              (network, device, slot, block))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return True
+
+    def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
+        """The highest claim at each device: (device, slot, block id)."""
+        rows = self.conn.execute(
+            "SELECT c.device, c.slot, c.block FROM claims c JOIN (SELECT device, max(slot) s "
+            "FROM claims WHERE network = ? GROUP BY device) m ON c.device = m.device "
+            "AND c.slot = m.s WHERE c.network = ?",
+            (network, network),
+        ).fetchall()
+        return [(bytes(d), s, bytes(b)) for d, s, b in rows]
+
+    def close(self) -> None:
+        """Close the file (every commit is already durable)."""
+        self.conn.close()
+
