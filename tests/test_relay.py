@@ -1,0 +1,497 @@
+"""tally-relay in real processes on loopback: serving, fan-out, witness votes, restart and
+resume, a SIGKILL while entries stream in, /healthz and /metrics, the command line.
+
+Clients are written here: websockets' asyncio client driving
+``sync.protocol.Connection(client=True, role=ROLE_DEVICE)`` over a ``MemoryPort``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from sync.messages import ROLE_DEVICE
+from sync.port import MemoryPort
+from sync.protocol import Closed, CursorReceived, Event, Received
+from sync.protocol import Connection as SyncConnection
+from tests.ledgerkit import Device, Net
+from wallet import keys as keyfiles
+from wallet.encoding import Block, Entry, Vote, parse_entry
+from wallet.ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+PASSPHRASE = "relay test passphrase"
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def relay_env() -> dict[str, str]:
+    """The environment a test relay runs in: a passphrase and the fast test KDF."""
+    env = dict(os.environ)
+    env.update(TALLY_PASSPHRASE=PASSPHRASE, TALLY_INSECURE_FAST_KDF="1",
+               PYTHONPATH=str(ROOT))
+    return env
+
+
+def relay_command(*args: object) -> list[str]:
+    """``tally-relay`` with arguments (the console script, else the module)."""
+    exe = BIN / "tally-relay"
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "server.cli"]
+    return [*head, *(str(a) for a in args)]
+
+
+# ------------------------------------------------------------------- the relay process
+@dataclass
+class Relay:
+    """A running ``tally-relay`` subprocess; ``log`` is its stderr, one JSON per line."""
+
+    proc: subprocess.Popen[bytes]
+    db: Path
+    log: Path
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+
+    def health(self) -> dict:
+        return json.loads(self.get("/healthz")[2])
+
+    def metric(self, name: str) -> float:
+        for line in self.get("/metrics")[2].splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                if line.split(" ")[0] == name or line.startswith(name + "{"):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def events(self, event: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if event is None or doc.get("event") == event:
+                out.append(doc)
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout_s)
+
+
+def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "relay") -> Relay:
+    """Start ``tally-relay --db … --listen 127.0.0.1:0 ARGS`` and wait until it is healthy."""
+    db = db or tmp / f"{name}.db"
+    log = tmp / f"{name}-{time.monotonic_ns()}.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            relay_command("--db", db, "--listen", "127.0.0.1:0", *args),
+            stdout=subprocess.DEVNULL, stderr=err, env=relay_env(), cwd=tmp,
+        )
+    r = Relay(proc, db, log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"tally-relay exited {proc.returncode}: {log.read_text()}")
+        listening = r.events("listening")
+        if listening:
+            r.port = listening[0]["port"]
+            try:
+                if r.get("/healthz")[0] == 200:
+                    return r
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"tally-relay did not come up: {log.read_text()}")
+
+
+def stored_count(db: Path) -> int:
+    """Entries in a relay database (read-only, beside the running relay)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def stored_entries(db: Path) -> list[Entry]:
+    """Every entry in a relay database."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [parse_entry(bytes(r[0])) for r in conn.execute("SELECT body FROM entries")]
+    finally:
+        conn.close()
+
+
+@dataclass
+class Network:
+    """A test network (ledgerkit ``Net``), its genesis file and its witness key file."""
+
+    net: Net
+    genesis: Path
+    witness_key: Path | None
+
+
+def make_network(tmp: Path, witnesses: int = 1, name: str = "test") -> Network:
+    """A network with ``witnesses`` witnesses (quorum 1 of 1 by default), on disk."""
+    net = Net(witnesses=witnesses, quorum=min(witnesses, 1), name=name)
+    genesis = tmp / f"{name}.genesis"
+    genesis.write_bytes(net.genesis.raw)
+    wk = None
+    if witnesses:
+        wk = tmp / f"{name}.witness.key"
+        keyfiles.save_key(wk, net.witness_keys[0], PASSPHRASE, kind="witness",
+                          limits=keyfiles.FAST_INSECURE)
+    return Network(net, genesis, wk)
+
+
+# ---------------------------------------------------------------------------- a client
+@dataclass
+class Client:
+    """A device talking to the relay: a ``Connection`` over a websocket and a MemoryPort."""
+
+    port: MemoryPort
+    key: SigningKey
+    open_entry: bytes = b""
+    cursor: bytes = b""
+    events: list[Event] = field(default_factory=list)
+    acks: list[bytes] = field(default_factory=list)
+    closed: Closed | None = None
+    ws: ClientConnection | None = None
+    conn: SyncConnection | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _reader: asyncio.Task[None] | None = None
+    _last_was_update: bool = False
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.port.replica.ledger
+
+    async def connect(self, url: str) -> None:
+        self.ws = await connect(url, max_size=None)
+        self.conn = SyncConnection(client=True, key=self.key, role=ROLE_DEVICE, port=self.port,
+                                   open_entry=self.open_entry, cursor=self.cursor)
+        self.closed = None
+        self.conn.initiate()
+        await self.flush()
+        self._reader = asyncio.create_task(self._read())
+
+    async def flush(self) -> None:
+        assert self.conn is not None and self.ws is not None
+        for m in self.conn.data_to_send():
+            try:
+                await self.ws.send(m)
+            except ConnectionClosed:
+                return
+
+    async def _read(self) -> None:
+        assert self.ws is not None and self.conn is not None
+        try:
+            async for data in self.ws:
+                assert isinstance(data, bytes)
+                self.conn.receive_data(data)
+                for ev in self.conn.events_received():
+                    self.events.append(ev)
+                    if isinstance(ev, CursorReceived):
+                        self.cursor = ev.cursor
+                        if not self._last_was_update:
+                            self.acks.append(ev.cursor)
+                    if isinstance(ev, Closed):
+                        self.closed = ev
+                self._last_was_update = data[:1] == b"\x06"
+                await self.flush()
+                self._changed.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._changed.set()
+
+    async def wait(self, pred: Callable[[], bool], timeout_s: float = 10, what: str = "") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {what or pred}; "
+                                     f"closed={self.closed}")
+            self._changed.clear()
+            if pred():
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def ready(self) -> None:
+        await self.wait(lambda: self.conn is not None and self.conn.live, what="handshake")
+
+    async def send(self, entries: Iterable[Entry]) -> None:
+        """Entries made by this device: stored locally, sent as a live update."""
+        entries = list(entries)
+        self.port.add_local(entries)
+        assert self.conn is not None
+        self.conn.send_entries(entries)
+        await self.flush()
+
+    async def send_acked(self, entries: Iterable[Entry], timeout_s: float = 10) -> None:
+        n = len(self.acks)
+        await self.send(entries)
+        await self.wait(lambda: len(self.acks) > n or self.closed is not None, timeout_s,
+                        "an acknowledgement")
+
+    def has(self, entry_id: bytes) -> bool:
+        return entry_id in self.ledger
+
+    def final(self, block: Block) -> bool:
+        st = self.ledger.status.get(block.id)
+        return st is not None and st.final
+
+    def received(self) -> list[Entry]:
+        return [e for ev in self.events if isinstance(ev, Received) for e in ev.entries]
+
+    async def close(self) -> None:
+        if self.conn is not None and self.conn.state != "closed":
+            self.conn.close()
+            await self.flush()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def device_client(net: Net, dev: Device, *entries: Entry) -> Client:
+    """A client for ``dev`` whose replica holds ``entries`` (its open, say)."""
+    led = Ledger(net.genesis)
+    led.add([dev.open, *entries])
+    return Client(MemoryPort(led), dev.key, open_entry=dev.open.raw)
+
+
+async def connected(url: str, client: Client) -> Client:
+    await client.connect(url)
+    await client.ready()
+    return client
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------- tests
+def test_serves_fans_out_and_witnesses_then_resumes_after_a_restart(tmp_path: Path) -> None:
+    nw = make_network(tmp_path)
+    net = nw.net
+    alice, bob = net.account(label="alice"), net.account(label="bob")
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key)
+
+    async def first() -> tuple[bytes, list[Entry]]:
+        watcher = await connected(relay.url, device_client(net, bob[0]))
+        mint = await connected(relay.url, device_client(net, net.mint))
+        await mint.send_acked([alice[0].open, bob[0].open])
+        iss = net.issue(mint.ledger, alice[0], 500)
+        await mint.send_acked([iss])
+        # the watcher sees the issue fanned out, and the witness's vote turn it final
+        await watcher.wait(lambda: watcher.final(iss), what="the issue final at the watcher")
+        await mint.wait(lambda: mint.final(iss), what="the vote back at the sender")
+        # alice connects later: catch-up brings her the issue and its vote
+        a = await connected(relay.url, device_client(net, alice[0]))
+        await a.wait(lambda: a.final(iss), what="alice caught up")
+        rc = net.receive(a.ledger, alice[0], iss)
+        await a.send_acked([rc])
+        pay = net.send(a.ledger, alice[0], bob[0], 200)
+        await a.wait(lambda: a.ledger.status[rc.id].final, what="alice's receive final")
+        await a.send_acked([pay])
+        await watcher.wait(lambda: watcher.final(pay), what="the payment final at bob")
+        assert watcher.ledger.balance(bob[0].pk).incoming == 0
+        assert watcher.ledger.status[pay.id].label == "final"
+        cursor = watcher.cursor
+        for c in (watcher, mint, a):
+            await c.close()
+        return cursor, [iss, rc, pay]
+
+    cursor, made = run(first())  # type: ignore[misc]
+    health = relay.health()
+    assert health["status"] == "ok" and health["networks"] == 1
+    stored = stored_count(relay.db)
+    assert health["entries"] == stored >= 5 + 3  # 3 opens, 3 blocks, their votes
+    assert relay.metric("tally_relay_votes_total") >= 3
+    assert relay.metric("tally_relay_entries_in_total") == 6
+    assert relay.metric("tally_relay_entries_out_total") > 0
+    assert relay.stop() == 0  # SIGTERM: a clean exit
+    assert relay.events("stopped")
+
+    # restart on the same database: everything is there, and a cursor resumes
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                        db=relay.db)
+    assert relay.health()["entries"] == stored
+
+    # bob's replica is emptied of what came after his cursor, to see the catch-up carry it
+    async def second_resume() -> None:
+        mint = device_client(net, net.mint)
+        mint.port.add_local(stored_entries(relay.db))
+        mint = await connected(relay.url, mint)
+        iss2 = net.issue(mint.ledger, bob[0], 70)
+        await mint.send_acked([iss2])
+        await mint.wait(lambda: mint.final(iss2), what="the second issue final")
+        await mint.close()
+        before = [e for e in stored_entries(relay.db) if e.id not in (iss2.id,)
+                  and not (isinstance(e, Vote) and e.block_id == iss2.id)]
+        watcher = device_client(net, bob[0])
+        watcher.port.add_local(before)
+        watcher.cursor = cursor
+        await connected(relay.url, watcher)
+        await watcher.wait(lambda: watcher.final(iss2), what="resumed catch-up")
+        got = watcher.received()
+        assert {e.id for e in got} >= {iss2.id}
+        assert len(got) <= 3, "a resumed client gets only what is new since its cursor"
+        assert watcher.closed is None
+        await watcher.close()
+
+    run(second_resume())
+    assert relay.stop() == 0
+
+
+def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    nw = make_network(tmp_path)
+    net = nw.net
+    alice = net.account(label="alice")
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                        "--vote-delay", "0.001")
+    acked: list[bytes] = []
+    sent: list[Block] = []
+
+    async def stream(stop_after: int | None) -> None:
+        mint = device_client(net, net.mint, *sent)
+        mint.port.add_local(stored_entries(relay.db))
+        await connected(relay.url, mint)
+        if not sent:
+            await mint.send_acked([alice[0].open])
+        n = 0
+        while stop_after is None or n < stop_after:
+            iss = net.issue(mint.ledger, alice[0], 1 + len(sent))
+            sent.append(iss)
+            try:
+                await mint.send_acked([iss], timeout_s=2)
+            except AssertionError:
+                break
+            if mint.closed is not None:
+                break
+            acked.append(iss.id)
+            n += 1
+            if stop_after is None and n == 15:
+                os.kill(relay.proc.pid, signal.SIGKILL)  # mid-stream: votes are flying
+        await mint.close()
+
+    run(stream(None))
+    relay.proc.wait(10)
+    assert len(acked) >= 15
+    ids = {e.id for e in stored_entries(relay.db)}
+    assert set(acked) <= ids, "an acknowledged entry was lost"
+
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                        db=relay.db)
+    run(stream(5))
+    entries = stored_entries(relay.db)
+    ids = {e.id for e in entries}
+    assert set(acked) <= ids
+    # no slot voted twice: the witness's votes at the mint all lie on its one chain
+    votes = [e for e in entries if isinstance(e, Vote)]
+    by_slot: dict[tuple[bytes, int], set[bytes]] = {}
+    for v in votes:
+        by_slot.setdefault((v.device, v.seq), set()).add(v.block_id)
+    assert all(len(b) == 1 for b in by_slot.values()), "a slot was voted twice"
+    chain = {e.id for e in entries if isinstance(e, Block)}
+    assert all(v.block_id in chain for v in votes)
+
+    async def last_final() -> None:
+        w = await connected(relay.url, device_client(net, alice[0]))
+        await w.wait(lambda: w.final(sent[-1]) if sent[-1].id in ids else True,
+                     what="the newest issue final after the restart")
+        await w.close()
+
+    run(last_final())
+    assert relay.stop() == 0
+
+
+def test_open_relay_takes_any_network_and_healthz_metrics(tmp_path: Path) -> None:
+    nw = make_network(tmp_path, witnesses=0, name="openly")
+    net = nw.net
+    relay = start_relay(tmp_path, "--open", name="open")
+    status, ctype, body = relay.get("/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    for name in ("tally_relay_connections", "tally_relay_entries_in_total",
+                 "tally_relay_entries_out_total", "tally_relay_refusals_total",
+                 "tally_relay_votes_total"):
+        assert f"# TYPE {name} " in body
+    status, ctype, body = relay.get("/healthz")
+    assert status == 200 and ctype == "application/json"
+    assert json.loads(body)["networks"] == 0
+
+    async def go() -> None:
+        c = device_client(net, net.mint)
+        await connected(relay.url, c)
+        alice = net.account(label="a")
+        await c.send_acked([alice[0].open])
+        await c.close()
+
+    run(go())
+    assert relay.health()["networks"] == 1 and relay.health()["entries"] == 2
+    assert relay.metric("tally_relay_connections_total") == 1
+    assert relay.stop() == 0
+    # the network is remembered: a restarted --open relay serves it at once
+    relay = start_relay(tmp_path, "--open", db=relay.db, name="open")
+    assert relay.health()["networks"] == 1
+    assert relay.stop() == 0
+
+
+def test_command_line(tmp_path: Path) -> None:
+    env = relay_env()
+    db = tmp_path / "m.db"
+    p = subprocess.run(relay_command("migrate", "--db", db), env=env, capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "schema version 0 → 1" in p.stdout
+    p = subprocess.run(relay_command("migrate", "--db", db), env=env, capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and "up to date" in p.stdout
+    key = tmp_path / "w.key"
+    p = subprocess.run(relay_command("keygen", key, "--kind", "witness"), env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0
+    kind, public = keyfiles.read_key_info(key)
+    assert kind == "witness" and len(p.stdout.strip()) > 40
+    p = subprocess.run(relay_command("keygen", key), env=env, capture_output=True, text=True)
+    assert p.returncode == 1 and "refusing to overwrite" in p.stderr
+    bad = tmp_path / "bad.genesis"
+    bad.write_bytes(b"nope")
+    p = subprocess.run(relay_command("--db", db, "--listen", "127.0.0.1:0", "--network", bad),
+                       env=env, capture_output=True, text=True)
+    assert p.returncode == 1 and "not a valid genesis file" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = subprocess.run(relay_command("--db", db, "--listen", "nowhere", "--open"),
+                       env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "HOST:PORT" in p.stderr
+    no_pass = {k: v for k, v in env.items() if k not in ("TALLY_PASSPHRASE",)}
+    p = subprocess.run(relay_command("--db", db, "--listen", "127.0.0.1:0", "--open"),
+                       env=no_pass, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1 and "TALLY_PASSPHRASE" in p.stderr
