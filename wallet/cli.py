@@ -435,6 +435,105 @@ def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:
         out.say("payments wait for you: run `tally receive`")
 
 
+# ---------------------------------------------------------------- sync
+class _SyncPrinter:
+    """Sync's events for people: news on stdout, progress and trouble on stderr."""
+
+    PROGRESS_EVERY_S = 1.0
+
+    def __init__(self, w: Wallet, out: Out, *, quiet_failures: bool) -> None:
+        self.w = w
+        self.out = out
+        self.quiet_failures = quiet_failures  # --once: one error line at the end
+        self._progress_at: dict[str, float] = {}
+
+    def __call__(self, e: Any) -> None:
+        from sync import client as sc
+
+        if isinstance(e, sc.Linked):
+            self._progress_at[e.url] = time.monotonic()
+            self.out.say(f"connected to {e.url} ({e.role} {short(e.peer_key)}…)")
+        elif isinstance(e, sc.Progress):
+            now = time.monotonic()
+            if now - self._progress_at.get(e.url, now) >= self.PROGRESS_EVERY_S:
+                self._progress_at[e.url] = now
+                print(f"tally: {e.url}: {e.received} entries received…", file=sys.stderr,
+                      flush=True)
+        elif isinstance(e, sc.Synced):
+            self.out.say(f"in sync with {e.url}: {e.count} entries ({e.received} new)")
+        elif isinstance(e, sc.Pushed):
+            self.out.say(f"sent {e.count} new entries to {e.url}")
+        elif isinstance(e, sc.Claimed):
+            what = _fmt(self.w, e.amount) if e.amount else "a revoked device's balance"
+            self.out.say(f"received {what} from {short(e.payer)}…: {e.status}")
+        elif isinstance(e, sc.Down) and not self.quiet_failures:
+            retry = f"; retrying in {e.retry_s:.1f} s" if e.retry_s is not None else ""
+            print(f"tally: {e.url}: {e.reason}{retry}", file=sys.stderr, flush=True)
+        elif isinstance(e, sc.Problem):
+            print(f"tally: {e.reason}", file=sys.stderr, flush=True)
+
+
+def _run_until_signal(runner: Any, start: Callable[[], Any]) -> Any:
+    """Await ``start()`` until it returns or SIGINT/SIGTERM calls ``runner.stop()``."""
+    import asyncio
+    import contextlib
+    import signal
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        for sig in sigs:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # e.g. Windows
+                loop.add_signal_handler(sig, runner.stop)
+        try:
+            return await start()
+        finally:
+            for sig in sigs:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        runner.shutdown()
+
+
+def _claimed_docs(w: Wallet, runner: Any) -> list[dict[str, Any]]:
+    return [{"id": id_text(c.block_id), "claims": id_text(c.claims), "amount": c.amount,
+             "payer": key_text(c.payer), "status": c.status} for c in runner.claimed]
+
+
+def cmd_sync(a: argparse.Namespace, out: Out) -> None:
+    """Sync with relays and peers; with --once, until in sync with each."""
+    from sync.client import SyncClient
+
+    relays, peers = a.relay or [], a.peer or []
+    if not relays and not peers:
+        raise WalletError("nothing to sync with: give --relay URL or --peer URL")
+    w = Wallet.open(a.home)
+    client = SyncClient(w, _passphrase(), relays=relays, peers=peers, once=a.once,
+                        on_event=_SyncPrinter(w, out, quiet_failures=a.once))
+    results = _run_until_signal(client, client.run)
+    out.put(peers=[r.doc() for r in results], claimed=_claimed_docs(w, client))
+    failed = [r for r in results if r.error]
+    if a.once and failed:
+        raise WalletError("; ".join(r.error or "" for r in failed))
+
+
+def cmd_serve(a: argparse.Namespace, out: Out) -> None:
+    """Listen for peers (a till): payers sync with this wallet directly."""
+    from sync.listener import Listener, parse_listen
+
+    host, port = parse_listen(a.listen)
+    w = Wallet.open(a.home)
+    listener = Listener(w, _passphrase(), host=host, port=port,
+                        on_event=_SyncPrinter(w, out, quiet_failures=False))
+    results = _run_until_signal(listener, lambda: listener.run(
+        ready=lambda url: out.say(f"listening on {url} for network {w.genesis.name}")))
+    out.put(listen=getattr(listener, "url", None), peers=[r.doc() for r in results],
+            claimed=_claimed_docs(w, listener))
+
+
 def cmd_demo(a: argparse.Namespace, out: Out) -> None:
     """The scripted walk-through."""
     from wallet.demo import run_demo
@@ -528,6 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("--for", dest="for_address", metavar="ADDRESS")
     add("import", cmd_bundle_import, bun).add_argument("file")
+
+    sp = add("sync", cmd_sync)
+    sp.add_argument("--relay", action="append", metavar="URL", help="a relay (ws:// or wss://)")
+    sp.add_argument("--peer", action="append", metavar="URL", help="a peer, like a till")
+    sp.add_argument("--once", action="store_true",
+                    help="stop once in sync with each (else run and push new entries live)")
+    sp = add("serve", cmd_serve)
+    sp.add_argument("--listen", required=True, metavar="HOST:PORT",
+                    help="where to accept peers (port 0: any free port)")
     return p
 
 

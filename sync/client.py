@@ -1,0 +1,483 @@
+"""``tally sync``: a wallet keeps in sync with relays and peers over websockets.
+
+``SyncClient`` runs one task per URL. Each connects with the device key (role device,
+the device's ``open`` in the hello), resumes from the cursor that peer gave it last time
+(store meta ``cursor:<url>``), catches up both ways, then stays live: it pushes every
+entry its store gains (signed here, by another ``tally`` process on the same home, or
+claimed automatically) and takes what the peer pushes. When a link drops it reconnects
+with exponential backoff and full jitter, so work done offline goes out when the link
+returns. With ``once`` it returns when every URL is in sync or has failed.
+
+``WalletSync`` is what the client and the till's listener (``sync.listener``) share:
+the worker thread that owns the wallet's store, the automatic claim of payments to this
+device, and one live ``session`` per link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from nacl.signing import SigningKey
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from sync.errors import CloseCode
+from sync.messages import ROLE_DEVICE, ROLES
+from sync.port import WalletPort, make_cursor
+from sync.protocol import (
+    CaughtUp,
+    Closed,
+    Connection,
+    CursorReceived,
+    Event,
+    InSync,
+    Ready,
+    Received,
+)
+from sync.transport import Link, LinkDown, websocket_options
+from wallet.encoding import Block, Entry, Kind, key_text, parse_entry, short
+from wallet.errors import TallyError, WalletError
+from wallet.wallet import Wallet, error_text
+
+POLL_S = 0.5
+"""How often a live session looks for new rows in the store."""
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 30.0
+OPEN_TIMEOUT_S = 10.0
+CLAIMABLE = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
+
+
+# ------------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """A peer proved its key; the catch-up starts."""
+
+    url: str
+    peer_key: bytes
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Entries received so far in a catch-up."""
+
+    url: str
+    received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """Both sides hold the same set of ``count`` entries."""
+
+    url: str
+    count: int
+    received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """New local entries went out live."""
+
+    url: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A payment to this device was claimed automatically."""
+
+    block_id: bytes
+    claims: bytes
+    amount: int | None
+    payer: bytes
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Down:
+    """A link failed or dropped; ``retry_s`` until the next attempt (None: no retry)."""
+
+    url: str
+    reason: str
+    retry_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something went wrong here that sync goes on without (e.g. a claim refused)."""
+
+    reason: str
+
+
+SyncEvent = Linked | Progress | Synced | Pushed | Claimed | Down | Problem
+
+
+@dataclass(slots=True)
+class PeerResult:
+    """What happened with one URL."""
+
+    url: str
+    in_sync: bool = False
+    error: str | None = None
+    received: int = 0
+    pushed: int = 0
+    peer_key: bytes = b""
+
+    def doc(self) -> dict[str, Any]:
+        """As JSON."""
+        return {"url": self.url, "in_sync": self.in_sync, "error": self.error,
+                "received": self.received, "pushed": self.pushed,
+                "peer": key_text(self.peer_key) if self.peer_key else None}
+
+
+@dataclass(slots=True)
+class _Session:
+    """One live conversation's bookkeeping."""
+
+    name: str
+    sent_pos: int
+    result: PeerResult
+    live: bool = False
+    caught_up: bool = False
+    from_peer: set[bytes] = field(default_factory=set)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S,
+              rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base·2^attempt)]."""
+    assert attempt >= 0
+    ceiling = min(cap_s, base_s * (2 ** min(attempt, 32)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def check_url(url: str) -> str:
+    """A websocket URL, or a WalletError saying what one looks like."""
+    if not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+        raise WalletError(f"{url!r} is not a websocket URL: give ws://HOST:PORT or wss://HOST")
+    return url
+
+
+class WalletSync:
+    """A wallet's side of sync, shared by the client and the listener.
+
+    Every use of the wallet runs on one worker thread (``offload``), one call at a
+    time, so the event loop stays free for the sockets and the store is never used by
+    two threads at once.
+    """
+
+    def __init__(
+        self,
+        wallet: Wallet,
+        passphrase: str,
+        *,
+        on_event: Callable[[SyncEvent], None] | None = None,
+        poll_s: float = POLL_S,
+    ) -> None:
+        if wallet.device is None:
+            raise WalletError("this wallet has no device yet: run `tally init`")
+        self.wallet = wallet
+        self.passphrase = passphrase
+        self.on_event = on_event or (lambda e: None)
+        self.poll_s = poll_s
+        self.device: bytes = wallet.device
+        self.key: SigningKey = wallet.load_key("device", passphrase)
+        if bytes(self.key.verify_key) != self.device:
+            raise WalletError("the device key does not match this wallet")
+        self.port = WalletPort(wallet)
+        self.open_entry = self._own_open()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
+        self._claiming: asyncio.Task[None] | None = None
+        self._claim_again = False
+        self._moved = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.claimed: list[Claimed] = []
+
+    def _own_open(self) -> bytes:
+        """This device's open (sent in the hello), or empty while it has none."""
+        for b in self.wallet.ledger.blocks.values():
+            if b.kind == Kind.OPEN and b.device == self.device:
+                return b.raw
+        return b""
+
+    async def offload(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the wallet's worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def shutdown(self) -> None:
+        """Stop the worker thread (after the last session)."""
+        self._pool.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Ask every session to end (a signal, or the caller is done)."""
+        self.stopping.set()
+
+    # ------------------------------------------------------------ claims
+    def _for_me(self, entries: tuple[Entry, ...] | list[Entry]) -> bool:
+        return any(isinstance(e, Block) and e.kind in CLAIMABLE and e.to_device == self.device
+                   for e in entries)
+
+    def claim_soon(self) -> None:
+        """Claim what is addressed to this device (again, if a claim is running)."""
+        if self._claiming is not None and not self._claiming.done():
+            self._claim_again = True
+            return
+        self._claiming = asyncio.create_task(self._claim(), name="sync-claim")
+
+    async def claims_done(self) -> None:
+        """Wait for a running claim to finish."""
+        while self._claiming is not None and not self._claiming.done():
+            await asyncio.shield(self._claiming)
+
+    async def _claim(self) -> None:
+        while True:
+            self._claim_again = False
+            try:
+                done = await self.offload(self._receive)
+            except TallyError as exc:
+                self.on_event(Problem(f"payments to this device wait: {error_text(exc)}"))
+                return
+            for c in done:
+                self.claimed.append(c)
+                self.on_event(c)
+            if done:
+                self._moved.set()
+            if not self._claim_again:
+                return
+
+    def _receive(self) -> list[Claimed]:
+        out = []
+        for block, st in self.wallet.receive(self.passphrase):
+            paid = self.wallet.ledger.blocks[block.claim]
+            amount = paid.amount if paid.kind != Kind.REVOKE else None
+            out.append(Claimed(block.id, paid.id, amount, paid.device, st.label))
+        return out
+
+    # ------------------------------------------------------------ sessions
+    def connection(self, *, client: bool, cursor: bytes = b"", **kw: Any) -> Connection:
+        """A protocol connection as this device, over this wallet's port."""
+        return Connection(client=client, key=self.key, role=ROLE_DEVICE, port=self.port,
+                          open_entry=self.open_entry, cursor=cursor, **kw)
+
+    async def session(self, link: Link, name: str, result: PeerResult, *,
+                      cursor_key: Callable[[], str | None], once: bool = False,
+                      stop_code: CloseCode = CloseCode.DONE) -> Closed:
+        """Run one conversation to its end: catch up, then push and take live updates.
+
+        ``cursor_key`` names the meta record where the peer's cursors are kept (None
+        while it is not known). With ``once`` the conversation ends, once in sync and
+        with this side's claims pushed, with a normal close.
+        """
+        start = await self.offload(self.wallet.store.high_water)
+        s = _Session(name, start, result)
+
+        async def handle(events: list[Event]) -> None:
+            for e in events:
+                await self._on_event(s, e, cursor_key)
+
+        pusher = asyncio.create_task(self._push_loop(link, s), name="sync-push")
+        ender = asyncio.create_task(self._end_when_done(link, s, once, stop_code),
+                                    name="sync-end")
+        try:
+            return await link.run(handle)
+        finally:
+            for t in (pusher, ender):
+                t.cancel()
+            for t in (pusher, ender):
+                with contextlib.suppress(BaseException):
+                    await t
+
+    async def _on_event(self, s: _Session, e: Event, cursor_key: Callable[[], str | None]
+                        ) -> None:
+        if isinstance(e, Ready):
+            s.result.peer_key = e.peer_key
+            self.on_event(Linked(s.name, e.peer_key, ROLES.get(e.role, f"role {e.role}")))
+        elif isinstance(e, Received):
+            s.result.received += len(e.entries)
+            s.from_peer.update(x.id for x in e.entries)
+            if not s.caught_up:
+                self.on_event(Progress(s.name, s.result.received))
+            if self._for_me(e.entries):
+                self.claim_soon()
+        elif isinstance(e, CursorReceived):
+            key = cursor_key()
+            if key is not None:
+                await self.offload(
+                    lambda k=key, c=e.cursor: self.wallet.store.set_meta(k, c))
+        elif isinstance(e, CaughtUp):
+            # Live from here, not only once in sync: a side whose digest moved during
+            # the catch-up (a claim) never hears InSync, and its news must still go out.
+            s.caught_up = True
+            s.live = True
+            self._moved.set()
+        elif isinstance(e, InSync):
+            s.result.in_sync = True
+            s.synced.set()
+            self.on_event(Synced(s.name, e.count, s.result.received))
+
+    async def _end_when_done(self, link: Link, s: _Session, once: bool,
+                             stop_code: CloseCode) -> None:
+        """End the conversation: with ``once`` when in sync; when asked to stop."""
+        stop = asyncio.create_task(self.stopping.wait())
+        synced = asyncio.create_task(s.synced.wait())
+        try:
+            waits = {stop, synced} if once else {stop}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            synced.cancel()
+        if s.live:
+            await self.claims_done()
+            await self._push(link, s)  # the claims (and anything new) go out first
+        if self.stopping.is_set():
+            await link.call(lambda c: c.close(stop_code, "stopping"))
+        else:
+            await link.call(lambda c: c.close(CloseCode.DONE, "in sync"))
+
+    async def _push_loop(self, link: Link, s: _Session) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), self.poll_s)
+            self._moved.clear()
+            if s.live:
+                await self._push(link, s)
+
+    async def _push(self, link: Link, s: _Session) -> None:
+        """Send the rows the store gained since what this session sent."""
+        got = await self.offload(lambda: self._new_rows(s))
+        if got is None:
+            return
+        entries, pos, mine = got
+        if mine:
+            self.claim_soon()
+        todo = [e for e in entries if e.id not in s.from_peer]
+        s.from_peer.difference_update(e.id for e in entries)
+        s.sent_pos = pos
+        if todo:
+            cursor = make_cursor(self.port.store_id, pos)
+            await link.call(lambda c: c.send_entries(todo, cursor=cursor))
+            s.result.pushed += len(todo)
+            self.on_event(Pushed(s.name, len(todo)))
+
+    def _new_rows(self, s: _Session) -> tuple[list[Entry], int, bool] | None:
+        """(On the worker) rows after ``s.sent_pos``; whether any is a payment to us.
+
+        Rows another process wrote (another ``tally`` on this home) are merged into
+        this process's ledger first — ``ingest`` of entries the store holds only
+        refreshes it — so digests and claims see them.
+        """
+        store = self.wallet.store
+        pos = store.high_water()
+        if pos <= s.sent_pos:
+            return None
+        entries = [parse_entry(b, verify=False)
+                   for chunk in store.bodies_after(s.sent_pos) for b in chunk]
+        led = self.wallet.ledger
+        unknown = [e for e in entries if e.id not in led]
+        if unknown:
+            self.wallet.ingest(unknown)
+        return entries, pos, self._for_me(unknown)
+
+
+class SyncClient(WalletSync):
+    """Keeps a wallet in sync with relays and peers (``tally sync``)."""
+
+    def __init__(
+        self,
+        wallet: Wallet,
+        passphrase: str,
+        *,
+        relays: list[str] | tuple[str, ...] = (),
+        peers: list[str] | tuple[str, ...] = (),
+        once: bool = False,
+        on_event: Callable[[SyncEvent], None] | None = None,
+        poll_s: float = POLL_S,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
+    ) -> None:
+        urls = [check_url(u) for u in (*relays, *peers)]
+        if not urls:
+            raise WalletError("nothing to sync with: give --relay URL or --peer URL")
+        super().__init__(wallet, passphrase, on_event=on_event, poll_s=poll_s)
+        self.urls = list(dict.fromkeys(urls))
+        self.once = once
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.open_timeout_s = open_timeout_s
+
+    async def run(self) -> list[PeerResult]:
+        """Sync with every URL; with ``once`` return when each is in sync or failed,
+        else run until ``stop()``. One result per URL, in order."""
+        try:
+            self.claim_soon()  # payments that came in by bundle or an earlier sync
+            return list(await asyncio.gather(*(self._run_url(u) for u in self.urls)))
+        finally:
+            await self.claims_done()
+
+    async def _run_url(self, url: str) -> PeerResult:
+        result = PeerResult(url)
+        attempt = 0
+        while not self.stopping.is_set():
+            error = await self._attempt(url, result)
+            if error is None:  # in sync (once) or asked to stop
+                result.error = None
+                return result
+            permanent = error.startswith("!")
+            error = error.lstrip("!")
+            result.error = error
+            if result.peer_key:  # it answered: start the backoff over
+                attempt = 0
+            if self.once or permanent:
+                self.on_event(Down(url, error, None))
+                return result
+            delay = backoff_s(attempt, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
+            attempt += 1
+            self.on_event(Down(url, error, delay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+        return result
+
+    async def _attempt(self, url: str, result: PeerResult) -> str | None:
+        """One connection; None when it ended well, else why (``!`` first: no retry)."""
+        cursor_key = f"cursor:{url}"
+        result.peer_key = b""
+        try:
+            cursor = await self.offload(lambda: self.wallet.store.get_meta(cursor_key)) or b""
+            async with connect(url, open_timeout=self.open_timeout_s,
+                               **websocket_options()) as ws:
+                link = Link(ws, self.connection(client=True, cursor=cursor),
+                            offload=self.offload)
+                closed = await self.session(link, url, result, cursor_key=lambda: cursor_key,
+                                            once=self.once)
+        except InvalidURI:
+            return f"!{url} is not a websocket URL: give ws://HOST:PORT or wss://HOST"
+        except InvalidStatus as exc:
+            return f"{url} refused the websocket: HTTP {exc.response.status_code}"
+        except InvalidHandshake as exc:
+            return f"{url} is not a sync server: {exc}"
+        except TimeoutError:
+            return f"cannot reach {url}: no answer within {self.open_timeout_s:g} s"
+        except OSError as exc:
+            return f"cannot reach {url}: {exc.strerror or exc}"
+        except LinkDown as exc:
+            return f"lost {url}: {exc}"
+        if closed.code == CloseCode.DONE and (result.in_sync or self.stopping.is_set()):
+            return None
+        try:
+            name = CloseCode(closed.code).name.lower().replace("_", " ")
+        except ValueError:
+            name = f"code {closed.code}"
+        who = f"{url} refused" if closed.by_peer else f"gave up on {url}"
+        return f"{who}: {name}: {closed.reason}"
+
+
+def describe_peer(key: bytes) -> str:
+    """A peer key, short, for people."""
+    return f"{short(key)}…"

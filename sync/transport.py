@@ -1,0 +1,200 @@
+"""Drives one sans-I/O ``Connection`` over one websockets connection (asyncio).
+
+This is plumbing only: every decision is the protocol's (``sync.protocol``). A ``Link``
+feeds each binary message it reads to ``receive_data``, writes everything
+``data_to_send`` hands back, in order, and returns the events of each step to its
+caller. The protocol's work (gate, verification, the store) can run off the event loop
+through ``offload`` (one worker thread per wallet, so the store is used by one thread at
+a time), which keeps websockets' keepalive answered during a long catch-up.
+
+Limits, each a named parameter with a safe default:
+
+- ``MAX_MESSAGE_BYTES``: the largest message read; websockets refuses bigger ones
+  (close 1009) before the protocol sees them. It is the protocol's own limit.
+- ``QUEUE_MESSAGES_MAX`` and ``QUEUE_BYTES_MAX``: what may wait to be written to a peer
+  that reads too slowly. Past either, the conversation ends with
+  ``CloseCode.OVERLOADED`` rather than growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from websockets.asyncio.connection import Connection as WebSocket
+from websockets.exceptions import ConnectionClosed as WebSocketClosed
+
+from sync.errors import CloseCode, SyncError
+from sync.protocol import MAX_MESSAGE_BYTES, Closed, Connection, Event
+
+QUEUE_MESSAGES_MAX = 1024
+QUEUE_BYTES_MAX = 64 << 20
+FLUSH_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""Runs a function (the protocol's work) somewhere and awaits its result."""
+
+
+async def inline(fn: Callable[[], T]) -> T:
+    """The default ``Offload``: run on the event loop itself."""
+    return fn()
+
+
+def websocket_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Options for ``websockets.asyncio.client.connect`` and ``…server.serve``.
+
+    ``max_queue`` bounds the messages websockets buffers before we read them; the
+    protocol's messages are already compressed entries, so no per-message deflate.
+    """
+    return {"max_size": max_message_bytes, "max_queue": 16, "compression": None}
+
+
+class LinkDown(SyncError):
+    """The websocket connection ended without the protocol's ``Close``."""
+
+
+class Link:
+    """One ``Connection`` driven over one websocket connection.
+
+    ``run(handle)`` reads until the conversation ends and returns its ``Closed`` event;
+    ``call(fn)`` runs ``fn(connection)`` (``send_entries``, ``close``…) from another
+    task and returns the events it caused. Raises ``LinkDown`` when the socket drops.
+    """
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        conn: Connection,
+        *,
+        offload: Offload = inline,
+        queue_messages_max: int = QUEUE_MESSAGES_MAX,
+        queue_bytes_max: int = QUEUE_BYTES_MAX,
+    ) -> None:
+        self.ws = ws
+        self.conn = conn
+        self.offload = offload
+        self.queue_messages_max = queue_messages_max
+        self.queue_bytes_max = queue_bytes_max
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._closed: Closed | None = None
+        self._lock = asyncio.Lock()  # one protocol step at a time, in order
+
+    @property
+    def closed(self) -> Closed | None:
+        """How the conversation ended, once it has."""
+        return self._closed
+
+    async def call(self, fn: Callable[[Connection], object]) -> list[Event]:
+        """Run ``fn`` on the connection, queue what it has to send; its events."""
+        conn = self.conn
+
+        def step() -> tuple[list[bytes], list[Event]]:
+            fn(conn)
+            return conn.data_to_send(), conn.events_received()
+
+        async with self._lock:
+            out, events = await self.offload(step)
+            if self._fits(out):
+                self._enqueue(out)
+            else:
+                self._queue.clear()
+                self._queued_bytes = 0
+
+                def overloaded() -> tuple[list[bytes], list[Event]]:
+                    conn.close(CloseCode.OVERLOADED,
+                               "the peer reads too slowly: too much queued for it")
+                    return conn.data_to_send(), conn.events_received()
+
+                close_out, more = await self.offload(overloaded)
+                self._enqueue(close_out)
+                events = [*events, *more]
+        for e in events:
+            if isinstance(e, Closed) and self._closed is None:
+                self._closed = e
+                self._wake.set()  # the writer closes the socket once the queue is out
+        return events
+
+    def _fits(self, out: list[bytes]) -> bool:
+        return (len(self._queue) + len(out) <= self.queue_messages_max
+                and self._queued_bytes + sum(map(len, out)) <= self.queue_bytes_max)
+
+    def _enqueue(self, out: list[bytes]) -> None:
+        for data in out:
+            self._queue.append(data)
+            self._queued_bytes += len(data)
+        if out:
+            self._wake.set()
+
+    async def _write(self) -> None:
+        """Write queued messages in order; close the socket after the protocol's Close."""
+        while True:
+            while self._queue:
+                data = self._queue.popleft()
+                self._queued_bytes -= len(data)
+                await self.ws.send(data)
+            if self._closed is not None:
+                await self.ws.close()
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def run(self, handle: Callable[[list[Event]], Awaitable[None]]) -> Closed:
+        """Start (a client speaks first), then feed every message until the end.
+
+        ``handle`` gets the events of each step, in order. Returns the ``Closed`` event;
+        raises ``LinkDown`` if the socket dropped first.
+        """
+        writer = asyncio.create_task(self._write(), name="sync-writer")
+        try:
+            if self.conn.client:
+                await handle(await self.call(lambda c: c.initiate()))
+            while self._closed is None:
+                recv = asyncio.ensure_future(self.ws.recv())
+                done, _ = await asyncio.wait({recv, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketClosed):
+                        await recv
+                    writer.result()  # re-raise what stopped the writer
+                    if self._closed is None:
+                        raise LinkDown("the connection stopped writing")
+                    break
+                try:
+                    data = recv.result()
+                except WebSocketClosed as exc:
+                    if self._closed is not None:  # we closed while it read
+                        break
+                    raise LinkDown(_close_text(exc)) from None
+                if isinstance(data, str):
+                    events = await self.call(
+                        lambda c: c.close(CloseCode.PROTOCOL, "a text message; sync is binary"))
+                else:
+                    events = await self.call(lambda c, d=data: c.receive_data(d))
+                await handle(events)
+            assert self._closed is not None
+            with contextlib.suppress(WebSocketClosed, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT_S)
+            return self._closed
+        except WebSocketClosed as exc:
+            if self._closed is not None:
+                return self._closed
+            raise LinkDown(_close_text(exc)) from None
+        finally:
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+
+
+def _close_text(exc: WebSocketClosed) -> str:
+    """Why a websocket connection ended, for people."""
+    rcvd = exc.rcvd
+    if rcvd is None:
+        return "the connection dropped"
+    reason = f": {rcvd.reason}" if rcvd.reason else ""
+    return f"the peer closed the websocket (code {rcvd.code}{reason})"

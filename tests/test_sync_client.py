@@ -1,0 +1,250 @@
+"""``tally sync`` and ``tally serve`` in real processes on loopback (DESIGN §5, §6, §9).
+
+A till runs ``tally serve``; payers run ``tally sync --peer`` against it. Checked: a
+payment reaches the till and is claimed there without a manual step, on a network
+without witnesses (q = 0: final at once) and on one with a witness that is not running
+(q = 1: no votes, so statuses stay valid, never final); work done offline goes out once the till
+comes up (backoff reconnect), and a payment signed by another process while sync runs
+goes out live; an unreachable URL, a bad URL and a till of another network fail with a
+message a person can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.signing import SigningKey
+
+from tests.clikit import (
+    Home,
+    api_fund,
+    api_wallets,
+    check_ok,
+    command,
+    fail,
+    one_json,
+    run,
+    store_snapshot,
+    tally_env,
+    tj,
+)
+from wallet.encoding import key_text
+
+WAIT_S = 15.0
+
+
+@dataclass
+class Net:
+    """A network: its issuer home and genesis file, a payer and a till."""
+
+    issuer: Path
+    genesis: Path
+    payer: Path
+    payer_address: str
+    till: Path
+    till_address: str
+    quorum: int
+
+
+def make_net(tmp: Path, *, witness: bool) -> Net:
+    """A network (with one witness key that never votes, if ``witness``), two wallets."""
+    issuer = tmp / "issuer"
+    extra = ["--witness", key_text(bytes(SigningKey.generate().verify_key))] if witness else []
+    doc = tj(issuer, "network", "create", "Market", "--currency", "EUR", *extra)
+    genesis = issuer / "network.genesis"
+    payer, till = api_wallets(genesis, tmp / "payer", tmp / "till")
+    return Net(issuer, genesis, payer.path, payer.address, till.path, till.address,
+               doc["quorum"])
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A long-running ``tally`` process (serve, or sync without --once)."""
+
+    def __init__(self, home: Path, *args: Any) -> None:
+        self.p = subprocess.Popen(command(home, *args), env=tally_env(),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+
+    def first_line(self) -> str:
+        """The first line it prints (serve: where it listens)."""
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        assert line, f"exited {self.p.wait()}: {self.p.stderr.read() if self.p.stderr else ''}"
+        return line
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM, then its exit status and what it printed."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        out, err = self.p.communicate(timeout=WAIT_S)
+        return self.p.returncode, out, err
+
+    def kill(self) -> None:
+        """Make sure it is gone (a failed test)."""
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.communicate()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Long-running processes, killed at the end whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def serve(procs: list[Proc], till: Path, listen: str = "127.0.0.1:0") -> tuple[Proc, str]:
+    """Start ``tally serve`` on a till; the process and its URL."""
+    p = Proc(till, "serve", "--listen", listen)
+    procs.append(p)
+    line = p.first_line()
+    assert line.startswith("listening on ws://127.0.0.1:"), line
+    return p, line.split()[2]
+
+
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    """Poll ``check`` until it returns something true, or fail after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def receipts(home: Path) -> list[dict[str, Any]]:
+    """The receive blocks in a wallet's history."""
+    return [r for r in tj(home, "history")["history"] if r["kind"] == "receive"]
+
+
+def holdings(home: Path) -> int:
+    """What the wallet's device holds: spendable plus incoming, in minor units."""
+    bal = tj(home, "balance")
+    return bal["spendable"] + bal["incoming"]
+
+
+def same_entries(a: Path, b: Path) -> bool:
+    """Both stores hold the same set of entries."""
+    sa, sb = store_snapshot(a), store_snapshot(b)
+    return sa["entries"] == sb["entries"] and sa["bodies"] == sb["bodies"]
+
+
+@pytest.mark.parametrize("witness", [False, True], ids=["q0", "q1"])
+def test_payer_syncs_with_till_which_claims(tmp_path: Path, procs: list[Proc],
+                                            witness: bool) -> None:
+    net = make_net(tmp_path, witness=witness)
+    assert net.quorum == (1 if witness else 0)
+    if witness:
+        # No witness votes, so nothing turns final and a payer cannot spend what it
+        # was issued: the issuing device pays the till itself.
+        payer = net.issuer
+        tj(payer, "issue", net.till_address, "12.50")
+    else:
+        payer = net.payer
+        api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
+        tj(payer, "pay", net.till_address, "12.50")
+    _, url = serve(procs, net.till)
+
+    doc = tj(payer, "sync", "--peer", url, "--once")
+    [peer] = doc["peers"]
+    assert peer["in_sync"] and peer["error"] is None and peer["url"] == url
+    assert peer["peer"] == tj(net.till, "address")["device"]
+
+    # The till claimed the payment by itself.
+    [got] = wait_for("the till's claim", lambda: receipts(net.till))
+    # q = 0: final at once; q = 1 without a running witness: valid, never final.
+    expected = "valid" if witness else "final"
+    assert got["amount"] == 1250 and got["status"] == expected
+    assert holdings(net.till) == 1250
+    assert tj(net.till, "balance")["spendable"] == (0 if witness else 1250)
+
+    # The claim goes back to the payer on its next sync (it is the till's new entry).
+    doc = tj(payer, "sync", "--peer", url, "--once")
+    assert doc["peers"][0]["in_sync"]
+    assert same_entries(payer, net.till)
+    # A second sync resumes from the till's cursor and changes nothing.
+    snap = store_snapshot(payer)["bodies"]
+    assert tj(payer, "sync", "--peer", url, "--once")["peers"][0]["received"] == 0
+    assert store_snapshot(payer)["bodies"] == snap
+
+
+def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
+                                                      procs: list[Proc]) -> None:
+    net = make_net(tmp_path, witness=False)
+    api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
+    tj(net.payer, "pay", net.till_address, "3.00")  # offline: no till yet
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    syncer = Proc(net.payer, "sync", "--peer", url)
+    procs.append(syncer)
+    time.sleep(1.0)  # it tries, fails and backs off
+    assert syncer.p.poll() is None
+    serve(procs, net.till, f"127.0.0.1:{port}")
+
+    wait_for("the offline payment at the till", lambda: holdings(net.till) == 300)
+    # Signed by another process while sync runs: goes out live, and is claimed.
+    tj(net.payer, "pay", net.till_address, "1.25")
+    wait_for("the live payment at the till", lambda: holdings(net.till) == 425)
+    assert len(receipts(net.till)) == 2
+    # The till's claims come back to the payer live.
+    wait_for("the till's claims at the payer", lambda: same_entries(net.payer, net.till))
+
+    code, out, err = syncer.stop()
+    assert code == 0, err
+    assert f"connected to {url}" in out and f"in sync with {url}" in out
+    assert "cannot reach" in err and "retrying in" in err
+
+
+def test_once_fails_clearly(tmp_path: Path, procs: list[Proc]) -> None:
+    net = make_net(tmp_path, witness=False)
+    url = f"ws://127.0.0.1:{free_port()}"
+    msg = fail(net.payer, "sync", "--peer", url, "--once")
+    assert msg.startswith(f"cannot reach {url}: "), msg
+    assert url in fail(net.payer, "sync", "--peer", url, "--once", "--json")
+    assert "not a websocket URL" in fail(net.payer, "sync", "--peer", "http://x", "--once")
+    assert "give --relay URL or --peer URL" in fail(net.payer, "sync", "--once")
+    assert "HOST:PORT" in fail(net.till, "serve", "--listen", "nowhere")
+
+    # A till of another network refuses, and says why.
+    other = make_net(tmp_path / "other", witness=False)
+    _, till_url = serve(procs, other.till)
+    msg = fail(net.payer, "sync", "--peer", till_url, "--once")
+    assert msg.startswith(f"{till_url} refused: wrong network: "), msg
+
+    # A port in use cannot be listened on.
+    busy = till_url.rsplit(":", 1)[1]
+    p = run(net.till, "serve", "--listen", f"127.0.0.1:{busy}")
+    assert p.returncode == 1 and "cannot listen on 127.0.0.1:" in p.stderr, p.stderr
+
+
+def test_serve_stops_cleanly_with_a_summary(tmp_path: Path, procs: list[Proc]) -> None:
+    net = make_net(tmp_path, witness=False)
+    p = Proc(net.till, "serve", "--listen", "127.0.0.1:0", "--json")
+    procs.append(p)
+    time.sleep(1.5)
+    code, out, err = p.stop()
+    assert code == 0, err
+    doc = one_json(out)
+    assert doc["listen"].startswith("ws://127.0.0.1:") and doc["peers"] == []
+    check_ok(subprocess.CompletedProcess([], 0, out, ""))
+    assert os.path.exists(net.till / "wallet.db")
