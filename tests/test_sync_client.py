@@ -37,6 +37,9 @@ from tests.clikit import (
     tally_env,
     tj,
 )
+from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
+from tests.test_relay import start_relay
+from wallet import keys as keyfiles
 from wallet.encoding import key_text
 
 WAIT_S = 15.0
@@ -55,10 +58,12 @@ class Net:
     quorum: int
 
 
-def make_net(tmp: Path, *, witness: bool) -> Net:
-    """A network (with one witness key that never votes, if ``witness``), two wallets."""
+def make_net(tmp: Path, *, witness: bool, witness_key: SigningKey | None = None) -> Net:
+    """A network (with one witness, if ``witness``: nobody votes unless a relay holds its
+    key), a payer and a till."""
     issuer = tmp / "issuer"
-    extra = ["--witness", key_text(bytes(SigningKey.generate().verify_key))] if witness else []
+    wkey = witness_key or SigningKey.generate()
+    extra = ["--witness", key_text(bytes(wkey.verify_key))] if witness else []
     doc = tj(issuer, "network", "create", "Market", "--currency", "EUR", *extra)
     genesis = issuer / "network.genesis"
     payer, till = api_wallets(genesis, tmp / "payer", tmp / "till")
@@ -248,3 +253,35 @@ def test_serve_stops_cleanly_with_a_summary(tmp_path: Path, procs: list[Proc]) -
     assert doc["listen"].startswith("ws://127.0.0.1:") and doc["peers"] == []
     check_ok(subprocess.CompletedProcess([], 0, out, ""))
     assert os.path.exists(net.till / "wallet.db")
+
+
+def test_through_a_witnessing_relay_payments_turn_final(tmp_path: Path,
+                                                        procs: list[Proc]) -> None:
+    wkey = SigningKey.generate()
+    key_file = tmp_path / "witness.key"
+    keyfiles.save_key(key_file, wkey, RELAY_PASSPHRASE, kind="witness",
+                      limits=keyfiles.FAST_INSECURE)
+    net = make_net(tmp_path, witness=True, witness_key=wkey)
+    relay = start_relay(tmp_path, "--network", net.genesis, "--witness-key", key_file)
+    try:
+        tj(net.issuer, "issue", net.payer_address, "20.00")
+        doc = tj(net.issuer, "sync", "--relay", relay.url, "--once")
+        assert doc["peers"][0]["in_sync"]
+        # Both stay connected: the payer claims the issue by itself, the witness votes.
+        for home in (net.payer, net.till):
+            procs.append(Proc(home, "sync", "--relay", relay.url))
+        wait_for("the issue claimed and final at the payer",
+                 lambda: tj(net.payer, "balance")["spendable"] == 2000)
+        tj(net.payer, "pay", net.till_address, "12.50")  # goes out live
+        wait_for("the payment claimed and final at the till",
+                 lambda: tj(net.till, "balance")["spendable"] == 1250)
+        [got] = receipts(net.till)
+        assert got["status"] == "final" and got["amount"] == 1250
+        wait_for("the payer's send final",
+                 lambda: tj(net.payer, "balance")["spendable"] == 750)
+        for p in procs:
+            code, out, err = p.stop()
+            assert code == 0, err
+            assert f"in sync with {relay.url}" in out
+    finally:
+        assert relay.stop() == 0
