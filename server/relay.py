@@ -112,6 +112,7 @@ class TokenBucket:
 
 
 _CLOSE_TYPE = b"\x7f"
+CLOSE_TIMEOUT_S = 2.0  # how long a closing handshake may take before the socket is dropped
 
 
 class Session:
@@ -264,7 +265,7 @@ class Session:
             await asyncio.wait_for(self.writer, timeout_s)
         except (TimeoutError, ConnectionClosed):
             self.writer.cancel()
-            await self.ws.close()
+            self.ws.transport.abort()  # the peer does not answer the closing handshake
 
 
 class Relay:
@@ -417,6 +418,7 @@ class Relay:
                 self.handler, self.config.host, self.config.port,
                 process_request=self.process_request, ssl=self.config.tls,
                 max_size=lim.message_bytes_max * 2 + 1024, server_header="tally-relay",
+                close_timeout=CLOSE_TIMEOUT_S,
             )
         except OSError as exc:
             raise RelayError(f"cannot listen on {self.config.host}:{self.config.port}: "

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sync.messages import ROLE_DEVICE
 from sync.port import MemoryPort
-from sync.protocol import Closed, CursorReceived, Event, Received
+from sync.protocol import Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
 from tests.ledgerkit import Device, Net
 from wallet import keys as keyfiles
@@ -185,6 +185,7 @@ class Client:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
     _last_was_update: bool = False
+    in_sync: bool = False
 
     @property
     def ledger(self) -> Ledger:
@@ -221,6 +222,8 @@ class Client:
                             self.acks.append(ev.cursor)
                     if isinstance(ev, Closed):
                         self.closed = ev
+                    if isinstance(ev, InSync):
+                        self.in_sync = True
                 self._last_was_update = data[:1] == b"\x06"
                 await self.flush()
                 self._changed.set()
