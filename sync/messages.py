@@ -150,6 +150,16 @@ _BY_CODE = {v: k for k, v in _TYPES.items()}
 
 CURSOR_BYTES_MAX = 64
 ENTRY_BYTES_MAX = 1024
+GENESIS_BYTES_MAX = 4096
+REASON_BYTES_MAX = 500
+
+
+class MessageTooBig(ProtocolViolation):
+    """A message, or a count in it, over this side's limits (closes with TOO_BIG)."""
+
+
+class VersionMismatch(ProtocolViolation):
+    """A hello of a protocol version this side does not speak (closes with VERSION)."""
 
 
 def _var(b: bytes, width: int = 4) -> bytes:
@@ -188,7 +198,7 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Cursor):
         return t + _var(msg.cursor, 2)
     if isinstance(msg, Close):
-        reason = msg.reason.encode()[:500]
+        reason = msg.reason.encode()[:REASON_BYTES_MAX]
         return t + struct.pack(">H", msg.code) + _var(reason, 2)
     raise TypeError(f"not a sync message: {msg!r}")
 
@@ -222,7 +232,7 @@ class _R:
 def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
     """Parse one message; ``ProtocolViolation`` says what is wrong with it."""
     if len(data) > max_bytes:
-        raise ProtocolViolation(f"message of {len(data)} bytes, limit {max_bytes}")
+        raise MessageTooBig(f"message of {len(data)} bytes, limit {max_bytes}")
     if not data:
         raise ProtocolViolation("empty message")
     cls = _BY_CODE.get(data[0])
@@ -231,10 +241,16 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
     r = _R(data)
     msg: Message
     if cls is Hello:
-        version, role = r.u(">B", "version"), r.u(">B", "role")
+        version = r.u(">B", "version")
+        if version != PROTOCOL_VERSION:  # a later version's hello may not parse as ours
+            raise VersionMismatch(f"protocol version {version}; this side speaks "
+                                  f"{PROTOCOL_VERSION}")
+        role = r.u(">B", "role")
+        if role not in ROLES:
+            raise ProtocolViolation(f"unknown role {role} in the hello")
         msg = Hello(version, role, r.take(32, "network"), r.take(32, "key"),
                     r.take(32, "challenge"), r.var("witness", 32, 2),
-                    r.var("genesis", 4096, 2), r.var("open", ENTRY_BYTES_MAX, 2),
+                    r.var("genesis", GENESIS_BYTES_MAX, 2), r.var("open", ENTRY_BYTES_MAX, 2),
                     r.u(">Q", "count"))
         if msg.witness and len(msg.witness) != 32:
             raise ProtocolViolation("witness key must be 32 bytes")
@@ -246,7 +262,7 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
     elif cls is Entries:
         last, n = r.u(">B", "last"), r.u(">I", "count")
         if n > max_entries:
-            raise ProtocolViolation(f"{n} entries in one message, limit {max_entries}")
+            raise MessageTooBig(f"{n} entries in one message, limit {max_entries}")
         cursor = r.var("cursor", CURSOR_BYTES_MAX, 2)
         msg = Entries(tuple(r.var("entry", ENTRY_BYTES_MAX, 2) for _ in range(n)),
                       bool(last), cursor)
@@ -261,17 +277,17 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
     elif cls is Ids:
         buckets, n = r.take(32, "buckets"), r.u(">I", "count")
         if n * 32 > max_bytes:
-            raise ProtocolViolation(f"{n} ids in one message, over {max_bytes} bytes")
+            raise MessageTooBig(f"{n} ids in one message, over {max_bytes} bytes")
         msg = Ids(buckets, tuple(r.take(32, "id") for _ in range(n)))
     elif cls is Fetch:
         n = r.u(">I", "count")
         if n > max_entries:
-            raise ProtocolViolation(f"{n} ids in one fetch, limit {max_entries}")
+            raise MessageTooBig(f"{n} ids in one fetch, limit {max_entries}")
         msg = Fetch(tuple(r.take(32, "id") for _ in range(n)))
     elif cls is Cursor:
         msg = Cursor(r.var("cursor", CURSOR_BYTES_MAX, 2))
     else:
         code = r.u(">H", "code")
-        msg = Close(code, r.var("reason", 500, 2).decode("utf-8", "replace"))
+        msg = Close(code, r.var("reason", REASON_BYTES_MAX, 2).decode("utf-8", "replace"))
     r.end()
     return msg

@@ -47,6 +47,11 @@ class _ReplicaPort:
     replica: Replica
     genesis: Genesis
 
+    @property
+    def item_bits(self) -> int:
+        """How many bits of an entry id make its Yjs item's client id."""
+        return self.replica.item_bits
+
     def count(self) -> int:
         """How many entries are held."""
         return len(self.replica.ledger)

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from nacl.signing import SigningKey
 
-from sync.errors import CloseCode, ConnectionClosed, ProtocolViolation
+from sync.errors import CloseCode, ProtocolViolation
 from sync.messages import (
     PROTOCOL_VERSION,
     ROLE_DEVICE,
@@ -42,22 +42,42 @@ from sync.messages import (
     Hello,
     Ids,
     Message,
+    MessageTooBig,
     Proof,
     SyncStep2,
     Update,
+    VersionMismatch,
     Want,
     decode,
     encode,
 )
-from wallet.crdt import encode_items, item_client_id
-from wallet.encoding import Block, Entry, Genesis, Kind, id_text, parse_entry, sign_message
+from wallet.crdt import ITEM_ID_BITS, decode_update, encode_items, item_client_id
+from wallet.encoding import (
+    Block,
+    Entry,
+    Genesis,
+    Kind,
+    id_text,
+    parse_entry,
+    parse_genesis,
+    sign_message,
+)
 from wallet.encoding import verify_message as verify_sig
 from wallet.errors import BadEntry, EncodingError, GateRefused, TallyError
 
 MAX_MESSAGE_BYTES = 8 << 20
+"""The largest message this side accepts (and, by default, sends)."""
+MIN_MESSAGE_BYTES = 9_000
+"""The smallest message limit that still lets every message through (Buckets is 8,193)."""
 RECONCILE_ROUNDS_MAX = 3
+"""Bucket reconciliation rounds per conversation before giving up on agreeing."""
 MAX_ENTRIES_PER_MESSAGE = 20_000
+"""The most entries (or fetched ids) one message may carry."""
 CHUNK_ENTRIES = 5_000
+"""The most entries this side puts in one ``Entries`` or ``Update`` it sends."""
+CHUNK_BYTES = 1 << 20
+"""The most bytes of entries this side puts in one ``Entries``, ``Update`` or
+``SyncStep2`` it sends (well under a peer's gate limit of 4 MiB an update)."""
 
 
 class Port(Protocol):
@@ -184,6 +204,9 @@ class Connection:
     ) -> None:
         if port is None and resolve is None:
             raise ValueError("a connection needs a port or a way to resolve one")
+        if max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ValueError(f"max_message_bytes {max_message_bytes} is under the "
+                             f"{MIN_MESSAGE_BYTES} a Buckets message needs")
         self.client = client
         self.key = key
         self.public = bytes(key.verify_key)
@@ -205,6 +228,11 @@ class Connection:
         self._caught_up = False
         self._peer_digest: Digest | None = None
         self._rounds = 0
+        self._want_answered = False
+        self._ids_wanted = False  # the client sent Buckets and waits for Ids
+        self._fetches_out = 0  # Fetches the client sent whose Digest has not come back
+        self.chunk_bytes = min(CHUNK_BYTES, max_message_bytes // 2)
+        self.chunk_entries = min(CHUNK_ENTRIES, max_entries)
 
     # ------------------------------------------------------------ driving
     def initiate(self) -> None:
@@ -220,19 +248,23 @@ class Connection:
         try:
             msg = decode(data, max_bytes=self.max_message_bytes, max_entries=self.max_entries)
             self._handle(msg)
+        except MessageTooBig as exc:
+            self.close(CloseCode.TOO_BIG, str(exc))
+        except VersionMismatch as exc:
+            self.close(CloseCode.VERSION, str(exc))
         except ProtocolViolation as exc:
-            code = CloseCode.TOO_BIG if "limit" in str(exc) and "bytes" in str(exc) else (
-                CloseCode.PROTOCOL)
+            self.close(CloseCode.PROTOCOL, str(exc))
+        except GateRefused as exc:
+            code = CloseCode.TOO_BIG if exc.reason == "oversized" else CloseCode.REFUSED
             self.close(code, str(exc))
-        except (GateRefused, BadEntry) as exc:
+        except BadEntry as exc:
             self.close(CloseCode.REFUSED, str(exc))
         except EncodingError as exc:
-            self.close(CloseCode.REFUSED, str(exc))
-        except ConnectionClosed:
-            raise
+            code = CloseCode.PROTOCOL if exc.what == "state vector" else CloseCode.REFUSED
+            self.close(code, str(exc))
         except TallyError as exc:
             self.close(CloseCode.REFUSED, str(exc))
-        except Exception as exc:
+        except Exception as exc:  # a bug here, never the peer's doing; the peer learns why
             self.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def data_to_send(self) -> list[bytes]:
@@ -262,19 +294,29 @@ class Connection:
         """Send new local entries (live), as Yjs updates; then where our store stands."""
         if not self.live:
             return
-        batch: list[tuple[int, str, bytes]] = []
-        used: set[int] = set()
-        for e in entries:
-            client = item_client_id(e.id)
-            if client in used or len(batch) >= CHUNK_ENTRIES:
-                self._send(Update(encode_items(batch)))
-                batch, used = [], set()
-            used.add(client)
-            batch.append((client, id_text(e.id), e.raw))
-        if batch:
-            self._send(Update(encode_items(batch)))
+        bits = getattr(self.port, "item_bits", ITEM_ID_BITS)
+        items = [(item_client_id(e.id, bits), id_text(e.id), e.raw) for e in entries]
+        for update in self._updates(items):
+            self._send(Update(update))
         if cursor:
             self._send(Cursor(cursor))
+
+    def _updates(self, items: list[tuple[int, str, bytes]]) -> Iterator[bytes]:
+        """Canonical updates of the items, each within the chunk limits, no item id
+        twice in one (two entries sharing an item id go in separate updates)."""
+        batch: list[tuple[int, str, bytes]] = []
+        used: set[int] = set()
+        size = 0
+        for client, key, value in items:
+            if batch and (client in used or len(batch) >= self.chunk_entries
+                          or size + len(value) + 64 > self.chunk_bytes):
+                yield encode_items(batch)
+                batch, used, size = [], set(), 0
+            used.add(client)
+            batch.append((client, key, value))
+            size += len(value) + 64
+        if batch:
+            yield encode_items(batch)
 
     # ------------------------------------------------------------ internals
     def _send(self, msg: Message) -> None:
@@ -316,10 +358,18 @@ class Connection:
         expected = "hello_sent" if self.client else "new"
         if self.state != expected:
             raise ProtocolViolation("a second hello (replayed?) in one conversation")
-        if h.version != PROTOCOL_VERSION:
-            self.close(CloseCode.VERSION, f"protocol version {h.version}; this side speaks "
-                       f"{PROTOCOL_VERSION}")
-            return
+        if h.version != PROTOCOL_VERSION:  # pragma: no cover - decode refuses it first
+            raise VersionMismatch(f"protocol version {h.version}; this side speaks "
+                                  f"{PROTOCOL_VERSION}")
+        if h.genesis:
+            try:
+                named = parse_genesis(h.genesis).network_id
+            except EncodingError as exc:
+                raise ProtocolViolation(f"the genesis in the hello: {exc}") from None
+            if named != h.network:
+                self.close(CloseCode.WRONG_NETWORK,
+                           "the genesis in the hello is another network's than it names")
+                return
         if self.client:
             if h.network != self.network:
                 self.close(CloseCode.WRONG_NETWORK, "the peer answered for another network")
@@ -385,12 +435,17 @@ class Connection:
         self._events.append(Ready(h.key, h.role, h.witness, h.count))
         assert self.port is not None
         cursor = self.cursor_from_peer
-        self._send(Want(cursor, self.port.count(), b"" if cursor else self.port.state_vector()))
+        # A cursor, or a peer that holds nothing, needs no state vector (~9 bytes an entry).
+        bare = bool(cursor) or h.count == 0
+        self._send(Want(cursor, self.port.count(), b"" if bare else self.port.state_vector()))
 
     def _on_ready_message(self, msg: Message) -> None:
         port = self.port
         assert port is not None
         if isinstance(msg, Want):
+            if self._want_answered:
+                raise ProtocolViolation("a second Want in one conversation")
+            self._want_answered = True
             self._answer_want(msg)
         elif isinstance(msg, Entries):
             got = port.add_raw(list(msg.bodies))
@@ -410,52 +465,105 @@ class Connection:
         elif isinstance(msg, Cursor):
             self._events.append(CursorReceived(msg.cursor))
         elif isinstance(msg, Digest):
+            if self._fetches_out:  # a Digest answers each Fetch: compare after the last
+                self._fetches_out -= 1
+                if self._fetches_out:
+                    return
+                self._ids_wanted = False
             self._peer_digest = msg
             self._compare()
         elif isinstance(msg, Buckets):
-            mine = port.bucket_sums()
-            bitmap = bytearray(32)
-            ids: list[bytes] = []
-            for i, (a, b) in enumerate(zip(mine, msg.sums, strict=True)):
-                if a != b:
-                    bitmap[i // 8] |= 1 << (i % 8)
-                    ids.extend(port.bucket_ids(i))
-            self._send(Ids(bytes(bitmap), tuple(ids)))
+            if self.client:
+                raise ProtocolViolation("only the client reconciles: Buckets from the server")
+            self._answer_buckets(msg)
         elif isinstance(msg, Ids):
             if not self.client:
-                raise ProtocolViolation("only the client reconciles")
-            theirs = set(msg.ids)
-            if any(not msg.has(i[0]) for i in theirs):
-                raise ProtocolViolation("an id outside the buckets it was listed in")
-            mine = {i for b in range(256) if msg.has(b) for i in port.bucket_ids(b)}
-            for chunk in _chunks(port.bodies(mine - theirs), CHUNK_ENTRIES):
-                self._send(Entries(tuple(chunk)))
-            self._send(Fetch(tuple(sorted(theirs - mine))))
+                raise ProtocolViolation("only the client reconciles: Ids from the client")
+            if not self._ids_wanted:
+                raise ProtocolViolation("Ids that no Buckets asked for")
+            self._on_ids(msg)
         elif isinstance(msg, Fetch):
             if self.client:
                 raise ProtocolViolation("only the server answers a fetch")
-            for chunk in _chunks(port.bodies(msg.ids), CHUNK_ENTRIES):
+            for chunk in self._batches(port.bodies(msg.ids)):
                 self._send(Entries(tuple(chunk)))
             self._send(Digest(port.digest(), port.count()))
         else:
             raise ProtocolViolation(f"unexpected {type(msg).__name__}")
 
     def _answer_want(self, w: Want) -> None:
+        """Catch the peer up: the tail after its cursor, everything (bulk), or y-sync."""
         port = self.port
         assert port is not None
         cursor = port.cursor()
         chunks = port.entries_since(w.cursor) if w.cursor else None
         if chunks is None and (w.count == 0 or not w.state_vector):
-            chunks = port.entries_since(b"")
+            chunks = port.entries_since(b"")  # an empty peer, or a cursor not ours
         if chunks is not None:
-            pending: list[bytes] | None = None
+            pending: list[bytes] = []
             for chunk in chunks:
-                if pending is not None:
-                    self._send(Entries(tuple(pending)))
-                pending = chunk
-            self._send(Entries(tuple(pending or ()), last=True, cursor=cursor))
-        else:
-            self._send(SyncStep2(port.update_since(w.state_vector), cursor))
+                for batch in self._batches(chunk):
+                    if pending:
+                        self._send(Entries(tuple(pending)))
+                    pending = batch
+            self._send(Entries(tuple(pending), last=True, cursor=cursor))
+            return
+        update = port.update_since(w.state_vector)
+        parts = list(self._updates([
+            (i.client, i.key, i.value)
+            for i in decode_update(update, max_bytes=len(update), max_items=len(update))
+        ])) if len(update) > self.chunk_bytes else [update]
+        for part in parts[:-1]:
+            self._send(Update(part))
+        self._send(SyncStep2(parts[-1], cursor))
+
+    def _batches(self, bodies: list[bytes]) -> Iterator[list[bytes]]:
+        """Entry bodies cut into messages within the chunk limits."""
+        batch: list[bytes] = []
+        size = 0
+        for b in bodies:
+            if batch and (len(batch) >= self.chunk_entries
+                          or size + len(b) + 2 > self.chunk_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(b)
+            size += len(b) + 2
+        if batch:
+            yield batch
+
+    def _answer_buckets(self, msg: Buckets) -> None:
+        """List every id of each bucket whose digest differs, in messages within limits."""
+        port = self.port
+        assert port is not None
+        room = max(1, (self.max_message_bytes - 64) // 32)
+        bitmap = bytearray(32)
+        ids: list[bytes] = []
+        for i, (a, b) in enumerate(zip(port.bucket_sums(), msg.sums, strict=True)):
+            if a == b:
+                continue
+            more = port.bucket_ids(i)
+            if ids and len(ids) + len(more) > room:
+                self._send(Ids(bytes(bitmap), tuple(ids)))
+                bitmap, ids = bytearray(32), []
+            bitmap[i // 8] |= 1 << (i % 8)
+            ids.extend(more)
+        self._send(Ids(bytes(bitmap), tuple(ids)))
+
+    def _on_ids(self, msg: Ids) -> None:
+        """Send what the server lacks in the listed buckets; fetch what we lack."""
+        port = self.port
+        assert port is not None
+        theirs = set(msg.ids)
+        if any(not msg.has(i[0]) for i in theirs):
+            raise ProtocolViolation("an id outside the buckets it was listed in")
+        mine = {i for b in range(256) if msg.has(b) for i in port.bucket_ids(b)}
+        for chunk in self._batches(port.bodies(mine - theirs)):
+            self._send(Entries(tuple(chunk)))
+        lack = sorted(theirs - mine)
+        room = max(1, min(self.max_entries, (self.max_message_bytes - 64) // 32))
+        for i in range(0, max(len(lack), 1), room):
+            self._send(Fetch(tuple(lack[i : i + room])))
+            self._fetches_out += 1
 
     def _finish_catch_up(self, cursor: bytes) -> None:
         port = self.port
@@ -478,12 +586,11 @@ class Connection:
             if self.client and self._rounds:
                 self._send(Digest(port.digest(), port.count()))  # tell the server too
                 self._rounds = 0
+            # The peer holds all we hold: next time it may resume from here.
+            self._send(Cursor(port.cursor()))
         elif self.client and self._rounds < RECONCILE_ROUNDS_MAX:
             # Item ids collide (53 bits), so y-sync may miss entries: compare buckets.
             self._rounds += 1
+            self._ids_wanted = True
             self._send(Buckets(tuple(port.bucket_sums())))
 
-
-def _chunks(items: list[bytes], n: int) -> Iterator[list[bytes]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]

@@ -1,0 +1,814 @@
+"""The sans-I/O sync protocol, all in memory: messages in, events out (DESIGN §6, §8).
+
+Two ``Connection``s over two ``MemoryPort``s, pumped by hand (no sockets): catch-up by
+bulk entries, y-sync, cursor resume, live updates, votes, 10-bit item-id collisions and
+random interleavings; then hostile sequences, each of which must end in a ``Close`` with
+the right code and a reason naming the problem, with nothing stored on the victim.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import cache
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+from pycrdt import Doc, Map
+
+from sync.errors import CloseCode
+from sync.messages import (
+    PROTOCOL_VERSION,
+    ROLE_DEVICE,
+    ROLE_NODE,
+    Buckets,
+    Close,
+    Digest,
+    Entries,
+    Fetch,
+    Hello,
+    Ids,
+    Proof,
+    SyncStep2,
+    Update,
+    Want,
+    decode,
+    encode,
+)
+from sync.port import MemoryPort
+from sync.protocol import (
+    CaughtUp,
+    Closed,
+    Connection,
+    CursorReceived,
+    InSync,
+    Ready,
+    Received,
+    proof_payload,
+)
+from tests.ledgerkit import Net, keygen
+from tests.test_replica_convergence import scenario
+from wallet.crdt import ROOT, encode_items, item_client_id
+from wallet.encoding import Block, Kind, Vote, id_text, sign_message
+from wallet.ledger import Ledger
+
+TYPE = {1: "Hello", 2: "Proof", 3: "Want", 4: "Entries", 5: "SyncStep2", 6: "Update",
+        7: "Digest", 8: "Buckets", 9: "Ids", 10: "Fetch", 11: "Cursor", 127: "Close"}
+
+
+# ------------------------------------------------------------------ harness
+class Pipe:
+    """Two connections and the messages in flight each way (FIFO per direction)."""
+
+    def __init__(self, client: Connection, server: Connection, *,
+                 tamper: Callable[[str, bytes], bytes] | None = None) -> None:
+        self.client, self.server = client, server
+        self.tamper = tamper or (lambda to, data: data)
+        self.to_server: deque[bytes] = deque()
+        self.to_client: deque[bytes] = deque()
+        self.sent = {"client": [], "server": []}  # type: dict[str, list[bytes]]
+        self.events = {"client": [], "server": []}  # type: dict[str, list[object]]
+
+    def _collect(self) -> None:
+        for m in self.client.data_to_send():
+            self.to_server.append(m)
+            self.sent["client"].append(m)
+        for m in self.server.data_to_send():
+            self.to_client.append(m)
+            self.sent["server"].append(m)
+        self.events["client"] += self.client.events_received()
+        self.events["server"] += self.server.events_received()
+
+    def run(self, rng: random.Random | None = None, limit: int = 100_000) -> Pipe:
+        """Deliver until nothing is in flight; one message at a time, in a random
+        direction when ``rng`` is given, else alternating whole batches."""
+        self._collect()
+        for _ in range(limit):
+            if not self.to_server and not self.to_client:
+                return self
+            if rng is None:
+                while self.to_server:
+                    self.server.receive_data(self.tamper("server", self.to_server.popleft()))
+                self._collect()
+                while self.to_client:
+                    self.client.receive_data(self.tamper("client", self.to_client.popleft()))
+            else:
+                queues = [q for q in (self.to_server, self.to_client) if q]
+                q = rng.choice(queues)
+                to = "server" if q is self.to_server else "client"
+                getattr(self, to).receive_data(self.tamper(to, q.popleft()))
+            self._collect()
+        raise AssertionError("the conversation did not settle")
+
+    def kinds(self, side: str) -> list[str]:
+        return [TYPE[m[0]] for m in self.sent[side]]
+
+    def bytes_sent(self, side: str) -> int:
+        return sum(len(m) for m in self.sent[side])
+
+    def of(self, side: str, cls: type) -> list:
+        return [e for e in self.events[side] if isinstance(e, cls)]
+
+
+def connect(
+    client_port: MemoryPort,
+    server_port: MemoryPort,
+    *,
+    cursor: bytes = b"",
+    server_cursor: bytes = b"",
+    rng: random.Random | None = None,
+) -> Pipe:
+    """A conversation to its end; ``cursor`` is what the server gave the client last
+    time, ``server_cursor`` what the client gave the server (a server that remembers
+    its peers' cursors, as the till's listener does, passes it)."""
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client_port,
+                   cursor=cursor)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server_port,
+                   cursor=server_cursor)
+    c.initiate()
+    return Pipe(c, s).run(rng)
+
+
+def assert_in_sync(pipe: Pipe, a: MemoryPort, b: MemoryPort) -> None:
+    assert pipe.of("client", InSync) and pipe.of("server", InSync), pipe.events
+    assert not pipe.of("client", Closed) and not pipe.of("server", Closed), pipe.events
+    assert a.replica.ids() == b.replica.ids()
+    assert a.digest() == b.digest()
+    assert dict(a.replica.ledger.status) == dict(b.replica.ledger.status)
+
+
+@cache
+def world(seed: int = 1) -> tuple[Net, tuple[Block | Vote, ...]]:
+    net, made = scenario(seed)
+    return net, tuple(made)
+
+
+def port_with(net: Net, entries: Iterable[Block | Vote], *, opens: bool = True,
+              bits: int = 53) -> MemoryPort:
+    return MemoryPort(net.ledger(list(entries), opens=opens), item_bits=bits)
+
+
+def snapshot(port: MemoryPort) -> tuple[int, bytes, frozenset[bytes]]:
+    return port.count(), port.digest(), frozenset(port.replica.ids())
+
+
+# ------------------------------------------------------------------ catch-up
+def test_empty_client_catches_up_by_bulk_entries() -> None:
+    net, made = world()
+    server = port_with(net, made)
+    client = port_with(net, (), opens=False)
+    assert client.count() == 0
+    pipe = connect(client, server)
+    assert_in_sync(pipe, client, server)
+    assert "Entries" in pipe.kinds("server") and "SyncStep2" not in pipe.kinds("server")
+    got = pipe.of("client", Received)
+    assert {h.how for h in got} == {"entries"}
+    assert sum(len(h.entries) for h in got) == server.count()
+    assert pipe.of("client", CaughtUp) and pipe.of("client", Ready)
+    assert "Buckets" not in pipe.kinds("client"), "nothing to reconcile"
+    assert server.replica.ledger.fraud_proofs() and client.replica.ledger.fraud_proofs()
+
+
+def test_overlapping_stores_use_y_sync_both_ways() -> None:
+    net, made = world()
+    rng = random.Random(5)
+    a_part = [e for e in made if rng.random() < 0.6]
+    b_part = [e for e in made if e not in a_part or rng.random() < 0.3]
+    client, server = port_with(net, a_part), port_with(net, b_part)
+    pipe = connect(client, server)
+    assert_in_sync(pipe, client, server)
+    assert "SyncStep2" in pipe.kinds("server") and "SyncStep2" in pipe.kinds("client")
+    assert {h.how for h in pipe.of("client", Received)} == {"sync"}
+    assert client.count() == len(made) + len(net.opens)
+
+
+def test_resume_from_a_cursor_sends_only_the_tail() -> None:
+    net, made = world()
+    server = port_with(net, made)
+    client = port_with(net, (), opens=False)
+    first = connect(client, server)
+    assert_in_sync(first, client, server)
+    cursor = first.of("client", CursorReceived)[-1].cursor
+    server_cursor = first.of("server", CursorReceived)[-1].cursor
+    # The server learns a few entries; the client comes back with its cursor.
+    led = Ledger(net.genesis)
+    led.add(made)
+    led.add(net.opens)
+    dev = net.accounts[1][0]
+    new: list[Block | Vote] = []
+    for _ in range(3):
+        s = net.send(led, dev, net.accounts[2][0], 1)
+        led.add([s, *net.votes(s)])
+        new += [s, *net.votes(s)]
+    server.add_local(new)
+    again = connect(client, server, cursor=cursor, server_cursor=server_cursor)
+    assert_in_sync(again, client, server)
+    got = [e.id for h in again.of("client", Received) for e in h.entries]
+    assert sorted(got) == sorted(e.id for e in new)
+    want = decode(again.sent["client"][2], max_bytes=1 << 20, max_entries=10)
+    assert isinstance(want, Want) and want.cursor == cursor and want.state_vector == b""
+    tail = sum(len(e.raw) + 2 for e in new)
+    assert again.bytes_sent("server") < tail + 1000, "hello, proof, want, the tail, digest"
+    assert again.bytes_sent("server") * 20 < first.bytes_sent("server")
+    assert again.bytes_sent("client") < 1000
+    # without the server's cursor its Want carries its state vector instead
+    third = connect(client, server, cursor=again.of("client", CursorReceived)[-1].cursor)
+    assert_in_sync(third, client, server)
+    assert third.bytes_sent("server") > 8 * server.count()
+    # The state vector the cursor replaced would have cost ~9 bytes an entry.
+    assert len(client.state_vector()) > 5 * client.count()
+
+
+def test_cursor_from_the_first_conversation_covers_what_the_client_sent() -> None:
+    """Entries the client brought in the first conversation do not come back."""
+    net, made = world()
+    half = len(made) // 2
+    server, client = port_with(net, made[:half]), port_with(net, made[half:])
+    first = connect(client, server)
+    assert_in_sync(first, client, server)
+    again = connect(client, server, cursor=first.of("client", CursorReceived)[-1].cursor,
+                    server_cursor=first.of("server", CursorReceived)[-1].cursor)
+    assert_in_sync(again, client, server)
+    assert not again.of("client", Received) and not again.of("server", Received)
+    assert again.bytes_sent("server") < 600 and again.bytes_sent("client") < 600
+
+
+def test_a_cursor_from_another_store_falls_back_to_a_full_catch_up() -> None:
+    net, made = world()
+    server = port_with(net, made)
+    other = port_with(net, made[:10])
+    client = port_with(net, made[:50])
+    pipe = connect(client, server, cursor=other.cursor())
+    assert_in_sync(pipe, client, server)
+    assert client.count() == server.count()
+
+
+def test_a_cursor_past_the_end_falls_back() -> None:
+    net, made = world()
+    server = port_with(net, made)
+    client = port_with(net, made[:5])
+    bogus = server.store_id + struct.pack(">Q", 10**9)
+    pipe = connect(client, server, cursor=bogus)
+    assert_in_sync(pipe, client, server)
+
+
+# ------------------------------------------------------------------ live
+def test_live_entries_travel_both_ways_after_in_sync() -> None:
+    net = Net(witnesses=1, quorum=1, rng=random.Random(11))
+    alice, bob = net.account(1), net.account(1)
+    led = net.ledger()
+    net.fund(led, alice[0], 500)
+    net.fund(led, bob[0], 500)
+    client, server = port_with(net, _all(led)), port_with(net, _all(led))
+    pipe = connect(client, server)
+    assert_in_sync(pipe, client, server)
+    a_send = net.send(client.replica.ledger, alice[0], bob[0], 7)
+    client.add_local([a_send])
+    pipe.client.send_entries([a_send], cursor=client.cursor())
+    b_send = net.send(server.replica.ledger, bob[0], alice[0], 9)
+    server.add_local([b_send])
+    at = server.cursor()
+    pipe.server.send_entries([b_send], cursor=at)
+    pipe.run()
+    assert [h.how for h in pipe.of("server", Received)][-1] == "update"
+    assert a_send.id in server.replica.ids() and b_send.id in client.replica.ids()
+    assert pipe.of("client", CursorReceived)[-1].cursor == at
+    assert client.digest() == server.digest()
+    assert not pipe.of("client", Closed)
+
+
+def test_votes_travel_as_entries_and_make_blocks_final() -> None:
+    net = Net(witnesses=1, quorum=1, rng=random.Random(12))
+    alice, bob = net.account(1), net.account(1)
+    led = net.ledger()
+    net.fund(led, alice[0], 500)
+    s = net.send(led, alice[0], bob[0], 100)
+    led.add([s])
+    phone, relay = port_with(net, _all(led)), port_with(net, _all(led))
+    pipe = connect(phone, relay)
+    assert_in_sync(pipe, phone, relay)
+    assert phone.replica.ledger.status[s.id].final is False
+    vote = net.vote(s)
+    relay.add_local([vote])
+    pipe.server.send_entries([vote])
+    pipe.run()
+    assert phone.replica.ledger.status[s.id].final is True
+    # and by catch-up: a fresh phone learns the block final at once
+    fresh = port_with(net, (), opens=False)
+    assert_in_sync(connect(fresh, relay), fresh, relay)
+    assert fresh.replica.ledger.status[s.id].final is True
+
+
+def test_live_entries_with_ten_bit_item_ids_reach_the_peer() -> None:
+    net, made = world(3)
+    client, server = port_with(net, made, bits=10), port_with(net, made, bits=10)
+    pipe = connect(client, server)
+    assert_in_sync(pipe, client, server)
+    led = client.replica.ledger
+    dev = net.accounts[0][1]
+    news = []
+    for _ in range(30):
+        s = net.send(led, dev, net.accounts[1][0], 1)
+        led.add([s])
+        news.append(s)
+    client.add_local(news)
+    pipe.client.send_entries(news)
+    pipe.run()
+    assert not pipe.of("server", Closed), pipe.events["server"]
+    assert {s.id for s in news} <= server.replica.ids()
+
+
+def _all(led: Ledger) -> list[Block | Vote]:
+    return [*led.blocks.values(), *led.votes.values()]
+
+
+# ------------------------------------------------------------------ collisions
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ten_bit_item_ids_collide_and_reconciliation_brings_everything(seed: int) -> None:
+    net, made = world(seed)
+    rng = random.Random(seed)
+    shuffled = list(made)
+    rng.shuffle(shuffled)
+    a = port_with(net, shuffled[: len(made) * 2 // 3], bits=10)
+    b = port_with(net, shuffled[len(made) // 3 :], bits=10)
+    a.digest(), b.digest()
+    assert a.replica.outside and b.replica.outside, "10-bit item ids collide"
+    pipe = connect(a, b)
+    assert_in_sync(pipe, a, b)
+    assert "Buckets" in pipe.kinds("client"), "y-sync alone misses collided entries"
+    want = {e.id for e in made} | {o.id for o in net.opens}
+    assert a.replica.ids() == want
+    fresh = net.ledger(made)
+    assert dict(fresh.status) == dict(a.replica.ledger.status)
+    assert len(a.replica.ledger.fraud_proofs()) == len(fresh.fraud_proofs()) >= 1
+    assert len(b.replica.ledger.fraud_proofs()) == len(fresh.fraud_proofs())
+
+
+def test_ids_larger_than_one_message_are_split_and_fetches_chunked() -> None:
+    """With 1-bit item ids y-sync carries almost nothing, so reconciliation carries
+    nearly everything: Ids split over messages, Fetches and Entries chunked."""
+    net, made = world()
+    a = port_with(net, made[:20], bits=1)
+    b = port_with(net, made, bits=1)
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=a,
+                   max_message_bytes=9000, max_entries=20)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=b,
+                   max_message_bytes=9000, max_entries=20)
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert_in_sync(pipe, a, b)
+    assert pipe.kinds("server").count("Ids") > 1
+    assert pipe.kinds("client").count("Fetch") > 1
+    assert all(len(m) <= 9000 for side in ("client", "server") for m in pipe.sent[side])
+    with pytest.raises(ValueError, match="Buckets"):
+        Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=a,
+                   max_message_bytes=8000)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.sampled_from([1, 2, 3, 4]),
+    split_seed=st.integers(0, 2**32),
+    order_seed=st.integers(0, 2**32),
+    bits=st.sampled_from([10, 53]),
+    share=st.floats(0.0, 1.0),
+)
+def test_random_splits_and_interleavings_end_in_sync(
+    seed: int, split_seed: int, order_seed: int, bits: int, share: float
+) -> None:
+    net, made = world(seed)
+    rng = random.Random(split_seed)
+    a_part, b_part = [], []
+    for e in made:
+        r = rng.random()
+        if r < share:
+            a_part.append(e)
+        elif r < share + (1 - share) / 2:
+            b_part.append(e)
+        else:
+            a_part.append(e)
+            b_part.append(e)
+    a_opens = rng.random() < 0.8
+    a = port_with(net, a_part, opens=a_opens, bits=bits)
+    b = port_with(net, b_part, opens=not a_opens or rng.random() < 0.8, bits=bits)
+    pipe = connect(a, b, rng=random.Random(order_seed))
+    assert_in_sync(pipe, a, b)
+    assert a.replica.ids() == {e.id for e in made} | {o.id for o in net.opens}
+
+
+# ------------------------------------------------------------------ hostile
+class Peer:
+    """A hand-driven client talking to a real server ``Connection`` over ``victim``."""
+
+    def __init__(self, victim: MemoryPort, *, key: SigningKey | None = None,
+                 role: int = ROLE_NODE, open_entry: bytes = b"",
+                 network: bytes | None = None, **kw: object) -> None:
+        self.victim = victim
+        self.key = key or SigningKey.generate()
+        self.conn = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE,
+                               port=victim, **kw)  # type: ignore[arg-type]
+        self.challenge = bytes(range(32))
+        self.network = network or victim.genesis.network_id
+        self.role = role
+        self.open_entry = open_entry
+        self.server_hello: Hello | None = None
+
+    def hello(self, **over: object) -> Hello:
+        fields = dict(version=PROTOCOL_VERSION, role=self.role, network=self.network,
+                      key=bytes(self.key.verify_key), challenge=self.challenge,
+                      open=self.open_entry)
+        fields.update(over)
+        return Hello(**fields)  # type: ignore[arg-type]
+
+    def send(self, msg: object) -> list[object]:
+        data = msg if isinstance(msg, bytes) else encode(msg)  # type: ignore[arg-type]
+        self.conn.receive_data(data)
+        out = [decode(m, max_bytes=1 << 24, max_entries=1 << 20)
+               for m in self.conn.data_to_send()]
+        for m in out:
+            if isinstance(m, Hello):
+                self.server_hello = m
+        return out
+
+    def proof(self) -> Proof:
+        assert self.server_hello is not None
+        payload = proof_payload(self.network, self.server_hello.challenge, self.challenge,
+                                bytes(self.key.verify_key))
+        return Proof(sign_message(self.key, Kind.HELLO, payload))
+
+    def ready(self) -> Peer:
+        self.send(self.hello())
+        out = self.send(self.proof())
+        assert self.conn.live and any(isinstance(m, Want) for m in out), out
+        self.conn.events_received()
+        return self
+
+    def closed(self) -> Closed:
+        ev = [e for e in self.conn.events_received() if isinstance(e, Closed)]
+        assert ev, "the victim must close"
+        assert not self.conn.live
+        return ev[-1]
+
+
+def expect_close(peer: Peer, msg: object, code: CloseCode, *words: str) -> None:
+    before = snapshot(peer.victim)
+    out = peer.send(msg)
+    closes = [m for m in out if isinstance(m, Close)]
+    assert closes, f"no Close sent for {msg!r:.200}: {out!r:.300}"
+    assert closes[-1].code == code, closes[-1]
+    ev = peer.closed()
+    assert ev.code == code and not ev.by_peer
+    for w in words:
+        assert w.lower() in ev.reason.lower(), (w, ev.reason)
+    assert snapshot(peer.victim) == before, "nothing stored on the victim"
+    # and it stays closed: later messages are ignored
+    assert peer.send(Digest(b"\0" * 32, 0)) == []
+
+
+@pytest.fixture()
+def setup() -> tuple[Net, MemoryPort, list[Block | Vote], Ledger]:
+    net = Net(witnesses=1, quorum=1, rng=random.Random(21))
+    alice, bob = net.account(1), net.account(1)
+    led = net.ledger()
+    net.fund(led, alice[0], 500)
+    s = net.send(led, alice[0], bob[0], 100)
+    led.add([s])
+    extra = [s, *net.votes(s)]
+    victim = MemoryPort(net.ledger(_all(led)[: len(_all(led)) - 2]))
+    return net, victim, extra, led
+
+
+def test_garbage_bytes_before_the_handshake(setup) -> None:
+    _, victim, _, _ = setup
+    expect_close(Peer(victim), b"\xff\x00garbage", CloseCode.PROTOCOL, "unknown message type")
+
+
+def test_empty_message(setup) -> None:
+    expect_close(Peer(setup[1]), b"", CloseCode.PROTOCOL, "empty")
+
+
+def test_any_message_before_the_handshake(setup) -> None:
+    _, victim, extra, _ = setup
+    for msg in (Entries(tuple(e.raw for e in extra)), Want(b"", 0, b""),
+                Update(encode_items([])), Digest(b"\0" * 32, 0)):
+        expect_close(Peer(victim), msg, CloseCode.PROTOCOL, "before the handshake")
+
+
+def test_truncated_and_trailing_bytes(setup) -> None:
+    _, victim, _, _ = setup
+    hello = encode(Peer(victim).hello())
+    expect_close(Peer(victim), hello[:-3], CloseCode.PROTOCOL, "truncated")
+    expect_close(Peer(victim), hello + b"\0", CloseCode.PROTOCOL, "trailing")
+    p = Peer(victim).ready()
+    expect_close(p, encode(Digest(b"\1" * 32, 3))[:-1], CloseCode.PROTOCOL, "truncated", "count")
+
+
+def test_unknown_type_after_the_handshake(setup) -> None:
+    expect_close(Peer(setup[1]).ready(), b"\x42abc", CloseCode.PROTOCOL, "unknown message type 66")
+
+
+def test_oversized_message(setup) -> None:
+    victim = setup[1]
+    p = Peer(victim, max_message_bytes=10_000).ready()
+    expect_close(p, encode(Update(b"\0" * 10_000)), CloseCode.TOO_BIG, "10005 bytes",
+                 "limit 10000")
+    p = Peer(victim).ready()  # under the message limit, over the gate's 4 MiB an update
+    expect_close(p, encode(Update(b"\0" * (5 << 20))), CloseCode.TOO_BIG, "oversized")
+    p = Peer(victim, max_entries=3).ready()
+    expect_close(p, encode(Entries((b"x",) * 4)), CloseCode.TOO_BIG, "4 entries", "limit 3")
+
+
+def test_a_second_hello_is_refused(setup) -> None:
+    p = Peer(setup[1]).ready()
+    expect_close(p, p.hello(), CloseCode.PROTOCOL, "second hello")
+    p = Peer(setup[1])
+    p.send(p.hello())
+    expect_close(p, p.hello(), CloseCode.PROTOCOL, "second hello")
+
+
+def test_a_proof_out_of_turn(setup) -> None:
+    p = Peer(setup[1])
+    expect_close(p, Proof(b"\0" * 64), CloseCode.PROTOCOL, "proof out of turn")
+    p = Peer(setup[1]).ready()
+    expect_close(p, p.proof(), CloseCode.PROTOCOL, "proof out of turn")
+
+
+def test_a_forged_proof(setup) -> None:
+    p = Peer(setup[1])
+    p.send(p.hello())
+    forged = Proof(sign_message(SigningKey.generate(), Kind.HELLO, b"whatever"))
+    expect_close(p, forged, CloseCode.BAD_PROOF, "key proof")
+
+
+def test_a_proof_replayed_from_another_conversation(setup) -> None:
+    p = Peer(setup[1]).ready()
+    old = p.proof()
+    q = Peer(setup[1], key=p.key)
+    q.send(q.hello())
+    expect_close(q, old, CloseCode.BAD_PROOF, "key proof")
+
+
+def test_a_witness_key_without_its_proof(setup) -> None:
+    p = Peer(setup[1])
+    p.send(p.hello(witness=bytes(SigningKey.generate().verify_key)))
+    expect_close(p, p.proof(), CloseCode.BAD_PROOF, "witness")
+
+
+def test_wrong_network(setup) -> None:
+    other = Net(witnesses=0, rng=random.Random(99), name="other")
+    p = Peer(setup[1], network=other.id)
+    expect_close(p, p.hello(), CloseCode.WRONG_NETWORK, "another network")
+
+
+def test_a_client_refuses_a_server_of_another_network(setup) -> None:
+    _, victim, _, _ = setup
+    other = Net(witnesses=0, rng=random.Random(98), name="other")
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_DEVICE, port=victim)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE,
+                   port=MemoryPort(other.ledger()),
+                   resolve=None)
+    c.initiate()
+    hello = decode(c.data_to_send()[0], max_bytes=1 << 20, max_entries=10)
+    assert isinstance(hello, Hello)
+    lie = Hello(PROTOCOL_VERSION, ROLE_NODE, other.id, bytes(s.key.verify_key), b"\1" * 32)
+    before = snapshot(victim)
+    c.receive_data(encode(lie))
+    ev = [e for e in c.events_received() if isinstance(e, Closed)]
+    assert ev and ev[0].code == CloseCode.WRONG_NETWORK and "another network" in ev[0].reason
+    assert snapshot(victim) == before
+
+
+def test_version_mismatch(setup) -> None:
+    p = Peer(setup[1])
+    expect_close(p, p.hello(version=2), CloseCode.VERSION, "version 2", "speaks 1")
+    # a later version's hello may not even parse as ours: still a version close
+    p = Peer(setup[1])
+    expect_close(p, bytes([1, 9]) + b"anything at all", CloseCode.VERSION, "version 9")
+
+
+def test_an_unknown_role(setup) -> None:
+    p = Peer(setup[1])
+    expect_close(p, p.hello(role=7), CloseCode.PROTOCOL, "role 7")
+
+
+def test_a_genesis_that_is_not_the_network(setup) -> None:
+    other = Net(witnesses=0, rng=random.Random(97), name="other")
+    p = Peer(setup[1])
+    expect_close(p, p.hello(genesis=other.genesis.raw), CloseCode.WRONG_NETWORK, "genesis")
+
+
+def test_a_device_hello_with_a_bad_open(setup) -> None:
+    net, victim, _, _ = setup
+    dev = net.accounts[0][0]
+    bad = bytearray(dev.open.raw)
+    bad[-1] ^= 1
+    p = Peer(victim, key=dev.key, role=ROLE_DEVICE, open_entry=bytes(bad))
+    expect_close(p, p.hello(), CloseCode.BAD_OPEN, "open", "verify")
+    p = Peer(victim, key=dev.key, role=ROLE_DEVICE, open_entry=b"junk")
+    expect_close(p, p.hello(), CloseCode.BAD_OPEN, "open")
+
+
+def test_a_device_hello_with_someone_elses_open(setup) -> None:
+    net, victim, _, _ = setup
+    mine, theirs = net.accounts[0][0], net.accounts[1][0]
+    p = Peer(victim, key=mine.key, role=ROLE_DEVICE, open_entry=theirs.open.raw)
+    expect_close(p, p.hello(), CloseCode.BAD_OPEN, "not this device's open")
+    s = net.send(net.ledger(), net.mint, mine, 5, kind=Kind.ISSUE)  # not an open at all
+    p = Peer(victim, key=mine.key, role=ROLE_DEVICE, open_entry=s.raw)
+    expect_close(p, p.hello(), CloseCode.BAD_OPEN, "not this device's open")
+
+
+def test_a_device_with_its_own_open_is_welcome(setup) -> None:
+    net, victim, _, _ = setup
+    dev = net.accounts[0][0]
+    Peer(victim, key=dev.key, role=ROLE_DEVICE, open_entry=dev.open.raw).ready()
+
+
+def _update_of(*entries: Block | Vote) -> bytes:
+    return encode_items([(item_client_id(e.id), id_text(e.id), e.raw) for e in entries])
+
+
+def test_an_update_that_deletes_an_entry(setup) -> None:
+    victim = setup[1]
+    doc = Doc()
+    m = doc.get(ROOT, type=Map)
+    victim_update = victim.update_since(b"\0")
+    doc.apply_update(victim_update)
+    sv = doc.get_state()
+    del m[next(iter(m.keys()))]
+    expect_close(Peer(victim).ready(), Update(doc.get_update(sv)), CloseCode.REFUSED, "delete")
+
+
+def test_an_update_that_overwrites_an_entry(setup) -> None:
+    _, victim, extra, _ = setup
+    doc = Doc()
+    m = doc.get(ROOT, type=Map)
+    doc.apply_update(victim.update_since(b"\0"))
+    sv = doc.get_state()
+    m[next(iter(m.keys()))] = extra[0].raw
+    expect_close(Peer(victim).ready(), Update(doc.get_update(sv)), CloseCode.REFUSED, "origin")
+    # or an item under an entry's key holding other bytes
+    e = extra[0]
+    key = id_text(next(iter(victim.replica.ids())))
+    forged = encode_items([(item_client_id(e.id), key, e.raw)])
+    expect_close(Peer(victim).ready(), Update(forged), CloseCode.REFUSED, "key_mismatch")
+
+
+def test_an_update_with_a_forged_signature(setup) -> None:
+    _, victim, extra, _ = setup
+    raw = bytearray(extra[0].raw)
+    raw[-5] ^= 0x40
+    forged = bytes(raw)
+    from wallet.encoding import entry_hash
+    fid = entry_hash(forged)
+    upd = encode_items([(item_client_id(extra[1].id), id_text(extra[1].id), extra[1].raw),
+                        (item_client_id(fid), id_text(fid), forged)])
+    expect_close(Peer(victim).ready(), Update(upd), CloseCode.REFUSED, "bad_entry", id_text(fid))
+
+
+def test_an_update_carrying_a_foreign_witness_vote(setup) -> None:
+    net, victim, extra, _ = setup
+    stranger = keygen(random.Random(5))
+    v = net.vote(extra[0], stranger)
+    expect_close(Peer(victim).ready(), Update(_update_of(extra[0], v)), CloseCode.REFUSED,
+                 "unknown_witness")
+
+
+def test_entries_with_one_bad_entry_store_none_of_them(setup) -> None:
+    net, victim, extra, _ = setup
+    stranger = keygen(random.Random(6))
+    bad_vote = net.vote(extra[0], stranger)
+    msg = Entries((extra[0].raw, extra[1].raw, bad_vote.raw))
+    expect_close(Peer(victim).ready(), msg, CloseCode.REFUSED, "witness")
+    assert extra[0].id not in victim.replica.ids()
+    forged = bytearray(extra[0].raw)
+    forged[-1] ^= 1
+    msg = Entries((extra[1].raw, bytes(forged)), last=True)
+    expect_close(Peer(victim).ready(), msg, CloseCode.REFUSED, "bad_entry")
+    other = Net(witnesses=0, rng=random.Random(96), name="other")
+    msg = Entries((extra[0].raw, other.mint.open.raw))
+    expect_close(Peer(victim).ready(), msg, CloseCode.REFUSED, "another network")
+    msg = Entries((extra[0].raw, b"\x00" * 40))
+    expect_close(Peer(victim).ready(), msg, CloseCode.REFUSED, "bad_entry")
+
+
+def test_ids_outside_the_listed_buckets() -> None:
+    net, made = world()
+    a, b = port_with(net, made[:100], bits=1), port_with(net, made, bits=1)
+    forged = False
+
+    def tamper(to: str, data: bytes) -> bytes:
+        nonlocal forged
+        if to == "client" and data[0] == 9:  # the server's Ids
+            forged = True
+            bitmap = bytearray(32)
+            bitmap[0] = 1  # bucket 0 only, yet an id of bucket 5
+            return encode(Ids(bytes(bitmap), (b"\x05" + b"\0" * 31,)))
+        return data
+
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=a)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=b)
+    c.initiate()
+    pipe = Pipe(c, s, tamper=tamper)
+    before = snapshot(a)
+    pipe.run()
+    assert forged
+    ev = pipe.of("client", Closed)
+    assert ev and ev[0].code == CloseCode.PROTOCOL and "outside the buckets" in ev[0].reason
+    assert pipe.of("server", Closed)[0].by_peer
+    assert not ev[0].by_peer
+    # what y-sync brought before is fine; nothing came of the forged Ids
+    assert snapshot(a)[0] - before[0] == sum(len(r.entries) for r in pipe.of("client", Received))
+
+
+def test_unsolicited_ids_are_refused(setup) -> None:
+    net, victim, _, _ = setup
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=victim)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE,
+                   port=MemoryPort(net.ledger()))
+    c.initiate()
+    Pipe(c, s).run()
+    assert c.live
+    c.events_received()
+    before = snapshot(victim)
+    c.receive_data(encode(Ids(b"\xff" * 32, ())))
+    ev = [e for e in c.events_received() if isinstance(e, Closed)]
+    assert ev and ev[0].code == CloseCode.PROTOCOL and "no Buckets asked" in ev[0].reason
+    assert snapshot(victim) == before
+
+
+def test_a_server_refuses_ids_and_a_client_refuses_fetch(setup) -> None:
+    p = Peer(setup[1]).ready()
+    expect_close(p, Ids(bytes(32), ()), CloseCode.PROTOCOL, "only the client")
+
+
+def test_a_second_want_is_refused(setup) -> None:
+    p = Peer(setup[1]).ready()
+    p.send(Want(b"", 0, b""))
+    expect_close(p, Want(b"", 0, b""), CloseCode.PROTOCOL, "second want")
+
+
+def test_a_malformed_state_vector(setup) -> None:
+    p = Peer(setup[1]).ready()
+    expect_close(p, Want(b"", 5, b"\x05\x01"), CloseCode.PROTOCOL, "state vector")
+
+
+def test_a_peer_close_is_an_event() -> None:
+    net, made = world()
+    a, b = port_with(net, made[:5]), port_with(net, made)
+    pipe = connect(a, b)
+    pipe.server.close(CloseCode.SHUTDOWN, "relay stopping")
+    pipe.run()
+    ev = pipe.of("client", Closed)
+    assert ev and ev[-1].by_peer and ev[-1].code == CloseCode.SHUTDOWN
+    assert ev[-1].reason == "relay stopping" and not pipe.client.live
+
+
+# ------------------------------------------------------------------ fuzz
+@cache
+def _fuzz_victim() -> tuple[Net, list[bytes]]:
+    net, made = world()
+    seeds = [encode(Digest(b"\0" * 32, 1)), encode(Want(b"", 1, b"\x00")),
+             encode(Entries((made[0].raw,), True)), encode(Update(_update_of(made[0]))),
+             encode(Buckets((b"\0" * 32,) * 256)), encode(Fetch((made[0].id,))),
+             encode(SyncStep2(_update_of(made[1]))), encode(Close(3, "x")),
+             encode(Ids(bytes(32), ()))]
+    return net, seeds
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    msgs=st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.tuples(st.integers(0, 8), st.integers(0, 4000), st.binary(max_size=4)),
+        ),
+        max_size=6,
+    ),
+    handshake=st.booleans(),
+)
+def test_receive_data_never_raises(msgs: list, handshake: bool) -> None:
+    net, seeds = _fuzz_victim()
+    victim = MemoryPort(net.ledger())
+    before = snapshot(victim)
+    peer = Peer(victim)
+    if handshake:
+        peer.ready()
+    for m in msgs:
+        if isinstance(m, tuple):  # a mutated valid message
+            i, pos, junk = m
+            base = seeds[i]
+            pos %= len(base)
+            m = base[:pos] + junk + base[pos + len(junk):]
+        peer.conn.receive_data(m)
+        peer.conn.data_to_send()
+    for e in peer.conn.events_received():
+        if isinstance(e, Closed):
+            assert e.code != CloseCode.INTERNAL, e
+    after = snapshot(victim)
+    if after != before:  # only what a valid message carried, and valid entries
+        assert after[0] > before[0]
