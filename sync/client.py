@@ -49,7 +49,16 @@ POLL_S = 0.5
 """How often a live session looks for new rows in the store."""
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 30.0
+"""Reconnect delays: uniform in [0, min(cap, base·2^attempt)] (full jitter)."""
+STOP_GRACE_S = 3.0
+"""On stop, how long a link may take to close before it is cut."""
 OPEN_TIMEOUT_S = 10.0
+"""How long a websocket connection may take to open."""
+HELLO_TIMEOUT_S = 10.0
+"""How long a peer may take to finish the hello once connected."""
+SETTLE_TIMEOUT_S = 30.0
+"""With ``once``: how long after the catch-up the two sets may still differ."""
+WATCH_S = 0.5
 CLAIMABLE = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
 
@@ -123,6 +132,7 @@ class PeerResult:
     """What happened with one URL."""
 
     url: str
+    kind: str = "peer"
     in_sync: bool = False
     error: str | None = None
     received: int = 0
@@ -131,7 +141,7 @@ class PeerResult:
 
     def doc(self) -> dict[str, Any]:
         """As JSON."""
-        return {"url": self.url, "in_sync": self.in_sync, "error": self.error,
+        return {"url": self.url, "kind": self.kind, "in_sync": self.in_sync, "error": self.error,
                 "received": self.received, "pushed": self.pushed,
                 "peer": key_text(self.peer_key) if self.peer_key else None}
 
@@ -145,6 +155,7 @@ class _Session:
     result: PeerResult
     live: bool = False
     caught_up: bool = False
+    caught_up_at: float = 0.0
     from_peer: set[bytes] = field(default_factory=set)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -179,6 +190,8 @@ class WalletSync:
         *,
         on_event: Callable[[SyncEvent], None] | None = None,
         poll_s: float = POLL_S,
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        settle_timeout_s: float = SETTLE_TIMEOUT_S,
     ) -> None:
         if wallet.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
@@ -186,6 +199,8 @@ class WalletSync:
         self.passphrase = passphrase
         self.on_event = on_event or (lambda e: None)
         self.poll_s = poll_s
+        self.hello_timeout_s = hello_timeout_s
+        self.settle_timeout_s = settle_timeout_s
         self.device: bytes = wallet.device
         self.key: SigningKey = wallet.load_key("device", passphrase)
         if bytes(self.key.verify_key) != self.device:
@@ -314,6 +329,7 @@ class WalletSync:
             # Live from here, not only once in sync: a side whose digest moved during
             # the catch-up (a claim) never hears InSync, and its news must still go out.
             s.caught_up = True
+            s.caught_up_at = asyncio.get_running_loop().time()
             s.live = True
             self._moved.set()
         elif isinstance(e, InSync):
@@ -323,12 +339,32 @@ class WalletSync:
 
     async def _end_when_done(self, link: Link, s: _Session, once: bool,
                              stop_code: CloseCode) -> None:
-        """End the conversation: with ``once`` when in sync; when asked to stop."""
+        """End the conversation when asked to stop, and with ``once`` when in sync.
+
+        Also the watchdog: a peer that has not finished its hello after
+        ``hello_timeout_s``, or (``once``) is caught up but not in sync after
+        ``settle_timeout_s``, is given up on.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         stop = asyncio.create_task(self.stopping.wait())
         synced = asyncio.create_task(s.synced.wait())
         try:
-            waits = {stop, synced} if once else {stop}
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                done, _ = await asyncio.wait({stop, synced} if once else {stop},
+                                             timeout=WATCH_S)
+                if done:
+                    break
+                now = loop.time()
+                problem = None
+                if not s.result.peer_key and now - started > self.hello_timeout_s:
+                    problem = f"no hello within {self.hello_timeout_s:g} s"
+                elif once and s.caught_up_at and now - s.caught_up_at > self.settle_timeout_s:
+                    problem = (f"caught up, but the entry sets still differ after "
+                               f"{self.settle_timeout_s:g} s")
+                if problem is not None:
+                    await link.call(lambda c, p=problem: c.close(CloseCode.PROTOCOL, p))
+                    return
         finally:
             stop.cancel()
             synced.cancel()
@@ -397,16 +433,18 @@ class SyncClient(WalletSync):
         peers: list[str] | tuple[str, ...] = (),
         once: bool = False,
         on_event: Callable[[SyncEvent], None] | None = None,
-        poll_s: float = POLL_S,
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
         open_timeout_s: float = OPEN_TIMEOUT_S,
+        **kw: float,
     ) -> None:
-        urls = [check_url(u) for u in (*relays, *peers)]
-        if not urls:
+        kinds = {check_url(u): "relay" for u in relays}
+        kinds |= {check_url(u): "peer" for u in peers if u not in kinds}
+        if not kinds:
             raise WalletError("nothing to sync with: give --relay URL or --peer URL")
-        super().__init__(wallet, passphrase, on_event=on_event, poll_s=poll_s)
-        self.urls = list(dict.fromkeys(urls))
+        super().__init__(wallet, passphrase, on_event=on_event, **kw)
+        self.kinds = kinds
+        self.urls = list(kinds)
         self.once = once
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -422,10 +460,10 @@ class SyncClient(WalletSync):
             await self.claims_done()
 
     async def _run_url(self, url: str) -> PeerResult:
-        result = PeerResult(url)
+        result = PeerResult(url, self.kinds[url])
         attempt = 0
         while not self.stopping.is_set():
-            error = await self._attempt(url, result)
+            error = await self._attempt_or_stop(url, result)
             if error is None:  # in sync (once) or asked to stop
                 result.error = None
                 return result
@@ -443,6 +481,24 @@ class SyncClient(WalletSync):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
         return result
+
+    async def _attempt_or_stop(self, url: str, result: PeerResult) -> str | None:
+        """One attempt; on ``stop()`` it gets ``STOP_GRACE_S`` to close, then is cut
+        (a connect that hangs, a peer that does not answer the close)."""
+        attempt = asyncio.create_task(self._attempt(url, result))
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({attempt, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not attempt.done():
+                done, _ = await asyncio.wait({attempt}, timeout=STOP_GRACE_S)
+                if not done:
+                    attempt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await attempt
+                    return None
+            return attempt.result()
+        finally:
+            stop.cancel()
 
     async def _attempt(self, url: str, result: PeerResult) -> str | None:
         """One connection; None when it ended well, else why (``!`` first: no retry)."""

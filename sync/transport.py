@@ -193,7 +193,9 @@ class Link:
 
 def _close_text(exc: WebSocketClosed) -> str:
     """Why a websocket connection ended, for people."""
-    rcvd = exc.rcvd
+    sent, rcvd = exc.sent, exc.rcvd
+    if sent is not None and sent.code == 1009:  # CloseCode.MESSAGE_TOO_BIG
+        return f"the peer sent a message over the size limit ({sent.reason or 'too big'})"
     if rcvd is None:
         return "the connection dropped"
     reason = f": {rcvd.reason}" if rcvd.reason else ""
