@@ -192,6 +192,12 @@ class ServedNetwork:
         loop = asyncio.get_running_loop()
         self._vote_timer = loop.call_later(self.vote_delay_s, self.vote_now)
 
+    def vote_all_soon(self) -> None:
+        """Vote soon for every device (on start: entries stored but not voted yet)."""
+        if self.witness is not None:
+            self._touched.update(self.ledger.devices)
+            self.schedule_votes()
+
     def vote_now(self) -> list[Vote]:
         """Claim, sign, store and fan out the votes the witness rule allows now."""
         self._vote_timer = None

@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 
 from server.errors import RelayError
 from server.network import VOTE_DELAY_S, ServedNetwork
+from server.peering import peer_forever
 from server.store import RelayStore
 from server.telemetry import Telemetry
 from sync.errors import CloseCode
@@ -430,6 +431,8 @@ class Relay:
                            tls=self.config.tls is not None, open=self.config.open,
                            networks=[id_text(n) for n in self.networks],
                            node_key=id_text(bytes(self.config.node_key.verify_key)))
+        for net in self.networks.values():
+            net.vote_all_soon()  # what arrived before a crash, unvoted, is voted now
         peer_tasks = [asyncio.create_task(self._peer(url)) for url in self.config.peers]
         why = await stop
         self.telemetry.log("stopping", signal=str(why) if why else "")
@@ -452,11 +455,6 @@ class Relay:
         self.telemetry.log("stopped")
 
     async def _peer(self, url: str) -> None:
-        try:
-            from server.peering import peer_forever
-        except ImportError:
-            self.telemetry.log("peer_unsupported", url=url)
-            return
         await peer_forever(self, url)
 
 

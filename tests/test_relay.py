@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from nacl.signing import SigningKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE
 from sync.port import MemoryPort
 from sync.protocol import Closed, CursorReceived, Event, InSync, Received
@@ -66,13 +68,15 @@ class Relay:
     db: Path
     log: Path
     port: int = 0
+    tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> tuple[int, str, str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+        base = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        with urllib.request.urlopen(base + path, timeout=5, context=self.tls) as r:
             return r.status, r.headers.get("Content-Type", ""), r.read().decode()
 
     def health(self) -> dict:
@@ -101,7 +105,8 @@ class Relay:
         return self.proc.wait(timeout_s)
 
 
-def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "relay") -> Relay:
+def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "relay",
+                tls: ssl.SSLContext | None = None) -> Relay:
     """Start ``tally-relay --db … --listen 127.0.0.1:0 ARGS`` and wait until it is healthy."""
     db = db or tmp / f"{name}.db"
     log = tmp / f"{name}-{time.monotonic_ns()}.log"
@@ -110,7 +115,7 @@ def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "r
             relay_command("--db", db, "--listen", "127.0.0.1:0", *args),
             stdout=subprocess.DEVNULL, stderr=err, env=relay_env(), cwd=tmp,
         )
-    r = Relay(proc, db, log)
+    r = Relay(proc, db, log, tls=tls)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -191,8 +196,8 @@ class Client:
     def ledger(self) -> Ledger:
         return self.port.replica.ledger
 
-    async def connect(self, url: str) -> None:
-        self.ws = await connect(url, max_size=None)
+    async def connect(self, url: str, tls: ssl.SSLContext | None = None) -> None:
+        self.ws = await connect(url, max_size=None, ssl=tls)
         self.conn = SyncConnection(client=True, key=self.key, role=ROLE_DEVICE, port=self.port,
                                    open_entry=self.open_entry, cursor=self.cursor)
         self.closed = None
@@ -289,8 +294,8 @@ def device_client(net: Net, dev: Device, *entries: Entry) -> Client:
     return Client(MemoryPort(led), dev.key, open_entry=dev.open.raw)
 
 
-async def connected(url: str, client: Client) -> Client:
-    await client.connect(url)
+async def connected(url: str, client: Client, tls: ssl.SSLContext | None = None) -> Client:
+    await client.connect(url, tls)
     await client.ready()
     return client
 
@@ -496,3 +501,64 @@ def test_command_line(tmp_path: Path) -> None:
     p = subprocess.run(relay_command("--db", db, "--listen", "127.0.0.1:0", "--open"),
                        env=no_pass, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 1 and "TALLY_PASSPHRASE" in p.stderr
+
+
+def test_two_relays_peer_and_carry_entries_and_votes_both_ways(tmp_path: Path) -> None:
+    nw = make_network(tmp_path)
+    net = nw.net
+    alice, bob = net.account(label="alice"), net.account(label="bob")
+    a = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                    name="a")
+    b = start_relay(tmp_path, "--network", nw.genesis, "--peer", a.url, name="b")
+
+    async def go() -> None:
+        on_b = await connected(b.url, device_client(net, bob[0]))
+        mint = await connected(a.url, device_client(net, net.mint))
+        await mint.send_acked([alice[0].open, bob[0].open])
+        iss = net.issue(mint.ledger, bob[0], 40)
+        await mint.send_acked([iss])
+        # relay a witnesses; relay b carries the issue and a's vote to bob
+        await on_b.wait(lambda: on_b.final(iss), timeout_s=15, what="the issue final via b")
+        rc = net.receive(on_b.ledger, bob[0], iss)
+        await on_b.send_acked([rc])
+        await mint.wait(lambda: mint.final(rc), timeout_s=15, what="bob's receive back at a")
+        for c in (on_b, mint):
+            await c.close()
+
+    run(go())
+    assert b.events("peer_ready")
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_wss_and_connection_limit_and_sigint(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.create_default_context(cafile=str(cert))
+    nw = make_network(tmp_path, witnesses=0)
+    net = nw.net
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--tls-cert", cert, "--tls-key", key,
+                        "--max-connections", 2, tls=tls)
+    assert relay.health()["status"] == "ok"
+
+    async def go() -> None:
+        one = await connected(relay.url, device_client(net, net.mint), tls)
+        two = await connected(relay.url, device_client(net, net.account()[0]), tls)
+        three = device_client(net, net.account()[0])
+        await three.connect(relay.url, tls)
+        await three.wait(lambda: three.closed is not None, what="the third one refused")
+        assert three.closed is not None and three.closed.code == CloseCode.OVERLOADED
+        assert "connections" in three.closed.reason
+        await three.close()
+        await one.send_acked([net.account(label="new")[0].open])
+        relay.proc.send_signal(signal.SIGINT)
+        for c in (one, two):
+            await c.wait(lambda c=c: c.closed is not None, what="the shutdown close")
+            assert c.closed is not None and c.closed.code == CloseCode.SHUTDOWN
+            await c.close()
+
+    run(go())
+    assert relay.proc.wait(10) == 0
+    assert relay.events("stopped")

@@ -1,0 +1,149 @@
+"""Relay-to-relay peering (DESIGN §7): this relay as a client of another, role node.
+
+For each network it serves, the relay keeps one websocket to each ``--peer URL``,
+speaking the same sync protocol a device speaks, with its node key (and its witness
+key, when it has one). The link is a subscriber of the network like any session:
+entries accepted here are fanned out to the peer, and entries from the peer pass the
+gate, are stored and fanned out to the local subscribers. A dropped link reconnects
+with exponential backoff and resumes from the peer's last cursor. Entries bounce back
+at most once: the gate drops entries already held, so nothing is fanned out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from sync.errors import CloseCode
+from sync.messages import ROLE_NODE
+from sync.protocol import Closed, Connection, CursorReceived, Ready, Received
+from wallet.encoding import id_text, short
+
+if TYPE_CHECKING:
+    from server.network import ServedNetwork
+    from server.relay import Relay
+
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+QUEUE_MESSAGES_MAX = 10_000
+
+
+class PeerLink:
+    """One conversation with a peer relay about one network (this side is the client)."""
+
+    def __init__(self, relay: Relay, net: ServedNetwork, ws: ClientConnection,
+                 cursor: bytes) -> None:
+        self.relay = relay
+        self.net = net
+        self.ws = ws
+        self.url = ""
+        self.cursor = cursor
+        self.ready = False
+        self.conn = Connection(
+            client=True, key=relay.config.node_key, role=ROLE_NODE, port=net.port,
+            witness_key=relay.config.witness_key, cursor=cursor,
+            max_message_bytes=relay.config.limits.message_bytes_max,
+        )
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def push(self) -> None:
+        """Queue what the connection has to send; drop the link if the peer lags too far."""
+        for m in self.conn.data_to_send():
+            self.queue.put_nowait(m)
+        if self.conn.state == "closed":
+            self.queue.put_nowait(None)
+        elif self.queue.qsize() > QUEUE_MESSAGES_MAX:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.conn.close(CloseCode.OVERLOADED, "the peer reads too slowly")
+            self.push()
+
+    async def _write(self) -> None:
+        while True:
+            m = await self.queue.get()
+            if m is None:
+                await self.ws.close()
+                return
+            await self.ws.send(m)
+
+    async def run(self) -> None:
+        """Handshake, catch up both ways, then relay live entries until either side ends."""
+        writer = asyncio.create_task(self._write())
+        try:
+            self.conn.initiate()
+            self.push()
+            async for data in self.ws:
+                if isinstance(data, str):
+                    data = data.encode()
+                self.conn.receive_data(data)
+                self._events()
+                self.push()
+                if self.conn.state == "closed":
+                    break
+        finally:
+            self.net.subscribers.discard(self)
+            self.queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, 2.0)
+            except (TimeoutError, ConnectionClosed):
+                writer.cancel()
+
+    def _events(self) -> None:
+        tel = self.relay.telemetry
+        for ev in self.conn.events_received():
+            if isinstance(ev, Ready):
+                self.ready = True
+                self.net.subscribers.add(self)
+                tel.log("peer_ready", url=self.url, network=id_text(self.net.network),
+                        key=short(ev.peer_key), entries=ev.peer_count)
+            elif isinstance(ev, Received):
+                self.net.accepted(ev.entries, origin=self)
+            elif isinstance(ev, CursorReceived):
+                self.cursor = ev.cursor
+            elif isinstance(ev, Closed):
+                tel.log("peer_closed", url=self.url, network=id_text(self.net.network),
+                        by_peer=ev.by_peer, code=_code_name(ev.code), reason=ev.reason)
+
+
+def _code_name(code: int) -> str:
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return f"code_{code}"
+
+
+async def peer_forever(relay: Relay, url: str) -> None:
+    """Keep one link per served network to the relay at ``url``, reconnecting forever."""
+    await asyncio.gather(*(link_forever(relay, net, url) for net in relay.networks.values()))
+
+
+async def link_forever(relay: Relay, net: ServedNetwork, url: str) -> None:
+    """One network's link to one peer: connect, sync, and on any failure back off."""
+    delay = BACKOFF_FIRST_S
+    cursor = b""
+    tls = ssl.create_default_context() if url.startswith("wss://") else None
+    while True:
+        link: PeerLink | None = None
+        try:
+            async with connect(url, ssl=tls, max_size=relay.config.limits.message_bytes_max * 2,
+                               open_timeout=10, close_timeout=2) as ws:
+                link = PeerLink(relay, net, ws, cursor)
+                link.url = url
+                await link.run()
+        except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+            relay.telemetry.log("peer_unreachable", url=url, network=id_text(net.network),
+                                error=f"{type(exc).__name__}: {exc}", retry_s=round(delay, 2))
+        except InvalidURI as exc:
+            relay.telemetry.log("peer_bad_url", url=url, error=str(exc))
+            return
+        if link is not None:
+            cursor = link.cursor
+            if link.ready:
+                delay = BACKOFF_FIRST_S
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, BACKOFF_MAX_S)
