@@ -11,7 +11,9 @@ message a person can act on.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,8 +25,16 @@ from typing import Any
 
 import pytest
 from nacl.signing import SigningKey
+from websockets.exceptions import ConnectionClosedOK
 
+from sync.client import Claimed, PeerResult, SyncClient, SyncEvent, backoff_s
+from sync.errors import CloseCode
+from sync.listener import Listener
+from sync.messages import ROLE_NODE, Close, decode
+from sync.protocol import Closed, Connection, Event
+from sync.transport import Link, LinkDown
 from tests.clikit import (
+    PASSPHRASE,
     Home,
     api_fund,
     api_wallets,
@@ -39,8 +49,10 @@ from tests.clikit import (
 )
 from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
 from tests.test_relay import start_relay
+from tests.test_sync_protocol import connect, port_with, world
 from wallet import keys as keyfiles
-from wallet.encoding import key_text
+from wallet.encoding import Block, key_text
+from wallet.wallet import Wallet
 
 WAIT_S = 15.0
 
@@ -285,3 +297,150 @@ def test_through_a_witnessing_relay_payments_turn_final(tmp_path: Path,
             assert f"in sync with {relay.url}" in out
     finally:
         assert relay.stop() == 0
+
+
+# ------------------------------------------------------- in process: plumbing and events
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    rng = random.Random(7)
+    for attempt in range(40):
+        ceiling = min(30.0, 0.2 * 2 ** attempt)
+        draws = [backoff_s(attempt, rng=rng) for _ in range(50)]
+        assert all(0 <= d <= ceiling for d in draws)
+        assert max(draws) > ceiling / 2  # full jitter spreads over the whole range
+    assert backoff_s(1000, base_s=1, cap_s=5, rng=rng) <= 5
+
+
+class FakeSocket:
+    """A websocket whose writes wait for ``gate`` and whose reads are scripted."""
+
+    def __init__(self, inbound: list[bytes | str] | None = None) -> None:
+        self.inbound = list(inbound or [])
+        self.sent: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def send(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.sent.append(data)
+
+    async def recv(self) -> bytes | str:
+        if self.inbound:
+            return self.inbound.pop(0)
+        await self.closed.wait()
+        raise ConnectionClosedOK(None, None)
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+def unpack(data: bytes) -> object:
+    """One sync message."""
+    return decode(data, max_bytes=1 << 20, max_entries=100)
+
+
+async def _no_events(events: list[Event]) -> None:
+    pass
+
+
+def test_a_peer_that_does_not_read_is_closed_overloaded() -> None:
+    net, made = world()
+    pipe = connect(port_with(net, made), port_with(net, made))  # in sync, live
+    blocks = [e for e in made if isinstance(e, Block)][:8]
+
+    async def go() -> Closed:
+        sock = FakeSocket()
+        link = Link(sock, pipe.server, queue_messages_max=3)  # type: ignore[arg-type]
+        runner = asyncio.create_task(link.run(_no_events))
+        for b in blocks:
+            await link.call(lambda c, b=b: c.send_entries([b]))
+            await asyncio.sleep(0)
+        assert link.closed is not None and link.closed.code == CloseCode.OVERLOADED
+        sock.gate.set()  # the peer reads again: the close goes out after what was in flight
+        closed = await asyncio.wait_for(runner, 5)
+        last = unpack(sock.sent[-1])
+        assert isinstance(last, Close) and last.code == CloseCode.OVERLOADED
+        assert "reads too slowly" in last.reason
+        assert len(sock.sent) <= 2 and sock.closed.is_set()
+        return closed
+
+    closed = asyncio.run(go())
+    assert closed.code == CloseCode.OVERLOADED and not closed.by_peer
+
+
+def test_a_text_message_ends_the_conversation() -> None:
+    net, made = world()
+    server = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE,
+                        port=port_with(net, made))
+
+    async def go() -> tuple[Closed, FakeSocket]:
+        sock = FakeSocket(["hello?"])
+        sock.gate.set()
+        link = Link(sock, server)  # type: ignore[arg-type]
+        return await asyncio.wait_for(link.run(_no_events), 5), sock
+
+    closed, sock = asyncio.run(go())
+    assert closed.code == CloseCode.PROTOCOL and "text message" in closed.reason
+    assert isinstance(unpack(sock.sent[-1]), Close)
+
+
+def test_a_dropped_socket_is_link_down() -> None:
+    net, made = world()
+    server = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE,
+                        port=port_with(net, made))
+
+    async def go() -> None:
+        sock = FakeSocket()
+        link = Link(sock, server)  # type: ignore[arg-type]
+        runner = asyncio.create_task(link.run(_no_events))
+        await asyncio.sleep(0.01)
+        sock.closed.set()  # the socket ends with no sync Close
+        with pytest.raises(LinkDown, match="dropped"):
+            await asyncio.wait_for(runner, 5)
+
+    asyncio.run(go())
+
+
+def test_client_and_listener_in_process(tmp_path: Path) -> None:
+    """Events, cursors kept on both sides, the till's automatic claim, and a resume."""
+    net = make_net(tmp_path, witness=False)
+    api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
+    tj(net.payer, "pay", net.till_address, "2.00")
+    payer, till = Wallet.open(net.payer), Wallet.open(net.till)
+    till_events: list[SyncEvent] = []
+    payer_events: list[SyncEvent] = []
+
+    async def go() -> list[PeerResult]:
+        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0,
+                            on_event=till_events.append)
+        urls: list[str] = []
+        serving = asyncio.create_task(listener.run(ready=urls.append))
+        try:
+            while not urls:
+                await asyncio.sleep(0.01)
+            results = []
+            for _ in range(2):  # the second resumes from the cursors kept
+                client = SyncClient(payer, PASSPHRASE, peers=[urls[0]], once=True,
+                                    on_event=payer_events.append)
+                try:
+                    results += await client.run()
+                finally:
+                    client.shutdown()
+            return results
+        finally:
+            listener.stop()
+            await serving
+            listener.shutdown()
+
+    try:
+        first, second = asyncio.run(go())
+        assert first.in_sync and second.in_sync and first.kind == "peer"
+        assert first.received > 0 and first.peer_key == till.device
+        kinds = [type(e).__name__ for e in payer_events]
+        assert kinds[:2] == ["Linked", "Progress"] and "Synced" in kinds
+        claims = [e for e in till_events if isinstance(e, Claimed)]
+        assert [c.amount for c in claims] == [200] and claims[0].status == "final"
+        assert payer.store.get_meta(f"cursor:{first.url}") is not None
+        assert till.store.get_meta(f"cursor:{key_text(payer.device or b'')}") is not None
+    finally:
+        payer.close()
+        till.close()
