@@ -89,6 +89,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--quota", type=int, default=d.quota_per_day,
                    help="blocks stored per device per UTC day; 0 for no quota "
                         "(default %(default)s)")
+    p.add_argument("--handshake-timeout", type=_positive, default=d.handshake_s,
+                   help="seconds a connection has to finish its hello (default %(default)s)")
     p.add_argument("--vote-delay", type=float, default=0.02,
                    help="seconds to gather entries before voting (default %(default)s)")
     return p
@@ -122,6 +124,9 @@ def _tls(a: argparse.Namespace) -> ssl.SSLContext | None:
 def serve_main(argv: list[str]) -> int:
     """Run the relay until SIGTERM or SIGINT."""
     a = _serve_parser().parse_args(argv)
+    if str(a.db).startswith(("postgresql:", "postgres:")):
+        raise RelayError("this tally-relay keeps its data in SQLite only: give --db a file "
+                         "path (PostgreSQL is planned behind the same RelayStore interface)")
     for name in ("max_message_bytes", "max_connections"):
         if getattr(a, name) <= 0:
             raise RelayError(f"--{name.replace('_', '-')} must be above 0")
@@ -137,7 +142,7 @@ def serve_main(argv: list[str]) -> int:
             message_bytes_max=a.max_message_bytes, connections_max=a.max_connections,
             device_rate=a.device_rate, device_burst=a.device_burst,
             address_rate=a.address_rate, address_burst=a.address_burst,
-            quota_per_day=a.quota or None,
+            quota_per_day=a.quota or None, handshake_s=a.handshake_timeout,
         )
         config = RelayConfig(
             host=a.listen[0], port=a.listen[1], node_key=node_key, genesis=genesis,
@@ -163,6 +168,8 @@ def migrate_main(argv: list[str]) -> int:
                                 description="Create or upgrade the relay database's schema.")
     p.add_argument("--db", required=True, type=Path, help="the relay database (SQLite file)")
     a = p.parse_args(argv)
+    if str(a.db).startswith(("postgresql:", "postgres:")):
+        raise RelayError("only SQLite databases can be migrated by this tally-relay")
     before, after = migrate(a.db)
     if before == after:
         print(f"{a.db}: schema version {after}, up to date")

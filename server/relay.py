@@ -56,7 +56,8 @@ class Limits:
     in a burst; ``address_rate``/``address_burst`` the same for one IP address, whatever
     its devices. ``quota_per_day``: blocks stored per device per UTC day (None: no
     quota). ``queue_messages_max``: messages waiting for one slow subscriber.
-    ``networks_max``: networks an ``--open`` relay takes on.
+    ``networks_max``: networks an ``--open`` relay takes on. ``handshake_s``: how long a
+    connection may take to finish its handshake before it is closed.
     """
 
     message_bytes_max: int = MAX_MESSAGE_BYTES
@@ -68,6 +69,7 @@ class Limits:
     quota_per_day: int | None = 10_000
     queue_messages_max: int = 1000
     networks_max: int = 1000
+    handshake_s: float = 10.0
 
 
 @dataclass
@@ -236,6 +238,12 @@ class Session:
         self._on_closed(int(code), reason)
         self.push()
 
+    def handshake_expired(self) -> None:
+        """Close a connection that has not finished its handshake in time."""
+        if not self.ended and self.conn.state not in ("ready", "closed"):
+            limit = self.relay.config.limits.handshake_s
+            self.close(CloseCode.PROTOCOL, f"no handshake within {limit:g} seconds")
+
     def _end(self) -> None:
         if not self.ended:
             self.ended = True
@@ -362,6 +370,8 @@ class Relay:
             await s.finish()
             return
         self.sessions.add(s)
+        timer = asyncio.get_running_loop().call_later(
+            self.config.limits.handshake_s, s.handshake_expired)
         self.telemetry.count("tally_relay_connections_total")
         self.telemetry.set("tally_relay_connections", len(self.sessions))
         try:
@@ -377,6 +387,7 @@ class Relay:
             self.telemetry.log("error", address=s.address, error=f"{type(exc).__name__}: {exc}")
             s.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
+            timer.cancel()
             s.detach()
             self.sessions.discard(s)
             self.telemetry.set("tally_relay_connections", len(self.sessions))

@@ -27,8 +27,11 @@ from nacl.signing import SigningKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from server.errors import QuotaExceeded, StoreError
+from server.relay import TokenBucket
+from server.store import NewEntry, SqliteRelayStore
 from sync.errors import CloseCode
-from sync.messages import ROLE_DEVICE
+from sync.messages import ROLE_DEVICE, Close, decode
 from sync.port import MemoryPort
 from sync.protocol import Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
@@ -562,3 +565,68 @@ def test_wss_and_connection_limit_and_sigint(tmp_path: Path) -> None:
     run(go())
     assert relay.proc.wait(10) == 0
     assert relay.events("stopped")
+
+
+def test_address_rate_limit_and_handshake_timeout(tmp_path: Path) -> None:
+    nw = make_network(tmp_path, witnesses=0)
+    net = nw.net
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--address-rate", 1,
+                        "--address-burst", 12, "--handshake-timeout", 0.5)
+
+    async def go() -> None:
+        async with connect(relay.url) as ws:  # says nothing
+            data = await asyncio.wait_for(ws.recv(), 5)
+            assert isinstance(data, bytes)
+            msg = decode(data, max_bytes=1 << 16, max_entries=1)
+            assert isinstance(msg, Close) and msg.code == CloseCode.PROTOCOL
+            assert "no handshake within 0.5 seconds" in msg.reason
+        c = await connected(relay.url, device_client(net, net.mint))
+        assert c.ws is not None
+        for _ in range(20):
+            with contextlib.suppress(ConnectionClosed):
+                await c.ws.send(b"\x0b\x00\x00")  # an empty Cursor
+        await c.wait(lambda: c.closed is not None, what="the rate limit")
+        assert c.closed is not None and c.closed.code == CloseCode.RATE_LIMITED
+        assert "address 127.0.0.1" in c.closed.reason
+        await c.close()
+
+    run(go())
+    assert relay.metric('tally_relay_refusals_total{reason="rate_limited"}') == 1
+    assert relay.metric('tally_relay_refusals_total{reason="protocol"}') == 1
+    assert relay.stop() == 0
+
+
+# ------------------------------------------------------------ in-process: store, buckets
+def test_store_quota_refuses_a_batch_whole_and_claims_are_exclusive(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="tally-relay migrate"):
+        SqliteRelayStore(tmp_path / "none.db")
+    s = SqliteRelayStore(tmp_path / "s.db", create=True)
+    n, d = b"n" * 32, b"d" * 32
+    rows = [NewEntry(bytes([i]) * 32, b"body%d" % i, d) for i in range(5)]
+    s.add_entries(n, rows[:3], day="2026-01-01", quota=4)
+    with pytest.raises(QuotaExceeded, match="quota of 4"):
+        s.add_entries(n, rows[3:], day="2026-01-01", quota=4)
+    assert s.count(n) == 3
+    s.add_entries(n, rows[3:], day="2026-01-02", quota=4)  # a new day
+    assert s.count(n) == 5
+    pos = s.high_water()
+    s.add_entries(n, [NewEntry(b"v" * 32, b"vote")], day="2026-01-02", quota=0)  # no device
+    assert [b for chunk in s.bodies_after(n, pos) for b in chunk] == [b"vote"]
+    s.add_entries(n, rows[:1], day="2026-01-02", quota=None)  # idempotent by id
+    assert s.count(n) == 6
+    assert s.claim(n, d, [(0, b"a"), (1, b"b")])
+    assert not s.claim(n, d, [(1, b"x"), (2, b"c")])  # slot 1 is taken: nothing claimed
+    assert s.last(n, d) == (1, b"b")
+    assert s.claim(n, d, [(1, b"b"), (2, b"c")])
+    assert s.claims(n) == [(d, 2, b"c")]
+    s.close()
+
+
+def test_token_bucket() -> None:
+    now = [0.0]
+    b = TokenBucket(2, 3, clock=lambda: now[0])
+    assert all(b.take() for _ in range(3)) and not b.take()
+    now[0] += 1.0
+    assert b.take() and b.take() and not b.take()
+    now[0] += 10
+    assert b.full
