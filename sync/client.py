@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -41,12 +42,14 @@ from sync.protocol import (
     Received,
 )
 from sync.transport import Link, LinkDown, websocket_options
-from wallet.encoding import Block, Entry, Kind, key_text, parse_entry, short
+from wallet.encoding import Block, Entry, Kind, entry_hash, key_text, parse_entry, short
 from wallet.errors import TallyError, WalletError
 from wallet.wallet import Wallet, error_text
 
 POLL_S = 0.5
 """How often a live session looks for new rows in the store."""
+PUSH_ROWS_MAX = 20_000
+"""Rows read and sent in one round of pushing."""
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 30.0
 """Reconnect delays: uniform in [0, min(cap, base·2^attempt)] (full jitter)."""
@@ -385,40 +388,58 @@ class WalletSync:
                 await self._push(link, s)
 
     async def _push(self, link: Link, s: _Session) -> None:
-        """Send the rows the store gained since what this session sent."""
-        got = await self.offload(lambda: self._new_rows(s))
-        if got is None:
-            return
-        entries, pos, mine = got
-        if mine:
-            self.claim_soon()
-        todo = [e for e in entries if e.id not in s.from_peer]
-        s.from_peer.difference_update(e.id for e in entries)
-        s.sent_pos = pos
-        if todo:
-            cursor = make_cursor(self.port.store_id, pos)
-            await link.call(lambda c: c.send_entries(todo, cursor=cursor))
-            s.result.pushed += len(todo)
-            self.on_event(Pushed(s.name, len(todo)))
+        """Send the rows the store gained since what this session sent, in rounds of
+        at most ``PUSH_ROWS_MAX``, each once the link's queue has room."""
+        while True:
+            peer_ids = frozenset(s.from_peer)
+            got = await self.offload(partial(self._new_rows, s.sent_pos, peer_ids))
+            if got is None:
+                return
+            todo, pos, echoed, mine = got
+            if mine:
+                self.claim_soon()
+            s.from_peer.difference_update(echoed)
+            if todo:
+                await link.writable()
+                cursor = make_cursor(self.port.store_id, pos)
+                await link.call(lambda c, t=todo, k=cursor: c.send_entries(t, cursor=k))
+                s.result.pushed += len(todo)
+                self.on_event(Pushed(s.name, len(todo)))
+            s.sent_pos = pos
+            if link.closed is not None:
+                return
 
-    def _new_rows(self, s: _Session) -> tuple[list[Entry], int, bool] | None:
-        """(On the worker) rows after ``s.sent_pos``; whether any is a payment to us.
+    def _new_rows(self, after: int, peer_ids: frozenset[bytes]
+                  ) -> tuple[list[Entry], int, set[bytes], bool] | None:
+        """(On the worker) the store's rows after ``after``, up to ``PUSH_ROWS_MAX``:
+        those not from this peer as entries, the position reached, the ids that came
+        from the peer, and whether any row is a payment to this device.
 
+        Rows are numbered without gaps (the store never deletes), so the position is
+        ``after`` plus the rows read; were there gaps, rows would only be sent twice.
         Rows another process wrote (another ``tally`` on this home) are merged into
         this process's ledger first — ``ingest`` of entries the store holds only
         refreshes it — so digests and claims see them.
         """
         store = self.wallet.store
-        pos = store.high_water()
-        if pos <= s.sent_pos:
+        if store.high_water() <= after:
             return None
-        entries = [parse_entry(b, verify=False)
-                   for chunk in store.bodies_after(s.sent_pos) for b in chunk]
+        bodies = next(iter(store.bodies_after(after, PUSH_ROWS_MAX)), [])
+        if not bodies:
+            return None
+        entries: list[Entry] = []
+        echoed: set[bytes] = set()
+        for body in bodies:
+            i = entry_hash(body)
+            if i in peer_ids:
+                echoed.add(i)
+            else:
+                entries.append(parse_entry(body, verify=False))
         led = self.wallet.ledger
         unknown = [e for e in entries if e.id not in led]
         if unknown:
             self.wallet.ingest(unknown)
-        return entries, pos, self._for_me(unknown)
+        return entries, after + len(bodies), echoed, self._for_me(unknown)
 
 
 class SyncClient(WalletSync):

@@ -82,6 +82,8 @@ class Link:
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
+        self._roomy = asyncio.Event()
+        self._roomy.set()
         self._closed: Closed | None = None
         self._lock = asyncio.Lock()  # one protocol step at a time, in order
 
@@ -118,7 +120,19 @@ class Link:
             if isinstance(e, Closed) and self._closed is None:
                 self._closed = e
                 self._wake.set()  # the writer closes the socket once the queue is out
+                self._roomy.set()
         return events
+
+    async def writable(self) -> None:
+        """Wait until at most half of the queue's limits are used (backpressure for
+        this side's own pushes, so that they slow down rather than overload)."""
+        while not self._has_room():
+            self._roomy.clear()
+            await self._roomy.wait()
+
+    def _has_room(self) -> bool:
+        return (len(self._queue) * 2 <= self.queue_messages_max
+                and self._queued_bytes * 2 <= self.queue_bytes_max) or self._closed is not None
 
     def _fits(self, out: list[bytes]) -> bool:
         return (len(self._queue) + len(out) <= self.queue_messages_max
@@ -137,6 +151,8 @@ class Link:
             while self._queue:
                 data = self._queue.popleft()
                 self._queued_bytes -= len(data)
+                if self._has_room():
+                    self._roomy.set()
                 await self.ws.send(data)
             if self._closed is not None:
                 await self.ws.close()
