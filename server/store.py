@@ -26,6 +26,7 @@ _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS networks (network BLOB PRIMARY KEY, genesis BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS entries (pos INTEGER PRIMARY KEY AUTOINCREMENT, "
     "network BLOB NOT NULL, id BLOB NOT NULL, body BLOB NOT NULL, UNIQUE (network, id))",
+    "CREATE INDEX IF NOT EXISTS entries_by_network ON entries (network, pos)",
     "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
     "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))",
     "CREATE TABLE IF NOT EXISTS quota (network BLOB NOT NULL, device BLOB NOT NULL, "
@@ -203,25 +204,28 @@ class SqliteRelayStore:
             c.execute("ROLLBACK")
             raise
 
-    def _chunks(self, sql: str, args: tuple[object, ...]) -> Iterator[list[bytes]]:
-        cur = self.conn.execute(sql, args)
-        while True:
-            rows = cur.fetchmany(CHUNK_ENTRIES)
-            if not rows:
-                return
-            yield [bytes(r[0]) for r in rows]
-
     def entries(self, network: bytes) -> Iterator[list[bytes]]:
         """Every entry of the network in storage order, in chunks."""
-        return self._chunks("SELECT body FROM entries WHERE network = ? ORDER BY pos", (network,))
+        return self.bodies_after(network, 0)
 
     def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
-        """The entries of the network stored after position ``pos``, in chunks."""
-        rows = self.conn.execute(
-            "SELECT body FROM entries WHERE network = ? AND pos > ? ORDER BY pos", (network, pos)
-        ).fetchall()  # read now: the caller may write before it is done iterating
-        bodies = [bytes(r[0]) for r in rows]
-        return iter([bodies[i : i + CHUNK_ENTRIES] for i in range(0, len(bodies), CHUNK_ENTRIES)])
+        """The entries of the network stored after position ``pos`` and up to the
+        high-water mark of now, in chunks, read lazily (writes meanwhile do not disturb)."""
+        top = self.high_water()
+
+        def chunks() -> Iterator[list[bytes]]:
+            at = pos
+            while True:
+                rows = self.conn.execute(
+                    "SELECT pos, body FROM entries WHERE network = ? AND pos > ? AND pos <= ? "
+                    "ORDER BY pos LIMIT ?", (network, at, top, CHUNK_ENTRIES),
+                ).fetchall()
+                if not rows:
+                    return
+                yield [bytes(r[1]) for r in rows]
+                at = rows[-1][0]
+
+        return chunks()
 
     def high_water(self) -> int:
         """The last position handed out (0 when empty)."""
