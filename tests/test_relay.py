@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -28,8 +29,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from server.errors import QuotaExceeded, StoreError
+from server.network import ServedNetwork
 from server.relay import TokenBucket
 from server.store import NewEntry, SqliteRelayStore
+from server.telemetry import Telemetry
 from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE, Close, decode
 from sync.port import MemoryPort
@@ -630,3 +633,26 @@ def test_token_bucket() -> None:
     assert b.take() and b.take() and not b.take()
     now[0] += 10
     assert b.full
+
+
+def test_a_vote_claimed_before_a_crash_is_signed_again_identically(tmp_path: Path) -> None:
+    net = Net(witnesses=1)
+    alice = net.account(label="alice")
+    store = SqliteRelayStore(tmp_path / "w.db", create=True)
+    served = ServedNetwork(store, net.genesis, telemetry=Telemetry(io.StringIO()),
+                           witness_key=net.witness_keys[0])
+    led = net.ledger()
+    iss = net.issue(led, alice[0], 10)
+    served.add_local([*net.opens, iss])
+    # the crash: the slots are claimed, the vote never reached the store
+    chain = served.ledger.chain(net.mint.pk)
+    assert store.claim(net.id, net.mint.pk, [(s, chain[s]) for s in range(len(chain))])
+    voted = served.vote_now()  # the other devices' opens are voted; the mint's slots
+    assert voted and all(v.device != net.mint.pk for v in voted)  # are claimed: bound
+    again = ServedNetwork(store, net.genesis, telemetry=Telemetry(io.StringIO()),
+                          witness_key=net.witness_keys[0])
+    (vote,) = again.recover_votes()
+    assert vote.raw == net.vote(iss).raw  # the very vote that would have left
+    assert again.ledger.status[iss.id].final
+    assert again.recover_votes() == []
+    store.close()
