@@ -355,7 +355,8 @@ class WalletSync:
         try:
             while True:
                 done, _ = await asyncio.wait({stop, synced} if once else {stop},
-                                             timeout=WATCH_S)
+                                             timeout=WATCH_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if done:
                     break
                 now = loop.time()
