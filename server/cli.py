@@ -89,6 +89,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--quota", type=int, default=d.quota_per_day,
                    help="blocks stored per device per UTC day; 0 for no quota "
                         "(default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=d.queue_messages_max,
+                   help="messages queued for one slow subscriber before it is dropped "
+                        "(default %(default)s)")
     p.add_argument("--handshake-timeout", type=_positive, default=d.handshake_s,
                    help="seconds a connection has to finish its hello (default %(default)s)")
     p.add_argument("--vote-delay", type=float, default=0.02,
@@ -127,7 +130,7 @@ def serve_main(argv: list[str]) -> int:
     if str(a.db).startswith(("postgresql:", "postgres:")):
         raise RelayError("this tally-relay keeps its data in SQLite only: give --db a file "
                          "path (PostgreSQL is planned behind the same RelayStore interface)")
-    for name in ("max_message_bytes", "max_connections"):
+    for name in ("max_message_bytes", "max_connections", "max_queue"):
         if getattr(a, name) <= 0:
             raise RelayError(f"--{name.replace('_', '-')} must be above 0")
     genesis = [read_genesis_file(f) for f in a.network]
@@ -143,6 +146,7 @@ def serve_main(argv: list[str]) -> int:
             device_rate=a.device_rate, device_burst=a.device_burst,
             address_rate=a.address_rate, address_burst=a.address_burst,
             quota_per_day=a.quota or None, handshake_s=a.handshake_timeout,
+            queue_messages_max=a.max_queue,
         )
         config = RelayConfig(
             host=a.listen[0], port=a.listen[1], node_key=node_key, genesis=genesis,

@@ -144,7 +144,8 @@ class Session:
     def receive(self, data: bytes | str) -> None:
         """One message from the peer: limits, then the protocol, then what it caused."""
         if isinstance(data, str):
-            data = data.encode()
+            self.close(CloseCode.PROTOCOL, "a text message; sync messages are binary")
+            return
         limits = self.relay.config.limits
         if len(data) > limits.message_bytes_max:
             self.close(CloseCode.TOO_BIG, f"message of {len(data)} bytes, limit "

@@ -224,6 +224,16 @@ def test_garbage_bytes(world: World) -> None:
     assert c.code in (CloseCode.REFUSED, CloseCode.TOO_BIG) and "update refused" in c.reason
 
 
+def test_a_text_message(world: World) -> None:
+    async def attack(w: World) -> Close:
+        async with connect(w.relay.url) as ws:
+            await ws.send("hello?")
+            return await read_close(ws)
+
+    c = with_honest_clients(world, attack, handshake=False)
+    assert c.code == CloseCode.PROTOCOL and "text message" in c.reason
+
+
 def test_garbage_before_the_hello(world: World) -> None:
     async def attack(w: World) -> Close:
         async with connect(w.relay.url) as ws:
