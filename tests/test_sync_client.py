@@ -51,6 +51,7 @@ from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
 from tests.test_relay import start_relay
 from tests.test_sync_protocol import connect, port_with, world
 from wallet import keys as keyfiles
+from wallet.cli import main as cli_main
 from wallet.encoding import Block, key_text
 from wallet.wallet import Wallet
 
@@ -232,15 +233,27 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
     assert "cannot reach" in err and "retrying in" in err
 
 
-def test_once_fails_clearly(tmp_path: Path, procs: list[Proc]) -> None:
+def refused_here(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> str:
+    """A command refused in this process (the cheap checks): its message."""
+    assert cli_main(["--home", str(home), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tally: error: ") and err.count("\n") == 1, err
+    return err[len("tally: error: ") : -1]
+
+
+def test_once_fails_clearly(tmp_path: Path, procs: list[Proc],
+                            capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     net = make_net(tmp_path, witness=False)
     url = f"ws://127.0.0.1:{free_port()}"
     msg = fail(net.payer, "sync", "--peer", url, "--once")
     assert msg.startswith(f"cannot reach {url}: "), msg
-    assert url in fail(net.payer, "sync", "--peer", url, "--once", "--json")
-    assert "not a websocket URL" in fail(net.payer, "sync", "--peer", "http://x", "--once")
-    assert "give --relay URL or --peer URL" in fail(net.payer, "sync", "--once")
-    assert "HOST:PORT" in fail(net.till, "serve", "--listen", "nowhere")
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    assert url in refused_here(capsys, net.payer, "sync", "--peer", url, "--once")
+    assert "not a websocket URL" in refused_here(capsys, net.payer, "sync", "--peer",
+                                                 "http://x", "--once")
+    assert "give --relay URL or --peer URL" in refused_here(capsys, net.payer, "sync")
+    assert "HOST:PORT" in refused_here(capsys, net.till, "serve", "--listen", "nowhere")
 
     # A till of another network refuses, and says why.
     other = make_net(tmp_path / "other", witness=False)
