@@ -117,11 +117,6 @@ def _code_name(code: int) -> str:
         return f"code_{code}"
 
 
-async def peer_forever(relay: Relay, url: str) -> None:
-    """Keep one link per served network to the relay at ``url``, reconnecting forever."""
-    await asyncio.gather(*(link_forever(relay, net, url) for net in relay.networks.values()))
-
-
 async def link_forever(relay: Relay, net: ServedNetwork, url: str) -> None:
     """One network's link to one peer: connect, sync, and on any failure back off."""
     delay = BACKOFF_FIRST_S

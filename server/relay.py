@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 
 from server.errors import RelayError
 from server.network import VOTE_DELAY_S, ServedNetwork
-from server.peering import peer_forever
+from server.peering import link_forever
 from server.store import RelayStore
 from server.telemetry import Telemetry
 from sync.errors import CloseCode
@@ -291,6 +291,7 @@ class Relay:
         self.device_buckets: dict[bytes, TokenBucket] = {}
         self.server: Server | None = None
         self.port = config.port
+        self.peer_tasks: list[asyncio.Task[None]] = []
         for g in config.genesis:
             self.add_network(g)
         for raw in store.genesis_records():  # networks a --open relay took on before
@@ -310,6 +311,8 @@ class Relay:
         )
         self.networks[genesis.network_id] = net
         recovered = net.recover_votes()
+        if self.server is not None:  # a network an --open relay takes on while running
+            self._link(net)
         self.telemetry.set("tally_relay_networks", len(self.networks))
         self.telemetry.log("network", name=genesis.name, network=id_text(genesis.network_id),
                            entries=len(net.ledger), witness=net.witness is not None,
@@ -445,10 +448,11 @@ class Relay:
                            node_key=id_text(bytes(self.config.node_key.verify_key)))
         for net in self.networks.values():
             net.vote_all_soon()  # what arrived before a crash, unvoted, is voted now
-        peer_tasks = [asyncio.create_task(self._peer(url)) for url in self.config.peers]
+        for net in self.networks.values():
+            self._link(net)
         why = await stop
         self.telemetry.log("stopping", signal=str(why) if why else "")
-        for t in peer_tasks:
+        for t in self.peer_tasks:
             t.cancel()
         await self.shutdown()
 
@@ -466,8 +470,10 @@ class Relay:
         self.store.close()
         self.telemetry.log("stopped")
 
-    async def _peer(self, url: str) -> None:
-        await peer_forever(self, url)
+    def _link(self, net: ServedNetwork) -> None:
+        """Keep a link to every ``--peer`` for this network."""
+        for url in self.config.peers:
+            self.peer_tasks.append(asyncio.create_task(link_forever(self, net, url)))
 
 
 def _set(fut: asyncio.Future[object], value: object) -> None:
