@@ -435,6 +435,11 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
     assert all(len(b) == 1 for b in by_slot.values()), "a slot was voted twice"
     chain = {e.id for e in entries if isinstance(e, Block)}
     assert all(v.block_id in chain for v in votes)
+    conn = sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True)
+    claims = {(bytes(d), s): bytes(b) for d, s, b in
+              conn.execute("SELECT device, slot, block FROM claims")}
+    conn.close()
+    assert all(claims[(v.device, v.seq)] == v.block_id for v in votes), "a vote unclaimed"
 
     async def last_final() -> None:
         w = await connected(relay.url, device_client(net, alice[0]))
