@@ -73,8 +73,8 @@ class _ReplicaPort:
         return self.replica.apply_update(update)
 
     def add_raw(self, bodies: list[bytes]) -> list[Entry]:
-        """Verify, validate and store raw entries."""
-        return self.replica.add_raw(bodies)
+        """Verify, validate and store raw entries (each once, however often sent)."""
+        return self.replica.add_raw(list(dict.fromkeys(bodies)))
 
     def bucket_sums(self) -> list[bytes]:
         """The 256 bucket digests."""

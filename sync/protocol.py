@@ -71,6 +71,8 @@ MIN_MESSAGE_BYTES = 9_000
 """The smallest message limit that still lets every message through (Buckets is 8,193)."""
 RECONCILE_ROUNDS_MAX = 3
 """Bucket reconciliation rounds per conversation before giving up on agreeing."""
+DIGEST_REPLIES_MAX = 32
+"""How often a server answers a client's differing Digest with its own."""
 MAX_ENTRIES_PER_MESSAGE = 20_000
 """The most entries (or fetched ids) one message may carry."""
 CHUNK_ENTRIES = 5_000
@@ -228,7 +230,10 @@ class Connection:
         self._caught_up = False
         self._peer_digest: Digest | None = None
         self._rounds = 0
+        self._digest_replies = 0
+        self._in_sync = False
         self._want_answered = False
+        self._digest_sent = b""
         self._ids_wanted = False  # the client sent Buckets and waits for Ids
         self._fetches_out = 0  # Fetches the client sent whose Digest has not come back
         self.chunk_bytes = min(CHUNK_BYTES, max_message_bytes // 2)
@@ -245,6 +250,12 @@ class Connection:
         """Feed one whole message from the peer. Never raises for what the peer sent."""
         if self.state == "closed":
             return
+        if not isinstance(data, bytes):
+            if not isinstance(data, bytearray | memoryview):
+                self.close(CloseCode.PROTOCOL, f"a {type(data).__name__} message; sync "
+                           "messages are binary")
+                return
+            data = bytes(data)
         try:
             msg = decode(data, max_bytes=self.max_message_bytes, max_entries=self.max_entries)
             self._handle(msg)
@@ -451,7 +462,11 @@ class Connection:
             got = port.add_raw(list(msg.bodies))
             if got:
                 self._events.append(Received(tuple(got), "entries"))
-            if msg.last:
+            if msg.last and self._fetches_out and self._caught_up:
+                self._fetches_out -= 1  # the whole answer to one of our Fetches
+                if not self._fetches_out:
+                    self._ids_wanted = False  # the round is over; its Digest comes next
+            elif msg.last:
                 self._finish_catch_up(msg.cursor)
         elif isinstance(msg, SyncStep2):
             got = port.apply_update(msg.update)
@@ -462,14 +477,13 @@ class Connection:
             got = port.apply_update(msg.update)
             if got:
                 self._events.append(Received(tuple(got), "update"))
+                if not self.client and self._digest_replies and not self._in_sync:
+                    self._reply_digest()  # what the client's digest lacked may be these
         elif isinstance(msg, Cursor):
             self._events.append(CursorReceived(msg.cursor))
         elif isinstance(msg, Digest):
-            if self._fetches_out:  # a Digest answers each Fetch: compare after the last
-                self._fetches_out -= 1
-                if self._fetches_out:
-                    return
-                self._ids_wanted = False
+            if self._ids_wanted:
+                return  # a round is under way: the Digest after its last Fetch decides
             self._peer_digest = msg
             self._compare()
         elif isinstance(msg, Buckets):
@@ -485,9 +499,11 @@ class Connection:
         elif isinstance(msg, Fetch):
             if self.client:
                 raise ProtocolViolation("only the server answers a fetch")
-            for chunk in self._batches(port.bodies(msg.ids)):
+            chunks = list(self._batches(port.bodies(msg.ids))) or [[]]
+            for chunk in chunks[:-1]:
                 self._send(Entries(tuple(chunk)))
-            self._send(Digest(port.digest(), port.count()))
+            self._send(Entries(tuple(chunks[-1]), last=True))
+            self._send_digest()
         else:
             raise ProtocolViolation(f"unexpected {type(msg).__name__}")
 
@@ -573,8 +589,19 @@ class Connection:
         if not self._caught_up:
             self._caught_up = True
             self._events.append(CaughtUp(cursor))
-            self._send(Digest(port.digest(), port.count()))
+            self._send_digest()
             self._compare()
+
+    def _reply_digest(self) -> None:
+        if self._digest_replies < DIGEST_REPLIES_MAX:
+            self._digest_replies += 1
+            self._send_digest()
+
+    def _send_digest(self) -> None:
+        port = self.port
+        assert port is not None
+        self._digest_sent = port.digest()
+        self._send(Digest(self._digest_sent, port.count()))
 
     def _compare(self) -> None:
         port = self.port
@@ -582,13 +609,17 @@ class Connection:
             return
         peer, self._peer_digest = self._peer_digest, None
         if peer.digest == port.digest():
-            self._events.append(InSync(peer.digest, peer.count))
-            if self.client and self._rounds:
-                self._send(Digest(port.digest(), port.count()))  # tell the server too
-                self._rounds = 0
+            if not self._in_sync:
+                self._in_sync = True
+                self._events.append(InSync(peer.digest, peer.count))
+            if self.client and self._digest_sent != peer.digest:
+                self._send_digest()  # the server saw another digest of ours: tell it
             # The peer holds all we hold: next time it may resume from here.
             self._send(Cursor(port.cursor()))
-        elif self.client and self._rounds < RECONCILE_ROUNDS_MAX:
+        elif not self.client:
+            # Entries in flight (live) may explain it; the client decides: show it ours.
+            self._reply_digest()
+        elif self._rounds < RECONCILE_ROUNDS_MAX:
             # Item ids collide (53 bits), so y-sync may miss entries: compare buckets.
             self._rounds += 1
             self._ids_wanted = True
