@@ -864,3 +864,41 @@ def test_receive_data_never_raises(msgs: list, handshake: bool) -> None:
     after = snapshot(victim)
     if after != before:  # only what a valid message carried, and valid entries
         assert after[0] > before[0]
+
+
+# ------------------------------------------------------------------ a wallet's store
+def test_a_wallet_port_catches_up_resumes_and_refuses_whole(tmp_path) -> None:
+    from sync.port import WalletPort
+    from wallet.wallet import Wallet
+
+    net, made = world()
+    wallet = Wallet.join(tmp_path / "w", net.genesis.raw)
+    try:
+        port = WalletPort(wallet)
+        server = port_with(net, made[:200])
+        pipe = connect(port, server)  # type: ignore[arg-type]
+        assert_in_sync(pipe, port, server)  # type: ignore[arg-type]
+        rows = wallet.store.high_water()
+        # a bad entry among good ones: nothing of the message is stored
+        stranger = keygen(random.Random(8))
+        bad = net.vote(made[250] if isinstance(made[250], Block) else made[251], stranger)
+        good = [e for e in made[200:] if isinstance(e, Block)][:3]
+        p = Peer(port).ready()  # type: ignore[arg-type]
+        before = (port.count(), port.digest(), wallet.store.high_water())
+        out = p.send(Entries((*(e.raw for e in good), bad.raw)))
+        assert [m.code for m in out if isinstance(m, Close)] == [CloseCode.REFUSED]
+        assert "witness" in p.closed().reason
+        assert (port.count(), port.digest(), wallet.store.high_water()) == before == (
+            port.count(), port.digest(), rows)
+        assert all(wallet.status(e.id) is None for e in good)
+        # resume: the cursor the server gave, and the wallet's own rows as the server's
+        server.add_local(made[200:])
+        again = connect(port, server, cursor=pipe.of("client", CursorReceived)[-1].cursor,  # type: ignore[arg-type]
+                        server_cursor=pipe.of("server", CursorReceived)[-1].cursor)
+        assert_in_sync(again, port, server)  # type: ignore[arg-type]
+        assert sum(len(r.entries) for r in again.of("client", Received)) == len(made) - 200
+        reopened = Wallet.open(tmp_path / "w")
+        assert len(reopened.ledger) == len(made) + len(net.opens)
+        reopened.close()
+    finally:
+        wallet.close()
