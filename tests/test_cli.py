@@ -693,6 +693,7 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     p = run(a, "--json")
     assert "not built yet" in check_failed(p, as_json=True)
     seen.add("")
+    seen |= {"sync", "serve"}  # need a peer: their --json is checked in test_sync_client.py
     assert seen == _leaf_commands()
 
 
