@@ -163,6 +163,14 @@ class _Session:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why an attempt failed; ``permanent``: trying again cannot help."""
+
+    reason: str
+    permanent: bool = False
+
+
 def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S,
               rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base·2^attempt)]."""
@@ -209,7 +217,6 @@ class WalletSync:
         if bytes(self.key.verify_key) != self.device:
             raise WalletError("the device key does not match this wallet")
         self.port = WalletPort(wallet)
-        self.open_entry = self._own_open()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
         self._claiming: asyncio.Task[None] | None = None
         self._claim_again = False
@@ -218,8 +225,14 @@ class WalletSync:
         self.claimed: list[Claimed] = []
 
     def _own_open(self) -> bytes:
-        """This device's open (sent in the hello), or empty while it has none."""
-        for b in self.wallet.ledger.blocks.values():
+        """(On the worker) this device's open, for the hello; empty while it has none
+        (a paired device whose open has not come yet)."""
+        led = self.wallet.ledger
+        d = led.devices.get(self.device)
+        first = led.blocks.get(d.main[0]) if d is not None and d.main else None
+        if first is not None and first.kind == Kind.OPEN:
+            return first.raw
+        for b in led.blocks.values():
             if b.kind == Kind.OPEN and b.device == self.device:
                 return b.raw
         return b""
@@ -279,9 +292,10 @@ class WalletSync:
 
     # ------------------------------------------------------------ sessions
     def connection(self, *, client: bool, cursor: bytes = b"", **kw: Any) -> Connection:
-        """A protocol connection as this device, over this wallet's port."""
+        """(On the worker) a protocol connection as this device, over this wallet's
+        port, with the device's open as the store has it now."""
         return Connection(client=client, key=self.key, role=ROLE_DEVICE, port=self.port,
-                          open_entry=self.open_entry, cursor=cursor, **kw)
+                          open_entry=self._own_open(), cursor=cursor, **kw)
 
     async def session(self, link: Link, name: str, result: PeerResult, *,
                       cursor_key: Callable[[], str | None], once: bool = False,
@@ -485,16 +499,14 @@ class SyncClient(WalletSync):
         result = PeerResult(url, self.kinds[url])
         attempt = 0
         while not self.stopping.is_set():
-            error = await self._attempt_or_stop(url, result)
-            if error is None:  # in sync (once) or asked to stop
+            failure = await self._attempt_or_stop(url, result)
+            if failure is None:  # in sync (once) or asked to stop
                 result.error = None
                 return result
-            permanent = error.startswith("!")
-            error = error.lstrip("!")
-            result.error = error
+            error = result.error = failure.reason
             if result.peer_key:  # it answered: start the backoff over
                 attempt = 0
-            if self.once or permanent:
+            if self.once or failure.permanent:
                 self.on_event(Down(url, error, None))
                 return result
             delay = backoff_s(attempt, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
@@ -504,7 +516,7 @@ class SyncClient(WalletSync):
                 await asyncio.wait_for(self.stopping.wait(), delay)
         return result
 
-    async def _attempt_or_stop(self, url: str, result: PeerResult) -> str | None:
+    async def _attempt_or_stop(self, url: str, result: PeerResult) -> _Failure | None:
         """One attempt; on ``stop()`` it gets ``STOP_GRACE_S`` to close, then is cut
         (a connect that hangs, a peer that does not answer the close)."""
         attempt = asyncio.create_task(self._attempt(url, result))
@@ -522,30 +534,32 @@ class SyncClient(WalletSync):
         finally:
             stop.cancel()
 
-    async def _attempt(self, url: str, result: PeerResult) -> str | None:
-        """One connection; None when it ended well, else why (``!`` first: no retry)."""
+    async def _attempt(self, url: str, result: PeerResult) -> _Failure | None:
+        """One connection; None when it ended well, else why."""
         cursor_key = f"cursor:{url}"
         result.peer_key = b""
         try:
             cursor = await self.offload(lambda: self.wallet.store.get_meta(cursor_key)) or b""
             async with connect(url, open_timeout=self.open_timeout_s,
                                **websocket_options()) as ws:
-                link = Link(ws, self.connection(client=True, cursor=cursor),
-                            offload=self.offload)
+                conn = await self.offload(partial(self.connection, client=True,
+                                                  cursor=cursor))
+                link = Link(ws, conn, offload=self.offload)
                 closed = await self.session(link, url, result, cursor_key=lambda: cursor_key,
                                             once=self.once)
         except InvalidURI:
-            return f"!{url} is not a websocket URL: give ws://HOST:PORT or wss://HOST"
+            return _Failure(f"{url} is not a websocket URL: give ws://HOST:PORT or wss://HOST",
+                            permanent=True)
         except InvalidStatus as exc:
-            return f"{url} refused the websocket: HTTP {exc.response.status_code}"
+            return _Failure(f"{url} refused the websocket: HTTP {exc.response.status_code}")
         except InvalidHandshake as exc:
-            return f"{url} is not a sync server: {exc}"
+            return _Failure(f"{url} is not a sync server: {exc}")
         except TimeoutError:
-            return f"cannot reach {url}: no answer within {self.open_timeout_s:g} s"
+            return _Failure(f"cannot reach {url}: no answer within {self.open_timeout_s:g} s")
         except OSError as exc:
-            return f"cannot reach {url}: {exc.strerror or exc}"
+            return _Failure(f"cannot reach {url}: {exc.strerror or exc}")
         except LinkDown as exc:
-            return f"lost {url}: {exc}"
+            return _Failure(f"lost {url}: {exc}")
         if closed.code == CloseCode.DONE and (result.in_sync or self.stopping.is_set()):
             return None
         try:
@@ -553,7 +567,7 @@ class SyncClient(WalletSync):
         except ValueError:
             name = f"code {closed.code}"
         who = f"{url} refused" if closed.by_peer else f"gave up on {url}"
-        return f"{who}: {name}: {closed.reason}"
+        return _Failure(f"{who}: {name}: {closed.reason}")
 
 
 def describe_peer(key: bytes) -> str:

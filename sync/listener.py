@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -91,7 +92,8 @@ class Listener(WalletSync):
             conn.cursor_from_peer = self.wallet.store.get_meta(key) or b""
             return None
 
-        conn = self.connection(client=False, check_peer=check_peer)
+        conn = await self.offload(partial(self.connection, client=False,
+                                          check_peer=check_peer))
         link = Link(ws, conn, offload=self.offload)
         if self._active >= self.connections_max:
             await link.call(lambda c: c.close(CloseCode.OVERLOADED,
