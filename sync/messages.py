@@ -198,7 +198,8 @@ def encode(msg: Message) -> bytes:
     if isinstance(msg, Cursor):
         return t + _var(msg.cursor, 2)
     if isinstance(msg, Close):
-        reason = msg.reason.encode()[:REASON_BYTES_MAX]
+        # cut to the limit on a character boundary: the reason stays valid UTF-8
+        reason = msg.reason.encode()[:REASON_BYTES_MAX].decode("utf-8", "ignore").encode()
         return t + struct.pack(">H", msg.code) + _var(reason, 2)
     raise TypeError(f"not a sync message: {msg!r}")
 
@@ -256,11 +257,15 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
             raise ProtocolViolation("witness key must be 32 bytes")
     elif cls is Proof:
         msg = Proof(r.take(64, "signature"), r.var("witness signature", 64, 2))
+        if msg.witness_signature and len(msg.witness_signature) != 64:
+            raise ProtocolViolation("witness signature must be 64 bytes")
     elif cls is Want:
         msg = Want(r.var("cursor", CURSOR_BYTES_MAX, 2), r.u(">Q", "count"),
                    r.var("state vector", max_bytes))
     elif cls is Entries:
         last, n = r.u(">B", "last"), r.u(">I", "count")
+        if last > 1:
+            raise ProtocolViolation(f"last flag {last}, not 0 or 1")
         if n > max_entries:
             raise MessageTooBig(f"{n} entries in one message, limit {max_entries}")
         cursor = r.var("cursor", CURSOR_BYTES_MAX, 2)
@@ -288,6 +293,10 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
         msg = Cursor(r.var("cursor", CURSOR_BYTES_MAX, 2))
     else:
         code = r.u(">H", "code")
-        msg = Close(code, r.var("reason", REASON_BYTES_MAX, 2).decode("utf-8", "replace"))
+        try:
+            reason = r.var("reason", REASON_BYTES_MAX, 2).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolViolation("a close reason that is not UTF-8") from None
+        msg = Close(code, reason)
     r.end()
     return msg

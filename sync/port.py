@@ -150,8 +150,8 @@ class WalletPort(_ReplicaPort):
     def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
         """Rows after the cursor, in chunks; None for a foreign cursor."""
         pos = read_cursor(cursor, self.store_id) if cursor else 0
-        if pos is None:
-            return None
+        if pos is None or pos > self.wallet.store.high_water():
+            return None  # not ours, or past our end (a store copied back from a backup)
         return self.wallet.store.bodies_after(pos, CHUNK)
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from nacl.signing import SigningKey
 
+from sync.errors import CloseCode
+from sync.messages import PROTOCOL_VERSION, ROLE_DEVICE, Close, Hello, Proof, encode
+from sync.protocol import proof_payload
 from wallet.address import Address, PaymentRequest
 from wallet.bundle import encode_bundle
 from wallet.crdt import encode_items, item_client_id
-from wallet.encoding import Block, Genesis, Kind, Policy, Vote, id_text
+from wallet.encoding import Block, Genesis, Kind, Policy, Vote, id_text, sign_message
 from wallet.pairing import make_pairing_request
+
+SYNC_CLIENT_CHALLENGE = bytes(range(32))
+SYNC_SERVER_CHALLENGE = bytes([0xAA]) * 32
 
 
 def key(n: int) -> SigningKey:
@@ -47,6 +53,13 @@ def build() -> dict[str, str]:
     pairing = make_pairing_request(net, key(shop), "till 1")
     item = encode_items([(item_client_id(issue.id), id_text(issue.id), issue.raw)])
     bundle = encode_bundle(net, [mint_open.raw, issue.raw])
+    # sync: the phone's hello to a node (key 7), the node's proof, a close
+    node = 7
+    hello = Hello(PROTOCOL_VERSION, ROLE_DEVICE, net, pub(phone), SYNC_CLIENT_CHALLENGE,
+                  open=phone_open.raw, count=3)
+    proof = Proof(sign_message(key(node), Kind.HELLO, proof_payload(
+        net, SYNC_CLIENT_CHALLENGE, SYNC_SERVER_CHALLENGE, pub(node))))
+    close = Close(CloseCode.WRONG_NETWORK, "this side serves another network")
     return {
         "genesis": genesis.raw.hex(),
         "network_id": id_text(net),
@@ -63,6 +76,9 @@ def build() -> dict[str, str]:
         "pairing": pairing.to_text(),
         "yjs_item": item.hex(),
         "bundle": bundle.hex(),
+        "sync_hello": encode(hello).hex(),
+        "sync_proof": encode(proof).hex(),
+        "sync_close": encode(close).hex(),
     }
 
 
