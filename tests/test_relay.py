@@ -12,11 +12,13 @@ import contextlib
 import io
 import json
 import os
+import random
 import signal
 import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -393,37 +395,57 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
     acked: list[bytes] = []
     sent: list[Block] = []
 
-    async def stream(stop_after: int | None) -> None:
+    async def reconnect() -> Client:
         mint = device_client(net, net.mint, *sent)
         mint.port.add_local(stored_entries(relay.db))
         await connected(relay.url, mint)
-        if not sent:
-            await mint.send_acked([alice[0].open])
-        n = 0
-        while stop_after is None or n < stop_after:
+        await mint.wait(lambda: mint.in_sync, what="catch-up")
+        mint.acks.clear()
+        return mint
+
+    async def until_killed() -> None:
+        """Send issues one after another, each once the previous one was acknowledged,
+        while a timer SIGKILLs the relay at an arbitrary instant. Any acknowledgement
+        after sending k covers k: everything before it was acknowledged already, so k
+        (as an update, or again as reconciliation entries) is the only new entry offered.
+        """
+        mint = await reconnect()
+        await mint.send_acked([alice[0].open])
+        killer = threading.Timer(random.uniform(0.2, 0.4), os.kill,
+                                 (relay.proc.pid, signal.SIGKILL))
+        killer.start()
+        while len(sent) < 2000:
             iss = net.issue(mint.ledger, alice[0], 1 + len(sent))
             sent.append(iss)
             try:
                 await mint.send_acked([iss], timeout_s=2)
             except AssertionError:
                 break
-            if mint.closed is not None:
+            if mint.closed is not None or mint._reader is None or mint._reader.done():
                 break
             acked.append(iss.id)
-            n += 1
-            if stop_after is None and n == 15:
-                os.kill(relay.proc.pid, signal.SIGKILL)  # mid-stream: votes are flying
+        killer.join()
         await mint.close()
 
-    run(stream(None))
+    async def stop_and_wait(count: int) -> None:
+        mint = await reconnect()
+        for _ in range(count):
+            iss = net.issue(mint.ledger, alice[0], 1 + len(sent))
+            sent.append(iss)
+            await mint.send_acked([iss], timeout_s=5)
+            assert mint.closed is None
+            acked.append(iss.id)
+        await mint.close()
+
+    run(until_killed())
     relay.proc.wait(10)
-    assert len(acked) >= 15
+    assert len(acked) >= 10, "the relay died before it acknowledged much"
     ids = {e.id for e in stored_entries(relay.db)}
     assert set(acked) <= ids, "an acknowledged entry was lost"
 
     relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
                         db=relay.db)
-    run(stream(5))
+    run(stop_and_wait(5))
     entries = stored_entries(relay.db)
     ids = {e.id for e in entries}
     assert set(acked) <= ids
