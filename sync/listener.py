@@ -57,6 +57,7 @@ class Listener(WalletSync):
         self.port_number = port
         self.connections_max = connections_max
         self.results: list[PeerResult] = []
+        self.url: str | None = None
         self._active = 0
 
     async def run(self, ready: Callable[[str], None] | None = None) -> list[PeerResult]:

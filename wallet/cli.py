@@ -530,7 +530,7 @@ def cmd_serve(a: argparse.Namespace, out: Out) -> None:
                         on_event=_SyncPrinter(w, out, quiet_failures=False))
     results = _run_until_signal(listener, lambda: listener.run(
         ready=lambda url: out.say(f"listening on {url} for network {w.genesis.name}")))
-    out.put(listen=getattr(listener, "url", None), peers=[r.doc() for r in results],
+    out.put(listen=listener.url, peers=[r.doc() for r in results],
             claimed=_claimed_docs(w, listener))
 
 
