@@ -76,13 +76,27 @@ class _ReplicaPort:
         """Verify, validate and store raw entries (each once, however often sent)."""
         return self.replica.add_raw(list(dict.fromkeys(bodies)))
 
+    _buckets: tuple[int, bytes, list[list[bytes]]] | None = None
+
+    def _grouped(self) -> list[list[bytes]]:
+        """Every held id by bucket, sorted; one pass, kept until the set changes."""
+        count, digest = self.count(), self.digest()
+        if self._buckets is None or self._buckets[:2] != (count, digest):
+            groups: list[list[bytes]] = [[] for _ in range(256)]
+            for i in self.replica.ids():
+                groups[i[0]].append(i)
+            for g in groups:
+                g.sort()
+            self._buckets = (count, digest, groups)
+        return self._buckets[2]
+
     def bucket_sums(self) -> list[bytes]:
         """The 256 bucket digests."""
-        return bucket_sums(self.replica.ids())
+        return [EntryDigest(g).value for g in self._grouped()]
 
     def bucket_ids(self, bucket: int) -> list[bytes]:
         """The ids held in one bucket."""
-        return sorted(i for i in self.replica.ids() if i[0] == bucket)
+        return list(self._grouped()[bucket])
 
     def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
         """Signed bytes of held entries, dependencies first."""

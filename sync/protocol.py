@@ -275,7 +275,9 @@ class Connection:
             self.close(code, str(exc))
         except TallyError as exc:
             self.close(CloseCode.REFUSED, str(exc))
-        except Exception as exc:  # a bug here, never the peer's doing; the peer learns why
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a bug here (or a Rust panic), never the peer's doing
             self.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def data_to_send(self) -> list[bytes]:
@@ -489,6 +491,10 @@ class Connection:
         elif isinstance(msg, Buckets):
             if self.client:
                 raise ProtocolViolation("only the client reconciles: Buckets from the server")
+            self._rounds += 1
+            if self._rounds > RECONCILE_ROUNDS_MAX:
+                raise ProtocolViolation(f"more than {RECONCILE_ROUNDS_MAX} reconciliation "
+                                        "rounds in one conversation")
             self._answer_buckets(msg)
         elif isinstance(msg, Ids):
             if not self.client:

@@ -799,6 +799,13 @@ def test_a_server_refuses_ids_and_a_client_refuses_fetch(setup) -> None:
     expect_close(p, Ids(bytes(32), ()), CloseCode.PROTOCOL, "only the client")
 
 
+def test_buckets_beyond_the_rounds_limit_are_refused(setup) -> None:
+    p = Peer(setup[1]).ready()
+    for _ in range(3):
+        assert any(isinstance(m, Ids) for m in p.send(Buckets((b"\0" * 32,) * 256)))
+    expect_close(p, Buckets((b"\0" * 32,) * 256), CloseCode.PROTOCOL, "reconciliation rounds")
+
+
 def test_a_second_want_is_refused(setup) -> None:
     p = Peer(setup[1]).ready()
     p.send(Want(b"", 0, b""))
