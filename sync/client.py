@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,8 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Down:
-    """A link failed or dropped; ``retry_s`` until the next attempt (None: no retry)."""
+    """A link failed or dropped, ``reason`` naming the peer; ``retry_s`` until the next
+    attempt (None: no retry)."""
 
     url: str
     reason: str
@@ -557,7 +559,8 @@ class SyncClient(WalletSync):
         except TimeoutError:
             return _Failure(f"cannot reach {url}: no answer within {self.open_timeout_s:g} s")
         except OSError as exc:
-            return _Failure(f"cannot reach {url}: {exc.strerror or exc}")
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            return _Failure(f"cannot reach {url}: {why}")
         except LinkDown as exc:
             return _Failure(f"lost {url}: {exc}")
         if closed.code == CloseCode.DONE and (result.in_sync or self.stopping.is_set()):

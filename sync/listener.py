@@ -17,7 +17,7 @@ from functools import partial
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from sync.client import Down, PeerResult, Problem, SyncEvent, WalletSync
+from sync.client import STOP_GRACE_S, Down, PeerResult, Problem, SyncEvent, WalletSync
 from sync.errors import CloseCode
 from sync.messages import Hello
 from sync.transport import Link, LinkDown, websocket_options
@@ -72,6 +72,11 @@ class Listener(WalletSync):
                 if ready is not None:
                     ready(self.url)
                 await self.stopping.wait()
+                # Each session closes with SHUTDOWN and its claims pushed, before the
+                # server cuts what is left (close code 1001).
+                deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+                while self._active and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.02)
         except OSError as exc:
             raise WalletError(f"cannot listen on {self.host}:{self.port_number}: "
                               f"{exc.strerror or exc}") from exc
@@ -112,10 +117,10 @@ class Listener(WalletSync):
             if closed.code != CloseCode.DONE:
                 who = "closed" if closed.by_peer else "was closed"
                 result.error = f"{closed.reason} ({who})"
-                self.on_event(Down(name, result.error, None))
+                self.on_event(Down(name, f"{name}: {result.error}", None))
         except LinkDown as exc:
             result.error = str(exc)
-            self.on_event(Down(name, str(exc), None))
+            self.on_event(Down(name, f"{name}: {exc}", None))
         except Exception as exc:  # never die on what one peer does
             result.error = f"{type(exc).__name__}: {exc}"
             self.on_event(Problem(f"{name}: {result.error}"))

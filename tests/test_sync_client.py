@@ -217,7 +217,7 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
     procs.append(syncer)
     time.sleep(1.0)  # it tries, fails and backs off
     assert syncer.p.poll() is None
-    serve(procs, net.till, f"127.0.0.1:{port}")
+    till, _ = serve(procs, net.till, f"127.0.0.1:{port}")
 
     wait_for("the offline payment at the till", lambda: holdings(net.till) == 300)
     # Signed by another process while sync runs: goes out live, and is claimed.
@@ -227,10 +227,19 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
     # The till's claims come back to the payer live.
     wait_for("the till's claims at the payer", lambda: same_entries(net.payer, net.till))
 
+    # The till goes down (a clean stop); a payment made meanwhile goes out on return.
+    code, _, err = till.stop()
+    assert code == 0, err
+    tj(net.payer, "pay", net.till_address, "0.75")
+    serve(procs, net.till, f"127.0.0.1:{port}")
+    wait_for("the payment made while the till was down", lambda: holdings(net.till) == 500)
+    wait_for("the third claim at the payer", lambda: same_entries(net.payer, net.till))
+
     code, out, err = syncer.stop()
     assert code == 0, err
-    assert f"connected to {url}" in out and f"in sync with {url}" in out
-    assert "cannot reach" in err and "retrying in" in err
+    assert out.count(f"connected to {url}") == 2 and f"in sync with {url}" in out
+    assert f"{url} refused: shutdown: stopping; retrying in" in err, err
+    assert f"cannot reach {url}: connection refused; retrying in" in err, err
 
 
 def refused_here(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> str:

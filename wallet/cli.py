@@ -468,7 +468,7 @@ class _SyncPrinter:
             self.out.say(f"received {what} from {short(e.payer)}…: {e.status}")
         elif isinstance(e, sc.Down) and not self.quiet_failures:
             retry = f"; retrying in {e.retry_s:.1f} s" if e.retry_s is not None else ""
-            print(f"tally: {e.url}: {e.reason}{retry}", file=sys.stderr, flush=True)
+            print(f"tally: {e.reason}{retry}", file=sys.stderr, flush=True)
         elif isinstance(e, sc.Problem):
             print(f"tally: {e.reason}", file=sys.stderr, flush=True)
 
