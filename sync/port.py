@@ -13,7 +13,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from wallet.crdt import ITEM_ID_BITS, EntryDigest
-from wallet.encoding import Entry, Genesis, Kind
+from wallet.encoding import Entry, Genesis, Kind, entry_hash
 from wallet.ledger import Ledger
 from wallet.replica import Replica
 from wallet.wallet import Wallet
@@ -73,8 +73,14 @@ class _ReplicaPort:
         return self.replica.apply_update(update)
 
     def add_raw(self, bodies: list[bytes]) -> list[Entry]:
-        """Verify, validate and store raw entries (each once, however often sent)."""
-        return self.replica.add_raw(list(dict.fromkeys(bodies)))
+        """Verify, validate and store raw entries (each once, however often sent).
+
+        Bodies already held are dropped by their hash before anything is verified: a
+        full catch-up over a store we mostly hold costs hashes, not signatures.
+        """
+        held = self.replica.ledger.__contains__
+        fresh = [b for b in dict.fromkeys(bodies) if not held(entry_hash(b))]
+        return self.replica.add_raw(fresh) if fresh else []
 
     _buckets: tuple[int, bytes, list[list[bytes]]] | None = None
 

@@ -963,3 +963,36 @@ def test_a_text_message_is_refused(setup) -> None:
     p = Peer(setup[1])
     p.conn.receive_data("hello")  # type: ignore[arg-type]
     assert p.closed().code == CloseCode.PROTOCOL
+
+
+def test_a_client_refuses_a_forged_server_proof_and_a_forged_update(setup) -> None:
+    net, victim, extra, _ = setup
+    node = SigningKey.generate()
+
+    def client_after_server_hello() -> tuple[Connection, Hello]:
+        c = Connection(client=True, key=SigningKey.generate(), role=ROLE_DEVICE, port=victim)
+        c.initiate()
+        h = decode(c.data_to_send()[0], max_bytes=1 << 20, max_entries=10)
+        assert isinstance(h, Hello) and h.genesis == net.genesis.raw
+        c.receive_data(encode(Hello(PROTOCOL_VERSION, ROLE_NODE, net.id,
+                                    bytes(node.verify_key), b"\x07" * 32)))
+        return c, h
+
+    before = snapshot(victim)
+    c, _ = client_after_server_hello()
+    c.receive_data(encode(Proof(sign_message(node, Kind.HELLO, b"not the payload"))))
+    ev = [e for e in c.events_received() if isinstance(e, Closed)]
+    assert ev and ev[0].code == CloseCode.BAD_PROOF and not c.live
+    c, h = client_after_server_hello()
+    good = proof_payload(net.id, h.challenge, b"\x07" * 32, bytes(node.verify_key))
+    c.receive_data(encode(Proof(sign_message(node, Kind.HELLO, good))))
+    assert c.live
+    raw = bytearray(extra[0].raw)
+    raw[-1] ^= 1
+    from wallet.encoding import entry_hash
+    fid = entry_hash(bytes(raw))
+    c.receive_data(encode(SyncStep2(encode_items([(item_client_id(fid), id_text(fid),
+                                                    bytes(raw))]))))
+    ev = [e for e in c.events_received() if isinstance(e, Closed)]
+    assert ev and ev[0].code == CloseCode.REFUSED and "bad_entry" in ev[0].reason
+    assert snapshot(victim) == before
