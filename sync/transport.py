@@ -12,8 +12,10 @@ Limits, each a named parameter with a safe default:
 - ``MAX_MESSAGE_BYTES``: the largest message read; websockets refuses bigger ones
   (close 1009) before the protocol sees them. It is the protocol's own limit.
 - ``QUEUE_MESSAGES_MAX`` and ``QUEUE_BYTES_MAX``: what may wait to be written to a peer
-  that reads too slowly. Past either, the conversation ends with
-  ``CloseCode.OVERLOADED`` rather than growing without bound.
+  that reads too slowly. A step that would take the queue past either while earlier
+  messages still wait ends the conversation with ``CloseCode.OVERLOADED`` rather than
+  growing without bound (an empty queue takes one whole step: the protocol bounds it).
+  This side's own pushes wait for room instead (``Link.writable``).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class Link:
 
         async with self._lock:
             out, events = await self.offload(step)
-            if self._fits(out):
+            if not self._queue or self._fits(out):  # an idle queue takes one whole step
                 self._enqueue(out)
             else:
                 self._queue.clear()
