@@ -27,7 +27,7 @@ import pytest
 from nacl.signing import SigningKey
 from websockets.exceptions import ConnectionClosedOK
 
-from sync.client import Claimed, PeerResult, SyncClient, SyncEvent, backoff_s
+from sync.client import Claimed, PeerResult, Progress, SyncClient, SyncEvent, backoff_s
 from sync.errors import CloseCode
 from sync.listener import Listener
 from sync.messages import ROLE_NODE, Close, decode
@@ -47,6 +47,7 @@ from tests.clikit import (
     tally_env,
     tj,
 )
+from tests.ledgerkit import Net as LedgerNet
 from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
 from tests.test_relay import start_relay
 from tests.test_sync_protocol import connect, port_with, world
@@ -463,6 +464,53 @@ def test_client_and_listener_in_process(tmp_path: Path) -> None:
         assert [c.amount for c in claims] == [200] and claims[0].status == "final"
         assert payer.store.get_meta(f"cursor:{first.url}") is not None
         assert till.store.get_meta(f"cursor:{key_text(payer.device or b'')}") is not None
+    finally:
+        payer.close()
+        till.close()
+
+
+def test_a_catch_up_of_several_messages_reports_progress(tmp_path: Path) -> None:
+    """5,100 entries: bulk messages over websockets' default 1 MiB, progress per message."""
+    net = LedgerNet(witnesses=0, quorum=0, rng=random.Random(5))
+    dev = net.account().devices[0]
+    made: list[Block] = []
+    prev: Block = net.mint.open
+    for _ in range(5100):
+        prev = net.issue(prev, dev, 1)
+        made.append(prev)
+    genesis = tmp_path / "net.genesis"
+    genesis.write_bytes(net.genesis.raw)
+    till_home, payer_home = api_wallets(genesis, tmp_path / "till", tmp_path / "payer")
+    till, payer = Wallet.open(till_home.path), Wallet.open(payer_home.path)
+    till.ingest_bodies([b.raw for b in (*net.opens, *made)])
+    events: list[SyncEvent] = []
+
+    async def go() -> PeerResult:
+        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0)
+        urls: list[str] = []
+        serving = asyncio.create_task(listener.run(ready=urls.append))
+        try:
+            while not urls:
+                await asyncio.sleep(0.01)
+            client = SyncClient(payer, PASSPHRASE, relays=[urls[0]], once=True,
+                                on_event=events.append)
+            try:
+                [result] = await client.run()
+                return result
+            finally:
+                client.shutdown()
+        finally:
+            listener.stop()
+            await serving
+            listener.shutdown()
+
+    try:
+        result = asyncio.run(go())
+        assert result.in_sync and result.kind == "relay", result
+        progress = [e.received for e in events if isinstance(e, Progress)]
+        assert len(progress) >= 2 and progress == sorted(progress), progress
+        assert progress[-1] == result.received >= 5100
+        assert payer.store.high_water() == till.store.high_water()
     finally:
         payer.close()
         till.close()
