@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -179,6 +181,17 @@ def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BA
     assert attempt >= 0
     ceiling = min(cap_s, base_s * (2 ** min(attempt, 32)))
     return (rng or random).uniform(0, ceiling)
+
+
+def os_reason(exc: OSError) -> str:
+    """What went wrong with a connection, for people (asyncio's texts name no cause)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}".lower()
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})".lower()
+    if isinstance(exc, ConnectionError) and exc.errno:
+        return os.strerror(exc.errno).lower()
+    return str(exc.strerror or exc)
 
 
 def check_url(url: str) -> str:
@@ -559,8 +572,7 @@ class SyncClient(WalletSync):
         except TimeoutError:
             return _Failure(f"cannot reach {url}: no answer within {self.open_timeout_s:g} s")
         except OSError as exc:
-            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            return _Failure(f"cannot reach {url}: {why}")
+            return _Failure(f"cannot reach {url}: {os_reason(exc)}")
         except LinkDown as exc:
             return _Failure(f"lost {url}: {exc}")
         if closed.code == CloseCode.DONE and (result.in_sync or self.stopping.is_set()):

@@ -27,7 +27,15 @@ import pytest
 from nacl.signing import SigningKey
 from websockets.exceptions import ConnectionClosedOK
 
-from sync.client import Claimed, PeerResult, Progress, SyncClient, SyncEvent, backoff_s
+from sync.client import (
+    Claimed,
+    PeerResult,
+    Progress,
+    SyncClient,
+    SyncEvent,
+    backoff_s,
+    os_reason,
+)
 from sync.errors import CloseCode
 from sync.listener import Listener
 from sync.messages import ROLE_NODE, Close, decode
@@ -514,3 +522,16 @@ def test_a_catch_up_of_several_messages_reports_progress(tmp_path: Path) -> None
     finally:
         payer.close()
         till.close()
+
+
+def test_connection_errors_are_named_for_people() -> None:
+    import errno
+    import ssl
+
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('x', 1)")
+    assert os_reason(refused) == "connection refused"
+    assert os_reason(socket.gaierror(-2, "Name or service not known")).startswith(
+        "unknown host")
+    tls = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] bad")
+    assert os_reason(tls).startswith("tls: ")
+    assert os_reason(OSError("something else")) == "something else"
