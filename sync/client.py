@@ -186,7 +186,7 @@ def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BA
 def os_reason(exc: OSError) -> str:
     """What went wrong with a connection, for people (asyncio's texts name no cause)."""
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}".lower()
+        return f"TLS: {getattr(exc, 'reason', None) or exc.strerror or exc}".lower()
     if isinstance(exc, socket.gaierror):
         return f"unknown host ({exc.strerror})".lower()
     if isinstance(exc, ConnectionError) and exc.errno:
