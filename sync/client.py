@@ -45,7 +45,7 @@ from sync.protocol import (
     Received,
 )
 from sync.transport import Link, LinkDown, websocket_options
-from wallet.encoding import Block, Entry, Kind, entry_hash, key_text, parse_entry, short
+from wallet.encoding import Block, Entry, Kind, entry_hash, key_text, parse_entry
 from wallet.errors import TallyError, WalletError
 from wallet.wallet import Wallet, error_text
 
@@ -583,8 +583,3 @@ class SyncClient(WalletSync):
             name = f"code {closed.code}"
         who = f"{url} refused" if closed.by_peer else f"gave up on {url}"
         return _Failure(f"{who}: {name}: {closed.reason}")
-
-
-def describe_peer(key: bytes) -> str:
-    """A peer key, short, for people."""
-    return f"{short(key)}…"
