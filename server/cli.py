@@ -80,6 +80,8 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="another relay to sync with (repeatable)")
     p.add_argument("--max-message-bytes", type=int, default=d.message_bytes_max)
     p.add_argument("--max-connections", type=int, default=d.connections_max)
+    p.add_argument("--max-connections-per-address", type=int,
+                   default=d.connections_per_address_max)
     p.add_argument("--device-rate", type=_positive, default=d.device_rate,
                    help="messages a second per device (default %(default)s)")
     p.add_argument("--device-burst", type=_positive, default=d.device_burst)
@@ -130,7 +132,8 @@ def serve_main(argv: list[str]) -> int:
     if str(a.db).startswith(("postgresql:", "postgres:")):
         raise RelayError("this tally-relay keeps its data in SQLite only: give --db a file "
                          "path (PostgreSQL is planned behind the same RelayStore interface)")
-    for name in ("max_message_bytes", "max_connections", "max_queue"):
+    for name in ("max_message_bytes", "max_connections", "max_connections_per_address",
+                 "max_queue"):
         if getattr(a, name) <= 0:
             raise RelayError(f"--{name.replace('_', '-')} must be above 0")
     genesis = [read_genesis_file(f) for f in a.network]
@@ -143,6 +146,7 @@ def serve_main(argv: list[str]) -> int:
                        if a.witness_key else None)
         limits = Limits(
             message_bytes_max=a.max_message_bytes, connections_max=a.max_connections,
+            connections_per_address_max=a.max_connections_per_address,
             device_rate=a.device_rate, device_burst=a.device_burst,
             address_rate=a.address_rate, address_burst=a.address_burst,
             quota_per_day=a.quota or None, handshake_s=a.handshake_timeout,

@@ -51,7 +51,8 @@ class Limits:
     """Every limit the relay enforces, with safe defaults.
 
     ``message_bytes_max``: the largest message read (bigger ones close with TOO_BIG).
-    ``connections_max``: open websockets at once (more are closed with OVERLOADED).
+    ``connections_max``: open websockets at once (more are closed with OVERLOADED);
+    ``connections_per_address_max`` the same for one IP address.
     ``device_rate``/``device_burst``: messages a second a device may send, sustained and
     in a burst; ``address_rate``/``address_burst`` the same for one IP address, whatever
     its devices. ``quota_per_day``: blocks stored per device per UTC day (None: no
@@ -62,6 +63,7 @@ class Limits:
 
     message_bytes_max: int = MAX_MESSAGE_BYTES
     connections_max: int = 1000
+    connections_per_address_max: int = 100
     device_rate: float = 50.0
     device_burst: float = 200.0
     address_rate: float = 200.0
@@ -151,6 +153,7 @@ class Session:
             self.close(CloseCode.TOO_BIG, f"message of {len(data)} bytes, limit "
                        f"{limits.message_bytes_max}")
             return
+        self.relay.telemetry.count("tally_relay_messages_in_total")
         problem = self.relay.rate_check(self)
         if problem is not None:
             self.close(CloseCode.RATE_LIMITED, problem)
@@ -368,9 +371,15 @@ class Relay:
     async def handler(self, ws: ServerConnection) -> None:
         """One websocket: a session until either side closes it."""
         s = Session(self, ws)
-        if len(self.sessions) >= self.config.limits.connections_max:
+        lim = self.config.limits
+        same = sum(1 for o in self.sessions if o.address == s.address)
+        if len(self.sessions) >= lim.connections_max:
             s.close(CloseCode.OVERLOADED, f"this relay has {len(self.sessions)} connections, "
                     "its limit; try again later")
+        elif same >= lim.connections_per_address_max:
+            s.close(CloseCode.OVERLOADED, f"address {s.address} has {same} connections open, "
+                    "the limit for one address; close some first")
+        if s.ended:
             await s.finish()
             return
         self.sessions.add(s)

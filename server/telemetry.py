@@ -12,6 +12,7 @@ METRIC_HELP = {
     "tally_relay_connections": ("gauge", "Open websocket connections."),
     "tally_relay_connections_total": ("counter", "Websocket connections accepted."),
     "tally_relay_networks": ("gauge", "Networks served."),
+    "tally_relay_messages_in_total": ("counter", "Websocket messages received."),
     "tally_relay_entries_in_total": ("counter", "New entries accepted and stored."),
     "tally_relay_entries_out_total": ("counter", "Entries fanned out to subscribers."),
     "tally_relay_refusals_total": ("counter", "Conversations ended by the relay, by reason."),

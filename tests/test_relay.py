@@ -601,9 +601,20 @@ def test_address_rate_limit_and_handshake_timeout(tmp_path: Path) -> None:
     nw = make_network(tmp_path, witnesses=0)
     net = nw.net
     relay = start_relay(tmp_path, "--network", nw.genesis, "--address-rate", 1,
-                        "--address-burst", 12, "--handshake-timeout", 0.5)
+                        "--address-burst", 12, "--handshake-timeout", 0.5,
+                        "--max-connections-per-address", 2)
 
     async def go() -> None:
+        async with connect(relay.url) as one, connect(relay.url) as two:
+            async with connect(relay.url) as three:
+                msg = decode(await asyncio.wait_for(three.recv(), 5), max_bytes=1 << 16,
+                             max_entries=1)
+                assert isinstance(msg, Close) and msg.code == CloseCode.OVERLOADED
+                assert "address 127.0.0.1 has 2 connections" in msg.reason
+            for ws in (one, two):  # they said nothing: the handshake timeout ends them
+                msg = decode(await asyncio.wait_for(ws.recv(), 5), max_bytes=1 << 16,
+                             max_entries=1)
+                assert isinstance(msg, Close) and msg.code == CloseCode.PROTOCOL
         async with connect(relay.url) as ws:  # says nothing
             data = await asyncio.wait_for(ws.recv(), 5)
             assert isinstance(data, bytes)
@@ -622,7 +633,8 @@ def test_address_rate_limit_and_handshake_timeout(tmp_path: Path) -> None:
 
     run(go())
     assert relay.metric('tally_relay_refusals_total{reason="rate_limited"}') == 1
-    assert relay.metric('tally_relay_refusals_total{reason="protocol"}') == 1
+    assert relay.metric('tally_relay_refusals_total{reason="protocol"}') == 3
+    assert relay.metric('tally_relay_refusals_total{reason="overloaded"}') == 1
     assert relay.stop() == 0
 
 
