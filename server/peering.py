@@ -118,27 +118,35 @@ def _code_name(code: int) -> str:
 
 
 async def link_forever(relay: Relay, net: ServedNetwork, url: str) -> None:
-    """One network's link to one peer: connect, sync, and on any failure back off."""
+    """One network's link to one peer: connect, sync, and on any failure back off.
+
+    The peer's last cursor is kept in the store, so a restarted relay resumes from it.
+    """
     delay = BACKOFF_FIRST_S
-    cursor = b""
+    key = f"peer_cursor:{url}:{id_text(net.network)}"
+    cursor = relay.store.get_meta(key) or b""
     tls = ssl.create_default_context() if url.startswith("wss://") else None
     while True:
         link: PeerLink | None = None
         try:
-            async with connect(url, ssl=tls, max_size=relay.config.limits.message_bytes_max * 2,
+            async with connect(url, ssl=tls,
+                               max_size=relay.config.limits.message_bytes_max * 2,
                                open_timeout=10, close_timeout=2) as ws:
                 link = PeerLink(relay, net, ws, cursor)
                 link.url = url
                 await link.run()
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
             relay.telemetry.log("peer_unreachable", url=url, network=id_text(net.network),
-                                error=f"{type(exc).__name__}: {exc}", retry_s=round(delay, 2))
+                                error=f"{type(exc).__name__}: {exc}",
+                                retry_s=round(delay, 2))
         except InvalidURI as exc:
             relay.telemetry.log("peer_bad_url", url=url, error=str(exc))
             return
-        if link is not None:
-            cursor = link.cursor
-            if link.ready:
-                delay = BACKOFF_FIRST_S
+        finally:
+            if link is not None and link.cursor != cursor:
+                cursor = link.cursor
+                relay.store.set_meta(key, cursor)
+        if link is not None and link.ready:
+            delay = BACKOFF_FIRST_S
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, BACKOFF_MAX_S)

@@ -463,6 +463,7 @@ class Relay:
         self.telemetry.log("stopping", signal=str(why) if why else "")
         for t in self.peer_tasks:
             t.cancel()
+        await asyncio.gather(*self.peer_tasks, return_exceptions=True)  # cursors kept
         await self.shutdown()
 
     async def shutdown(self) -> None:

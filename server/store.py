@@ -82,6 +82,12 @@ class RelayStore(Protocol):
     def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
         """The highest claim at each device: (device, slot, block id)."""
 
+    def get_meta(self, key: str) -> bytes | None:
+        """A small value the relay keeps (a peer's cursor, say), or None."""
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Keep a small value under ``key``."""
+
     def close(self) -> None:
         """Release the store."""
 
@@ -278,6 +284,15 @@ class SqliteRelayStore:
             (network, network),
         ).fetchall()
         return [(bytes(d), s, bytes(b)) for d, s, b in rows]
+
+    def get_meta(self, key: str) -> bytes | None:
+        """A small value the relay keeps (a peer's cursor, say), or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        """Keep a small value under ``key``."""
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         """Close the file (every commit is already durable)."""

@@ -560,6 +560,31 @@ def test_two_relays_peer_and_carry_entries_and_votes_both_ways(tmp_path: Path) -
 
     run(go())
     assert b.events("peer_ready")
+    assert b.stop() == 0
+    conn = sqlite3.connect(f"file:{b.db}?mode=ro", uri=True)
+    (saved,) = conn.execute("SELECT value FROM meta WHERE key LIKE 'peer_cursor:%'").fetchone()
+    conn.close()
+    assert len(bytes(saved)) == 24  # a's cursor, kept for the next start
+
+    async def meanwhile() -> Block:
+        mint = device_client(net, net.mint)
+        mint.port.add_local(stored_entries(a.db))
+        await connected(a.url, mint)
+        iss = net.issue(mint.ledger, bob[0], 5)
+        await mint.send_acked([iss])
+        await mint.close()
+        return iss
+
+    iss = run(meanwhile())
+    b = start_relay(tmp_path, "--network", nw.genesis, "--peer", a.url, db=b.db, name="b")
+
+    async def after() -> None:
+        on_b = await connected(b.url, device_client(net, bob[0]))
+        await on_b.wait(lambda: on_b.final(iss), timeout_s=15,  # type: ignore[arg-type]
+                        what="the issue made while b was down, final via b")
+        await on_b.close()
+
+    run(after())
     assert a.stop() == 0 and b.stop() == 0
 
 
