@@ -32,7 +32,8 @@ from websockets.exceptions import ConnectionClosed
 
 from server.errors import QuotaExceeded, StoreError
 from server.network import ServedNetwork
-from server.relay import TokenBucket
+from server.relay import Limits, RelayConfig, Session, TokenBucket
+from server.relay import Relay as RelayServer
 from server.store import NewEntry, SqliteRelayStore
 from server.telemetry import Telemetry
 from sync.errors import CloseCode
@@ -719,4 +720,55 @@ def test_a_vote_claimed_before_a_crash_is_signed_again_identically(tmp_path: Pat
     assert vote.raw == net.vote(iss).raw  # the very vote that would have left
     assert again.ledger.status[iss.id].final
     assert again.recover_votes() == []
+    store.close()
+
+
+class _StuckSocket:
+    """A websocket whose peer never reads: the first send hangs for good."""
+
+    remote_address = ("192.0.2.7", 40000)
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+        await asyncio.Event().wait()
+
+    async def close(self, *args: object) -> None:
+        return None
+
+
+def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) -> None:
+    net = Net(witnesses=0)
+    store = SqliteRelayStore(tmp_path / "q.db", create=True)
+    config = RelayConfig("127.0.0.1", 0, SigningKey.generate(), genesis=[net.genesis],
+                         limits=Limits(queue_messages_max=6))
+    relay = RelayServer(config, store, Telemetry(io.StringIO()))
+
+    async def go() -> None:
+        slow = Session(relay, _StuckSocket())  # type: ignore[arg-type]
+        client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE,
+                                port=MemoryPort(net.ledger()), open_entry=net.mint.open.raw)
+        client.initiate()
+        for _ in range(3):  # the handshake by hand: the relay's answers, taken off its
+            for m in client.data_to_send():  # queue before its writer runs, go to the client
+                slow.receive(m)
+            while not slow.queue.empty():
+                m = slow.queue.get_nowait()
+                if m:
+                    client.receive_data(m)
+        assert slow.conn.live
+        served = relay.networks[net.id]
+        for i in range(10):
+            served.add_local([net.account(label=f"x{i}")[0].open])
+            if slow.ended:
+                break
+        assert slow.ended and slow.close_code == CloseCode.OVERLOADED
+        assert "reads too slowly" in slow.close_reason
+        assert slow not in served.subscribers
+        slow.writer.cancel()
+
+    run(go())
+    assert relay.telemetry.get("tally_relay_refusals_total", reason="overloaded") == 1
     store.close()
