@@ -163,9 +163,10 @@ class Session:
             net.refusal = None
         self.conn.receive_data(data)
         net = self.network
-        refusal = net.refusal if net is not None else None
+        refusal = None
+        if net is not None:
+            refusal, net.refusal = net.refusal, None
         if refusal is not None:
-            net.refusal = None  # type: ignore[union-attr]
             # The protocol closed with REFUSED; the peer is told the limit's own code.
             out = [m for m in self.conn.data_to_send() if not m.startswith(_CLOSE_TYPE)]
             out.append(encode(Close(int(refusal.code), refusal.reason)))
