@@ -232,6 +232,7 @@ class Connection:
         self._rounds = 0
         self._digest_replies = 0
         self._in_sync = False
+        self._kept: Digest | None = None  # the server's last differing client Digest
         self._want_answered = False
         self._digest_sent = b""
         self._ids_wanted = False  # the client sent Buckets and waits for Ids
@@ -464,6 +465,7 @@ class Connection:
             got = port.add_raw(list(msg.bodies))
             if got:
                 self._events.append(Received(tuple(got), "entries"))
+                self._recheck(live=False)
             if msg.last and self._fetches_out and self._caught_up:
                 self._fetches_out -= 1  # the whole answer to one of our Fetches
                 if not self._fetches_out:
@@ -479,8 +481,7 @@ class Connection:
             got = port.apply_update(msg.update)
             if got:
                 self._events.append(Received(tuple(got), "update"))
-                if not self.client and self._digest_replies and not self._in_sync:
-                    self._reply_digest()  # what the client's digest lacked may be these
+                self._recheck(live=True)
         elif isinstance(msg, Cursor):
             self._events.append(CursorReceived(msg.cursor))
         elif isinstance(msg, Digest):
@@ -615,19 +616,39 @@ class Connection:
             return
         peer, self._peer_digest = self._peer_digest, None
         if peer.digest == port.digest():
-            if not self._in_sync:
-                self._in_sync = True
-                self._events.append(InSync(peer.digest, peer.count))
-            if self.client and self._digest_sent != peer.digest:
-                self._send_digest()  # the server saw another digest of ours: tell it
-            # The peer holds all we hold: next time it may resume from here.
-            self._send(Cursor(port.cursor()))
+            self._agree(peer)
         elif not self.client:
-            # Entries in flight (live) may explain it; the client decides: show it ours.
+            # Entries in flight may explain it: keep it, to compare again when entries
+            # from the client arrive; and show the client ours (the client decides).
+            self._kept = peer
             self._reply_digest()
         elif self._rounds < RECONCILE_ROUNDS_MAX:
             # Item ids collide (53 bits), so y-sync may miss entries: compare buckets.
             self._rounds += 1
             self._ids_wanted = True
             self._send(Buckets(tuple(port.bucket_sums())))
+
+    def _recheck(self, *, live: bool) -> None:
+        """The server stored entries from the client after a Digest of the client's
+        differed: the two sets may agree now (reconciliation), or the client's digest
+        may have lacked what was in flight (live)."""
+        port = self.port
+        if self.client or self._in_sync or self._kept is None or port is None:
+            return
+        if port.digest() == self._kept.digest:
+            self._agree(self._kept)
+        elif live:
+            self._reply_digest()
+
+    def _agree(self, peer: Digest) -> None:
+        port = self.port
+        assert port is not None
+        self._kept = None
+        if not self._in_sync:
+            self._in_sync = True
+            self._events.append(InSync(peer.digest, peer.count))
+        if self.client and self._digest_sent != peer.digest:
+            self._send_digest()  # the server saw another digest of ours: tell it
+        # The peer holds all we hold: next time it may resume from here.
+        self._send(Cursor(port.cursor()))
 
