@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 from server.errors import LimitExceeded
 from server.store import NewEntry, RelayStore
 from server.telemetry import Telemetry
-from sync.port import bucket_sums, make_cursor, read_cursor
+from sync.port import _ReplicaPort, make_cursor, read_cursor
 from sync.protocol import Connection
 from wallet.encoding import Block, Entry, Genesis, Vote, parse_entry
 from wallet.ledger import Ledger
@@ -46,36 +46,17 @@ def utc_day(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
-class RelayPort:
-    """The served network as ``sync.protocol.Port``: cursors are store positions."""
+class RelayPort(_ReplicaPort):
+    """The served network as ``sync.protocol.Port``: cursors are store positions.
+
+    Everything but the cursors is the shared replica port of ``sync.port`` (digest,
+    gate, buckets, bodies); it reads ``replica`` and ``genesis``.
+    """
 
     def __init__(self, net: ServedNetwork) -> None:
         self.net = net
         self.genesis = net.genesis
-
-    def count(self) -> int:
-        """How many entries are held."""
-        return len(self.net.ledger)
-
-    def digest(self) -> bytes:
-        """The entry-set digest."""
-        return self.net.replica.digest_value()
-
-    def state_vector(self) -> bytes:
-        """The Doc's state vector."""
-        return self.net.replica.state_vector()
-
-    def update_since(self, state_vector: bytes) -> bytes:
-        """The Yjs update a peer with this state vector lacks."""
-        return self.net.replica.update_since(state_vector)
-
-    def apply_update(self, update: bytes) -> list[Entry]:
-        """Gate, store and add an update (``GateRefused`` refuses it whole)."""
-        return self.net.replica.apply_update(update)
-
-    def add_raw(self, bodies: list[bytes]) -> list[Entry]:
-        """Verify, store and add raw entries (``BadEntry`` refuses them)."""
-        return self.net.replica.add_raw(bodies)
+        self.replica = net.replica
 
     def cursor(self) -> bytes:
         """Where the store stands now."""
@@ -87,18 +68,6 @@ class RelayPort:
         if pos is None or pos > self.net.store.high_water():
             return None
         return self.net.store.bodies_after(self.net.network, pos)
-
-    def bucket_sums(self) -> list[bytes]:
-        """The 256 bucket digests."""
-        return bucket_sums(self.net.replica.ids())
-
-    def bucket_ids(self, bucket: int) -> list[bytes]:
-        """The ids held in one bucket."""
-        return sorted(i for i in self.net.replica.ids() if i[0] == bucket)
-
-    def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
-        """Signed bytes of held entries, dependencies first."""
-        return self.net.replica.bodies(ids)
 
 
 class ServedNetwork:
