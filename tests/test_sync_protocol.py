@@ -996,3 +996,38 @@ def test_a_client_refuses_a_forged_server_proof_and_a_forged_update(setup) -> No
     ev = [e for e in c.events_received() if isinstance(e, Closed)]
     assert ev and ev[0].code == CloseCode.REFUSED and "bad_entry" in ev[0].reason
     assert snapshot(victim) == before
+
+
+def test_resolve_check_peer_and_a_proved_witness_key(setup) -> None:
+    net, victim, _, _ = setup
+    # a relay that resolves the port from the hello, or refuses the network
+    other = Net(witnesses=0, rng=random.Random(95), name="other")
+    seen: list[Hello] = []
+
+    def resolve(h: Hello) -> MemoryPort | tuple[CloseCode, str]:
+        seen.append(h)
+        if h.network == net.id:
+            return victim
+        return CloseCode.UNKNOWN_NETWORK, "this relay does not serve that network"
+
+    wkey = net.witness_keys[0]
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE,
+                   port=MemoryPort(net.ledger()), witness_key=wkey)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, resolve=resolve)
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert seen[0].genesis == net.genesis.raw
+    ready = pipe.of("server", Ready)[0]
+    assert ready.witness == bytes(wkey.verify_key) and ready.role == ROLE_NODE
+    assert_in_sync(pipe, c.port, victim)  # type: ignore[arg-type]
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE,
+                   port=MemoryPort(other.ledger()))
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, resolve=resolve)
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    closed = pipe.of("client", Closed)[0]
+    assert closed.by_peer and closed.code == CloseCode.UNKNOWN_NETWORK
+    assert "does not serve" in closed.reason
+    # check_peer refuses a peer by its hello
+    p = Peer(victim, check_peer=lambda h: (CloseCode.OVERLOADED, "too many peers"))
+    expect_close(p, p.hello(), CloseCode.OVERLOADED, "too many peers")
