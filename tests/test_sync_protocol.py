@@ -53,7 +53,7 @@ from sync.protocol import (
 )
 from tests.ledgerkit import Net, keygen
 from tests.test_replica_convergence import scenario
-from wallet.crdt import ROOT, encode_items, item_client_id
+from wallet.crdt import ROOT, decode_state_vector, encode_items, item_client_id
 from wallet.encoding import Block, Kind, Vote, id_text, sign_message
 from wallet.ledger import Ledger
 
@@ -165,8 +165,11 @@ def port_with(net: Net, entries: Iterable[Block | Vote], *, opens: bool = True,
     return MemoryPort(net.ledger(list(entries), opens=opens), item_bits=bits)
 
 
-def snapshot(port: MemoryPort) -> tuple[int, bytes, frozenset[bytes]]:
-    return port.count(), port.digest(), frozenset(port.replica.ids())
+def snapshot(port: MemoryPort) -> tuple[int, bytes, frozenset[bytes], object]:
+    """What a victim holds: count, digest, ids and its Doc's state (decoded: yrs writes
+    a state vector's clients in hash-map order)."""
+    doc = frozenset(decode_state_vector(port.state_vector()).items())
+    return port.count(), port.digest(), frozenset(port.replica.ids()), doc
 
 
 # ------------------------------------------------------------------ catch-up
