@@ -3,7 +3,8 @@
 Every message is one websocket binary message (or one length-prefixed record of a
 stream): ``type:u8`` then its fields, integers big-endian, variable fields with a length
 prefix. ``decode`` refuses unknown types, short or long input, and anything over the
-limits given; ``docs/protocol.md`` ("Sync") is the specification.
+limits given: it takes only what ``encode`` writes, so whatever decodes encodes back to
+the same bytes. ``docs/protocol.md`` ("Sync protocol") is the specification.
 """
 
 from __future__ import annotations

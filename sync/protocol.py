@@ -1,4 +1,4 @@
-"""The sync protocol as a sans-I/O state machine (DESIGN §6; docs/protocol.md "Sync").
+"""The sync protocol as a sans-I/O state machine (DESIGN §6; docs/protocol.md "Sync protocol").
 
 A ``Connection`` is fed whole messages with ``receive_data`` and hands back the
 messages to send (``data_to_send``) and what happened (``events_received``). It never
@@ -13,11 +13,18 @@ The conversation::
                        ◀─────────────────── Hello(challenge s), Proof(sig over c)
     Proof(sig over s)  ───────────────────▶
     ── both ready: each sends Want(cursor | state vector) ──
-    catch-up: Entries since the cursor, all Entries (bulk, the other side is empty),
-              or SyncStep2 (the Yjs update the state vector lacks); then each sends Digest
+    catch-up: Entries since the cursor, all Entries (bulk, the other side is empty or
+              the cursor is not ours), or Updates + SyncStep2 (the Yjs update the state
+              vector lacks); then each sends Digest
     digests differ → the client sends Buckets; the server answers Ids per differing
-              bucket; the client sends the Entries the server lacks and Fetches the rest
+              bucket; the client sends the Entries the server lacks and Fetches the
+              rest; the server answers each Fetch with Entries (last) and its Digest
+    digests agree → InSync; each side sends Cursor (where the peer may resume from)
     live: Update (new entries as a Yjs update) and Cursor, both ways; Close ends it
+
+Messages are cut to the limits (``CHUNK_BYTES``, ``CHUNK_ENTRIES``, the message size);
+anything malformed, out of turn, forged or refused by the gate ends the conversation
+with a ``Close`` whose code and reason say what was wrong, and nothing of it is stored.
 """
 
 from __future__ import annotations
