@@ -450,6 +450,8 @@ class Connection:
             if not verify_sig(h.witness, Kind.HELLO, wpayload, p.witness_signature):
                 self.close(CloseCode.BAD_PROOF, "the peer's witness key proof does not verify")
                 return
+        elif p.witness_signature:
+            raise ProtocolViolation("a witness signature, but the hello named no witness key")
         if self.client:
             self._send(self._proof(h.challenge))
         self.state = "ready"

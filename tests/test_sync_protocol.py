@@ -614,6 +614,13 @@ def test_a_witness_key_without_its_proof(setup) -> None:
     expect_close(p, p.proof(), CloseCode.BAD_PROOF, "witness")
 
 
+def test_a_witness_signature_without_a_witness_key(setup) -> None:
+    p = Peer(setup[1])
+    p.send(p.hello())
+    proof = Proof(p.proof().signature, b"\1" * 64)
+    expect_close(p, proof, CloseCode.PROTOCOL, "named no witness")
+
+
 def test_wrong_network(setup) -> None:
     other = Net(witnesses=0, rng=random.Random(99), name="other")
     p = Peer(setup[1], network=other.id)
