@@ -126,6 +126,8 @@ class MemoryPort(_ReplicaPort):
 
     def _log_new(self) -> None:
         led = self.replica.ledger
+        if len(led.blocks) + len(led.votes) == len(self._logged):
+            return  # a grow-only set: the same size means nothing new
         for e in (*led.blocks.values(), *led.votes.values()):
             if e.id not in self._logged:
                 self._logged.add(e.id)
