@@ -28,7 +28,9 @@ class Hello:
     ``key`` is the device key (role device) or the node key (role node); ``witness`` a
     witness key the sender also proves (or empty); ``open`` a device's ``open`` entry so
     a node that never saw the device can check it; ``genesis`` the signed genesis when
-    the other side may lack it; ``count`` how many entries the sender holds.
+    the other side may lack it; ``count`` how many entries the sender holds;
+    ``max_bytes`` and ``max_entries`` the largest message and the most entries (or
+    fetched ids) in one message the sender accepts: the other side sends no more.
     """
 
     version: int
@@ -40,6 +42,8 @@ class Hello:
     genesis: bytes = b""
     open: bytes = b""
     count: int = 0
+    max_bytes: int = 8 << 20
+    max_entries: int = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,8 @@ _TYPES: dict[type, int] = {
 }
 _BY_CODE = {v: k for k, v in _TYPES.items()}
 
+MIN_MESSAGE_BYTES = 9_000
+"""The smallest message limit a side may have: room for every message (Buckets is 8,193)."""
 CURSOR_BYTES_MAX = 64
 ENTRY_BYTES_MAX = 1024
 GENESIS_BYTES_MAX = 4096
@@ -174,7 +180,7 @@ def encode(msg: Message) -> bytes:
         return t + b"".join([
             struct.pack(">BB", msg.version, msg.role), msg.network, msg.key, msg.challenge,
             _var(msg.witness, 2), _var(msg.genesis, 2), _var(msg.open, 2),
-            struct.pack(">Q", msg.count),
+            struct.pack(">QII", msg.count, msg.max_bytes, msg.max_entries),
         ])
     if isinstance(msg, Proof):
         return t + msg.signature + _var(msg.witness_signature, 2)
@@ -253,7 +259,11 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
         msg = Hello(version, role, r.take(32, "network"), r.take(32, "key"),
                     r.take(32, "challenge"), r.var("witness", 32, 2),
                     r.var("genesis", GENESIS_BYTES_MAX, 2), r.var("open", ENTRY_BYTES_MAX, 2),
-                    r.u(">Q", "count"))
+                    r.u(">Q", "count"), r.u(">I", "max bytes"), r.u(">I", "max entries"))
+        if msg.max_bytes < MIN_MESSAGE_BYTES or msg.max_entries < 1:
+            raise ProtocolViolation(f"a hello accepting {msg.max_bytes} bytes and "
+                                    f"{msg.max_entries} entries a message; at least "
+                                    f"{MIN_MESSAGE_BYTES} and 1")
         if msg.witness and len(msg.witness) != 32:
             raise ProtocolViolation("witness key must be 32 bytes")
     elif cls is Proof:

@@ -38,6 +38,7 @@ from nacl.signing import SigningKey
 
 from sync.errors import CloseCode, ProtocolViolation
 from sync.messages import (
+    MIN_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ROLE_DEVICE,
     Buckets,
@@ -74,8 +75,6 @@ from wallet.errors import BadEntry, EncodingError, GateRefused, TallyError
 
 MAX_MESSAGE_BYTES = 8 << 20
 """The largest message this side accepts (and, by default, sends)."""
-MIN_MESSAGE_BYTES = 9_000
-"""The smallest message limit that still lets every message through (Buckets is 8,193)."""
 RECONCILE_ROUNDS_MAX = 3
 """Bucket reconciliation rounds per conversation before giving up on agreeing."""
 DIGEST_REPLIES_MAX = 32
@@ -244,8 +243,14 @@ class Connection:
         self._digest_sent = b""
         self._ids_wanted = False  # the client sent Buckets and waits for Ids
         self._fetches_out = 0  # Fetches the client sent whose Digest has not come back
-        self.chunk_bytes = min(CHUNK_BYTES, max_message_bytes // 2)
-        self.chunk_entries = min(CHUNK_ENTRIES, max_entries)
+        self._limits(max_message_bytes, max_entries)
+
+    def _limits(self, peer_bytes: int, peer_entries: int) -> None:
+        """What this side may send: within its own limits and the peer's (from its hello)."""
+        self.send_bytes_max = min(self.max_message_bytes, peer_bytes)
+        self.send_entries_max = min(self.max_entries, peer_entries)
+        self.chunk_bytes = min(CHUNK_BYTES, self.send_bytes_max // 2)
+        self.chunk_entries = min(CHUNK_ENTRIES, self.send_entries_max)
 
     # ------------------------------------------------------------ driving
     def initiate(self) -> None:
@@ -349,6 +354,7 @@ class Connection:
             PROTOCOL_VERSION, self.role, self.port.genesis.network_id, self.public,
             self.challenge, bytes(self.witness_key.verify_key) if self.witness_key else b"",
             self.port.genesis.raw if self.client else b"", self.open_entry, self.port.count(),
+            self.max_message_bytes, self.max_entries,
         )
 
     def _proof(self, peer_challenge: bytes) -> Proof:
@@ -414,6 +420,7 @@ class Connection:
             self.close(*problem)
             return
         self.peer = h
+        self._limits(h.max_bytes, h.max_entries)
         if self.client:
             self.state = "hello_received"
         else:
@@ -459,8 +466,10 @@ class Connection:
         assert self.port is not None
         cursor = self.cursor_from_peer
         # A cursor, or a peer that holds nothing, needs no state vector (~9 bytes an entry).
-        bare = bool(cursor) or h.count == 0
-        self._send(Want(cursor, self.port.count(), b"" if bare else self.port.state_vector()))
+        sv = b"" if cursor or h.count == 0 else self.port.state_vector()
+        if len(sv) > self.send_bytes_max - 1024:
+            sv = b""  # over what a message may carry: the peer sends everything instead
+        self._send(Want(cursor, self.port.count(), sv))
 
     def _on_ready_message(self, msg: Message) -> None:
         port = self.port
@@ -567,7 +576,7 @@ class Connection:
         """List every id of each bucket whose digest differs, in messages within limits."""
         port = self.port
         assert port is not None
-        room = max(1, (self.max_message_bytes - 64) // 32)
+        room = max(1, (self.send_bytes_max - 64) // 32)
         bitmap = bytearray(32)
         ids: list[bytes] = []
         for i, (a, b) in enumerate(zip(port.bucket_sums(), msg.sums, strict=True)):
@@ -592,7 +601,7 @@ class Connection:
         for chunk in self._batches(port.bodies(mine - theirs)):
             self._send(Entries(tuple(chunk)))
         lack = sorted(theirs - mine)
-        room = max(1, min(self.max_entries, (self.max_message_bytes - 64) // 32))
+        room = max(1, min(self.send_entries_max, (self.send_bytes_max - 64) // 32))
         for i in range(0, max(len(lack), 1), room):
             self._send(Fetch(tuple(lack[i : i + room])))
             self._fetches_out += 1

@@ -273,6 +273,33 @@ def test_a_cursor_past_the_end_falls_back() -> None:
 
 
 # ------------------------------------------------------------------ live
+def test_a_state_vector_too_big_for_a_message_falls_back_to_bulk() -> None:
+    from wallet.crdt import _varuint
+
+    class BigDoc(MemoryPort):
+        """A port whose state vector is as long as a Doc of ~1,000 entries'."""
+
+        def state_vector(self) -> bytes:
+            sv = decode_state_vector(super().state_vector())
+            sv.update({(1 << 40) + i: 0 for i in range(1000)})
+            return _varuint(len(sv)) + b"".join(_varuint(k) + _varuint(v)
+                                                for k, v in sv.items())
+
+    net, made = world()
+    client = BigDoc(net.ledger(list(made[:200])))
+    server = port_with(net, made[100:])
+    assert len(client.state_vector()) > 9000 - 1024
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client,
+                   max_message_bytes=9000)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server)
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert_in_sync(pipe, client, server)
+    assert "SyncStep2" not in pipe.kinds("server") and "Entries" in pipe.kinds("server")
+    # the server (8 MiB) sends the client no more than the 9,000 its hello accepts
+    assert all(len(m) <= 9000 for side in ("client", "server") for m in pipe.sent[side])
+
+
 def test_live_entries_travel_both_ways_after_in_sync() -> None:
     net = Net(witnesses=1, quorum=1, rng=random.Random(11))
     alice, bob = net.account(1), net.account(1)
@@ -651,6 +678,13 @@ def test_version_mismatch(setup) -> None:
     # a later version's hello may not even parse as ours: still a version close
     p = Peer(setup[1])
     expect_close(p, bytes([1, 9]) + b"anything at all", CloseCode.VERSION, "version 9")
+
+
+def test_a_hello_accepting_too_little(setup) -> None:
+    p = Peer(setup[1])
+    expect_close(p, p.hello(max_bytes=100), CloseCode.PROTOCOL, "at least 9000")
+    p = Peer(setup[1])
+    expect_close(p, p.hello(max_entries=0), CloseCode.PROTOCOL, "0 entries")
 
 
 def test_an_unknown_role(setup) -> None:
