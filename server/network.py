@@ -2,7 +2,8 @@
 
 The ledger is rebuilt from the store on start without re-verifying (every entry was
 verified before it was stored). New entries from a peer pass the protocol's gate, are
-committed to the store (counted against their device's daily quota) and only then
+committed to the store (counted against their device's daily quota; the issuer's
+devices, which mint, have none) and only then
 join the ledger; the relay acknowledges them with a cursor and fans them out to every
 other subscriber. With a witness key listed in the genesis, the relay then votes in
 batches: ``Witness.vote`` claims each slot durably before a vote is signed, and the
@@ -24,7 +25,7 @@ from server.store import NewEntry, RelayStore
 from server.telemetry import Telemetry
 from sync.port import _ReplicaPort, make_cursor, read_cursor
 from sync.protocol import Connection
-from wallet.encoding import Block, Entry, Genesis, Vote, parse_entry
+from wallet.encoding import Block, Entry, Genesis, Kind, Vote, parse_entry
 from wallet.ledger import Ledger
 from wallet.replica import Replica
 from wallet.witness import Witness
@@ -92,6 +93,8 @@ class ServedNetwork:
         self.ledger = Ledger(genesis)
         for chunk in store.entries(self.network):
             self.ledger.add([parse_entry(b, verify=False) for b in chunk])
+        self.issuing: set[bytes] = set()  # the issuer's devices: no quota (it mints)
+        self._note_issuing(self.ledger.blocks.values())
         self.replica = Replica(self.ledger, commit=self._commit)
         self.port = RelayPort(self)
         self.subscribers: set[Subscriber] = set()
@@ -103,11 +106,24 @@ class ServedNetwork:
         self._vote_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------- storing
+    def _note_issuing(self, entries: Iterable[Entry]) -> None:
+        issuer = self.genesis.issuer
+        self.issuing.update(e.device for e in entries
+                            if isinstance(e, Block) and e.kind == Kind.OPEN and e.account == issuer)
+
+    def _quota_device(self, e: Entry) -> bytes:
+        """The device an entry counts against: a block's, unless the issuer's; none for
+        a vote."""
+        if not isinstance(e, Block) or e.device in self.issuing:
+            return b""
+        return e.device
+
     def _store(self, entries: list[Entry], *, quota: int | None) -> list[Entry]:
         new = [e for e in entries if e.id not in self.ledger]
         if not new:
             return []
-        rows = [NewEntry(e.id, e.raw, e.device if isinstance(e, Block) else b"") for e in new]
+        self._note_issuing(new)  # an open signed by the issuer: only the issuer can sign it
+        rows = [NewEntry(e.id, e.raw, self._quota_device(e)) for e in new]
         try:
             self.store.add_entries(self.network, rows, day=utc_day(), quota=quota)
         except LimitExceeded as exc:
