@@ -772,3 +772,29 @@ def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) ->
     run(go())
     assert relay.telemetry.get("tally_relay_refusals_total", reason="overloaded") == 1
     store.close()
+
+
+def test_the_quota_counts_each_device_but_the_issuers(tmp_path: Path) -> None:
+    net = Net(witnesses=0)
+    alice, bob = net.account(label="alice"), net.account(label="bob")
+    store = SqliteRelayStore(tmp_path / "q.db", create=True)
+    served = ServedNetwork(store, net.genesis, telemetry=Telemetry(io.StringIO()),
+                           quota_per_day=3)
+    led = net.ledger()
+    issues = []
+    for i in range(5):  # the mint: over 3 a day, and no quota applies
+        issues.append(net.issue(led, alice[0], 10 + i))
+        led.add(issues[-1:])
+    assert len(served.replica.add_raw([e.raw for e in [*net.opens, *issues]])) == 8
+    blocks = []
+    for iss in issues[:4]:  # alice: her open and 2 receives fit; 2 more go over
+        blocks.append(net.receive(led, alice[0], iss))
+        led.add(blocks[-1:])
+    assert len(served.replica.add_raw([b.raw for b in blocks[:2]])) == 2
+    before = store.count(net.id)
+    with pytest.raises(QuotaExceeded, match="quota of 3 entries a day"):
+        served.replica.add_raw([b.raw for b in blocks[2:]])
+    assert store.count(net.id) == before and blocks[2].id not in served.ledger
+    assert isinstance(served.refusal, QuotaExceeded)
+    assert served.refusal.device == alice[0].pk and bob[0].pk not in served.issuing
+    store.close()
