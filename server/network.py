@@ -175,7 +175,15 @@ class ServedNetwork:
         if self.witness is None or not self._touched or self._vote_timer is not None:
             return
         loop = asyncio.get_running_loop()
-        self._vote_timer = loop.call_later(self.vote_delay_s, self.vote_now)
+        self._vote_timer = loop.call_later(self.vote_delay_s, self._vote_batch)
+
+    def _vote_batch(self) -> None:
+        try:
+            self.vote_now()
+        except Exception as exc:  # the store failed: log it; the claims made still bind
+            self._vote_timer = None
+            self.telemetry.log("error", where="witness", network=self.genesis.name,
+                               error=f"{type(exc).__name__}: {exc}")
 
     def vote_all_soon(self) -> None:
         """Vote soon for every device (on start: entries stored but not voted yet)."""
