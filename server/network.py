@@ -104,6 +104,7 @@ class ServedNetwork:
         self.refusal: LimitExceeded | None = None  # set when a commit went over a limit
         self._touched: set[bytes] = set()
         self._vote_timer: asyncio.TimerHandle | None = None
+        self._recover = False
 
     # ------------------------------------------------------------- storing
     def _note_issuing(self, entries: Iterable[Entry]) -> None:
@@ -182,6 +183,7 @@ class ServedNetwork:
             self.vote_now()
         except Exception as exc:  # the store failed: log it; the claims made still bind
             self._vote_timer = None
+            self._recover = True  # sign the claimed votes again next time
             self.telemetry.log("error", where="witness", network=self.genesis.name,
                                error=f"{type(exc).__name__}: {exc}")
 
@@ -197,6 +199,9 @@ class ServedNetwork:
         if self.witness is None or not self._touched:
             return []
         devices, self._touched = self._touched, set()
+        if self._recover:
+            self._recover = False
+            self.fan_out(self.recover_votes(), origin=None)
         votes = self.witness.vote(self.ledger, devices=devices)
         if votes:
             self.telemetry.count("tally_relay_votes_total", len(votes))
