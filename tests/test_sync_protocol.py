@@ -603,6 +603,8 @@ def test_oversized_message(setup) -> None:
     expect_close(p, encode(Update(b"\0" * (5 << 20))), CloseCode.TOO_BIG, "oversized")
     p = Peer(victim, max_entries=3).ready()
     expect_close(p, encode(Entries((b"x",) * 4)), CloseCode.TOO_BIG, "4 entries", "limit 3")
+    p = Peer(victim, max_entries=3).ready()
+    expect_close(p, Fetch((b"\0" * 32,) * 4), CloseCode.TOO_BIG, "4 ids in one fetch")
 
 
 def test_a_second_hello_is_refused(setup) -> None:
