@@ -701,8 +701,12 @@ async def run_live(server: Server, kind: str, w: Workload, a: argparse.Namespace
     await asyncio.gather(*(pace(i) for i in range(a.writers)))
     res.paced_rate = count * a.writers / (time.perf_counter() - p0)
     res.paced_sent = count * a.writers
-    deadline = time.perf_counter() + 30
+    deadline, seen, idle = time.perf_counter() + a.timeout, -1, time.perf_counter()
     while len(stats.probe_latency) < res.paced_sent and time.perf_counter() < deadline:
+        if len(stats.probe_latency) != seen:
+            seen, idle = len(stats.probe_latency), time.perf_counter()
+        elif time.perf_counter() - idle > 15:
+            break  # nothing more arrives at the probe
         await asyncio.sleep(0.05)
     res.p50_ms, res.p99_ms = pct(stats.probe_latency, 0.5), pct(stats.probe_latency, 0.99)
     res.sub_p50_ms, res.sub_p99_ms = pct(stats.latency, 0.5), pct(stats.latency, 0.99)
