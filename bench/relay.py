@@ -804,6 +804,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve_pycrdt())
         return 0
 
+    # A SIGTERM unwinds like an error, so the servers started here are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = OUT / "relay-run"
     shutil.rmtree(tmp, ignore_errors=True)
