@@ -237,11 +237,11 @@ def test_a_text_message(world: World) -> None:
 def test_garbage_before_the_hello(world: World) -> None:
     async def attack(w: World) -> Close:
         async with connect(w.relay.url) as ws:
-            await ws.send(os.urandom(64))
+            await ws.send(b"\xfe" + os.urandom(63))  # no message type is 254
             return await read_close(ws)
 
     c = with_honest_clients(world, attack, handshake=False)
-    assert c.code in (CloseCode.PROTOCOL,)
+    assert c.code == CloseCode.PROTOCOL and "unknown message type 254" in c.reason
 
 
 def test_oversized_frame(world: World) -> None:
