@@ -483,6 +483,7 @@ class Client:
                                     st.probe_latency.append(done - t)
                         elif isinstance(ev, Closed):
                             self.closed = ev.reason
+                            log(f"tally probe closed: {ev.reason}")
                     continue
                 msg, keys = tally_items(data)
                 if self.kind == "writer":
@@ -547,12 +548,10 @@ class Client:
             st.changed.set()
 
     async def close(self) -> None:
+        # Dropped, not closed: a server with a backlog would take its closing handshake
+        # only after flushing every message queued for this client.
         if self.ws is not None:
-            with contextlib.suppress(Exception):
-                if self.conn is not None and self.conn.state != "closed":
-                    self.conn.close()
-                    await self._flush()
-                await self.ws.close()
+            self.ws.transport.abort()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):
