@@ -16,6 +16,7 @@ import random
 import signal
 import sqlite3
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -395,6 +396,7 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
                         "--vote-delay", "0.001")
     acked: list[bytes] = []
     sent: list[Block] = []
+    ack_positions: list[int] = []
 
     async def reconnect() -> Client:
         mint = device_client(net, net.mint, *sent)
@@ -426,6 +428,7 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
                 break
             acked.append(iss.id)
         killer.join()
+        ack_positions.extend(struct.unpack(">Q", c[-8:])[0] for c in mint.acks)
         await mint.close()
 
     async def stop_and_wait(count: int) -> None:
@@ -441,8 +444,15 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
     run(until_killed())
     relay.proc.wait(10)
     assert len(acked) >= 10, "the relay died before it acknowledged much"
+    # every position the relay handed out in a cursor survived the kill
+    conn = sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True)
+    (high,) = conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()
+    conn.close()
+    assert max(ack_positions) <= high, (ack_positions[-5:], high)
     ids = {e.id for e in stored_entries(relay.db)}
-    assert set(acked) <= ids, "an acknowledged entry was lost"
+    lost = [i for i, b in enumerate(sent) if b.id in set(acked) - ids]
+    assert not lost, (f"acknowledged entries lost: {lost} of {len(sent)}; last cursors "
+                      f"{ack_positions[-5:]}, high-water {high}")
 
     relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
                         db=relay.db)
