@@ -584,6 +584,8 @@ class Result:
     sub_p50_ms: float = 0.0
     sub_p99_ms: float = 0.0
     paced_sent: int = 0
+    probe_got: int = 0
+    sub_got: int = 0
     paced_rate: float = 0.0
 
 
@@ -704,9 +706,10 @@ async def run_live(server: Server, kind: str, w: Workload, a: argparse.Namespace
     while len(stats.probe_latency) < res.paced_sent and time.perf_counter() < deadline:
         if len(stats.probe_latency) != seen:
             seen, idle = len(stats.probe_latency), time.perf_counter()
-        elif time.perf_counter() - idle > 15:
+        elif time.perf_counter() - idle > a.probe_idle_s:
             break  # nothing more arrives at the probe
         await asyncio.sleep(0.05)
+    res.probe_got, res.sub_got = len(stats.probe_latency), len(stats.latency)
     res.p50_ms, res.p99_ms = pct(stats.probe_latency, 0.5), pct(stats.probe_latency, 0.99)
     res.sub_p50_ms, res.sub_p99_ms = pct(stats.latency, 0.5), pct(stats.latency, 0.99)
     log(f"[{kind}] paced: {len(stats.probe_latency)}/{res.paced_sent} at the probe, "
@@ -793,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=16,
                    help="unacknowledged messages a writer may have out (unpaced)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
+    p.add_argument("--probe-idle-s", type=float, default=60.0,
+                   help="paced: stop waiting once the probe got nothing for this long")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--only", choices=("live", "cold"), help="run one part only")
     p.add_argument("--profile-relay", metavar="FILE",
@@ -834,7 +839,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"deliveries_per_s={r.deliveries_per_s:.0f} delivered={r.deliveries}/"
                   f"{r.expected} unpaced_s={r.unpaced_s:.2f} harness_cpu={r.harness_cpu:.2f} "
                   f"server_cpu={r.server_cpu:.2f} paced_sent={r.paced_sent} "
-                  f"paced_rate={r.paced_rate:.0f} p50_ms={r.p50_ms:.1f} p99_ms={r.p99_ms:.1f} "
+                  f"paced_rate={r.paced_rate:.0f} probe_got={r.probe_got} "
+                f"sub_got={r.sub_got} p50_ms={r.p50_ms:.1f} p99_ms={r.p99_ms:.1f} "
                   f"sub_p50_ms={r.sub_p50_ms:.1f} sub_p99_ms={r.sub_p99_ms:.1f}", flush=True)
 
     cold_ratio = wire = float("nan")
