@@ -200,6 +200,7 @@ class Client:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
     _last_was_update: bool = False
+    _max_pos: int = 0
     in_sync: bool = False
 
     @property
@@ -232,9 +233,14 @@ class Client:
                 for ev in self.conn.events_received():
                     self.events.append(ev)
                     if isinstance(ev, CursorReceived):
+                        # An acknowledgement: a cursor past every position seen so far
+                        # that does not close a fan-out (Update, Cursor). The protocol
+                        # also sends cursors when digests agree; those move nothing.
                         self.cursor = ev.cursor
-                        if not self._last_was_update:
+                        pos = struct.unpack(">Q", ev.cursor[-8:])[0]
+                        if not self._last_was_update and pos > self._max_pos:
                             self.acks.append(ev.cursor)
+                        self._max_pos = max(self._max_pos, pos)
                     if isinstance(ev, Closed):
                         self.closed = ev
                     if isinstance(ev, InSync):
