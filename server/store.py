@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from server.errors import QuotaExceeded, StoreError
+from wallet.witness import sqlite_claim, sqlite_last_claim
 
 SCHEMA_VERSION = 1
 CHUNK_ENTRIES = 5_000
@@ -246,34 +247,11 @@ class SqliteRelayStore:
     # ---------------------------------------------------------------- claims
     def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
         """The highest claimed slot at the device and its block id, or None."""
-        row = self.conn.execute(
-            "SELECT slot, block FROM claims WHERE network = ? AND device = ? "
-            "ORDER BY slot DESC LIMIT 1",
-            (network, device),
-        ).fetchone()
-        return (row[0], bytes(row[1])) if row else None
+        return sqlite_last_claim(self.conn, network, device)
 
     def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
         """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            for slot, block in slots:
-                row = c.execute(
-                    "SELECT block FROM claims WHERE network = ? AND device = ? AND slot = ?",
-                    (network, device, slot),
-                ).fetchone()
-                if row is not None and bytes(row[0]) != block:
-                    c.execute("ROLLBACK")
-                    return False
-                if row is None:
-                    c.execute("INSERT INTO claims VALUES (?, ?, ?, ?)",
-                              (network, device, slot, block))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        return True
+        return sqlite_claim(self.conn, network, device, slots)
 
     def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
         """The highest claim at each device: (device, slot, block id)."""

@@ -29,6 +29,49 @@ class ClaimTable(Protocol):
         """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
 
 
+CLAIMS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
+    "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))"
+)
+
+
+def sqlite_last_claim(
+    conn: sqlite3.Connection, network: bytes, device: bytes
+) -> tuple[int, bytes] | None:
+    """The highest claimed slot at a device in a ``claims`` table, or None."""
+    row = conn.execute(
+        "SELECT slot, block FROM claims WHERE network = ? AND device = ? "
+        "ORDER BY slot DESC LIMIT 1",
+        (network, device),
+    ).fetchone()
+    return (row[0], bytes(row[1])) if row else None
+
+
+def sqlite_claim(
+    conn: sqlite3.Connection, network: bytes, device: bytes, slots: list[tuple[int, bytes]]
+) -> bool:
+    """Claim slots in a ``claims`` table in one transaction; False, claiming nothing, if
+    one is already claimed for another block. ``conn`` is in autocommit mode."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for slot, block in slots:
+            row = conn.execute(
+                "SELECT block FROM claims WHERE network = ? AND device = ? AND slot = ?",
+                (network, device, slot),
+            ).fetchone()
+            if row is not None and bytes(row[0]) != block:
+                conn.execute("ROLLBACK")
+                return False
+            if row is None:
+                conn.execute("INSERT INTO claims VALUES (?, ?, ?, ?)",
+                             (network, device, slot, block))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
 class SqliteClaims:
     """A ClaimTable in a SQLite file, committed with ``synchronous=FULL``."""
 
@@ -36,41 +79,15 @@ class SqliteClaims:
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
-            "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))"
-        )
+        self.conn.execute(CLAIMS_SCHEMA)
 
     def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
         """The highest claimed slot at the device and its block id, or None."""
-        row = self.conn.execute(
-            "SELECT slot, block FROM claims WHERE network = ? AND device = ? "
-            "ORDER BY slot DESC LIMIT 1",
-            (network, device),
-        ).fetchone()
-        return (row[0], bytes(row[1])) if row else None
+        return sqlite_last_claim(self.conn, network, device)
 
     def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
         """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            for slot, block in slots:
-                row = self.conn.execute(
-                    "SELECT block FROM claims WHERE network = ? AND device = ? AND slot = ?",
-                    (network, device, slot),
-                ).fetchone()
-                if row is not None and bytes(row[0]) != block:
-                    self.conn.execute("ROLLBACK")
-                    return False
-                if row is None:
-                    self.conn.execute(
-                        "INSERT INTO claims VALUES (?, ?, ?, ?)", (network, device, slot, block)
-                    )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return True
+        return sqlite_claim(self.conn, network, device, slots)
 
     def close(self) -> None:
         """Close the file."""
