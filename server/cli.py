@@ -167,6 +167,9 @@ def serve_main(argv: list[str]) -> int:
         relay.telemetry.log("warning", message="the witness key is not a witness of any "
                             "network served: this relay will not vote")
     asyncio.run(relay.run())
+    if relay.failure is not None:
+        raise RelayError(f"the relay stopped: its database failed ({relay.failure}); what "
+                         "was acknowledged is on disk, restart it once the disk is fixed")
     return 0
 
 

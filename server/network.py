@@ -2,10 +2,12 @@
 
 The ledger is rebuilt from the store on start without re-verifying (every entry was
 verified before it was stored). New entries from a peer pass the protocol's gate, are
-committed to the store (counted against their device's daily quota; the issuer's
-devices, which mint, have none) and only then
-join the ledger; the relay acknowledges them with a cursor and fans them out to every
-other subscriber. With a witness key listed in the genesis, the relay then votes in
+written to the store (counted against their device's daily quota; the issuer's
+devices, which mint, have none) and only then join the ledger, and are fanned out to
+every other subscriber as item rows encoded once. The relay commits the writes of an
+event-loop pass together (``on_stored`` tells it there is something to commit) and then
+calls ``cursor_moved``: every subscriber gets a cursor, which for the sender is the
+acknowledgement. With a witness key listed in the genesis, the relay then votes in
 batches: ``Witness.vote`` claims each slot durably before a vote is signed, and the
 votes are stored and fanned out to every subscriber, the sender too.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from nacl.signing import SigningKey
@@ -24,7 +26,7 @@ from server.errors import LimitExceeded
 from server.store import NewEntry, RelayStore
 from server.telemetry import Telemetry
 from sync.port import _ReplicaPort, make_cursor, read_cursor
-from sync.protocol import Connection
+from sync.protocol import Connection, ItemRow, item_rows
 from wallet.encoding import Block, Entry, Genesis, Kind, Vote, parse_entry
 from wallet.ledger import Ledger
 from wallet.replica import Replica
@@ -34,12 +36,15 @@ VOTE_DELAY_S = 0.02  # gather entries this long before voting, so votes come in 
 
 
 class Subscriber(Protocol):
-    """A live conversation the network fans entries out to (the relay's session)."""
+    """A live conversation the network fans entries out to (a session, a peer link)."""
 
     conn: Connection
 
-    def push(self) -> None:
-        """Hand the connection's outgoing messages to the socket writer."""
+    def deliver(self, rows: list[ItemRow]) -> None:
+        """New entries for the peer, as item rows."""
+
+    def cursor_moved(self) -> None:
+        """The store's durable position moved: send the peer a cursor."""
 
 
 def utc_day(now: float | None = None) -> str:
@@ -83,6 +88,7 @@ class ServedNetwork:
         witness_key: SigningKey | None = None,
         quota_per_day: int | None = None,
         vote_delay_s: float = VOTE_DELAY_S,
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.genesis = genesis
@@ -90,6 +96,8 @@ class ServedNetwork:
         self.telemetry = telemetry
         self.quota_per_day = quota_per_day
         self.vote_delay_s = vote_delay_s
+        # Without a relay to gather commits, every write is durable at once.
+        self.on_stored = on_stored or self.cursor_moved
         self.ledger = Ledger(genesis)
         for chunk in store.entries(self.network):
             self.ledger.add([parse_entry(b, verify=False) for b in chunk])
@@ -134,6 +142,7 @@ class ServedNetwork:
         self._touched.update(e.device for e in new)
         self._touched.update(c.device for c in changes)
         self.telemetry.count("tally_relay_entries_stored", len(new))
+        self.on_stored()
         return new
 
     def _commit(self, entries: list[Entry]) -> None:
@@ -151,24 +160,29 @@ class ServedNetwork:
 
     # ------------------------------------------------------------- fan-out
     def accepted(self, entries: Iterable[Entry], origin: Subscriber) -> None:
-        """New entries from ``origin``: acknowledge them, fan them out, vote later."""
-        entries = list(entries)
-        self.fan_out(entries, origin=origin)
-        origin.conn.send_entries([], cursor=self.port.cursor())
-        origin.push()
+        """New entries from ``origin``: fan them out, vote soon (the ack is the cursor
+        that follows their commit)."""
+        self.fan_out(list(entries), origin=origin)
         self.schedule_votes()
 
     def fan_out(self, entries: list[Entry], origin: Subscriber | None) -> None:
-        """Send entries, then the store's cursor, to every live subscriber but ``origin``."""
+        """Hand entries to every live subscriber but ``origin``."""
         if not entries:
             return
-        cursor = self.port.cursor()
+        rows = item_rows(entries, self.replica.item_bits)
+        sent = 0
         for sub in list(self.subscribers):
             if sub is origin or not sub.conn.live:
                 continue
-            sub.conn.send_entries(entries, cursor=cursor)
-            self.telemetry.count("tally_relay_entries_out_total", len(entries))
-            sub.push()
+            sub.deliver(rows)
+            sent += 1
+        if sent:
+            self.telemetry.count("tally_relay_entries_out_total", len(entries) * sent)
+
+    def cursor_moved(self) -> None:
+        """Tell every subscriber the store's durable position moved."""
+        for sub in list(self.subscribers):
+            sub.cursor_moved()
 
     # ------------------------------------------------------------- witness
     def schedule_votes(self) -> None:

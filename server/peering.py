@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from server.outbox import Outbox
 from sync.errors import CloseCode
 from sync.messages import ROLE_NODE
-from sync.protocol import Closed, Connection, CursorReceived, Ready, Received
+from sync.protocol import Closed, Connection, CursorReceived, ItemRow, Ready, Received
 from wallet.encoding import id_text, short
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 QUEUE_MESSAGES_MAX = 10_000
+QUEUE_ENTRIES_MAX = 200_000
 
 
 class PeerLink:
@@ -49,45 +51,50 @@ class PeerLink:
             witness_key=relay.config.witness_key, cursor=cursor,
             max_message_bytes=relay.config.limits.message_bytes_max,
         )
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.outbox = Outbox(self.conn, ws, cursor=net.port.cursor,
+                             rows_max=QUEUE_ENTRIES_MAX, messages_max=QUEUE_MESSAGES_MAX)
 
     def push(self) -> None:
         """Queue what the connection has to send; drop the link if the peer lags too far."""
-        for m in self.conn.data_to_send():
-            self.queue.put_nowait(m)
+        fits = self.outbox.put(self.conn.data_to_send())
         if self.conn.state == "closed":
-            self.queue.put_nowait(None)
-        elif self.queue.qsize() > QUEUE_MESSAGES_MAX:
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.conn.close(CloseCode.OVERLOADED, "the peer reads too slowly")
-            self.push()
+            self.outbox.end()
+        elif not fits:
+            self._overloaded()
 
-    async def _write(self) -> None:
-        while True:
-            m = await self.queue.get()
-            if m is None:
-                await self.ws.close()
-                return
-            await self.ws.send(m)
+    def deliver(self, rows: list[ItemRow]) -> None:
+        """Fan-out: new entries for the peer relay."""
+        if not self.outbox.deliver(rows):
+            self._overloaded()
+
+    def cursor_moved(self) -> None:
+        """The store's durable position moved: tell the peer relay."""
+        self.outbox.cursor_moved()
+
+    def _overloaded(self) -> None:
+        self.outbox.drop()
+        self.conn.close(CloseCode.OVERLOADED, "the peer reads too slowly")
+        self.push()
 
     async def run(self) -> None:
         """Handshake, catch up both ways, then relay live entries until either side ends."""
-        writer = asyncio.create_task(self._write())
+        writer = asyncio.create_task(self.outbox.run())
         try:
             self.conn.initiate()
             self.push()
             async for data in self.ws:
                 if isinstance(data, str):
                     data = data.encode()
+                self.relay.writing()
                 self.conn.receive_data(data)
                 self._events()
                 self.push()
                 if self.conn.state == "closed":
                     break
+                await asyncio.sleep(0)
         finally:
             self.net.subscribers.discard(self)
-            self.queue.put_nowait(None)
+            self.outbox.end()
             try:
                 await asyncio.wait_for(writer, 2.0)
             except (TimeoutError, ConnectionClosed):

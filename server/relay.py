@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 
 from server.errors import RelayError
 from server.network import VOTE_DELAY_S, ServedNetwork
+from server.outbox import Outbox
 from server.peering import link_forever
 from server.store import RelayStore
 from server.telemetry import Telemetry
@@ -38,6 +39,7 @@ from sync.protocol import (
     MAX_MESSAGE_BYTES,
     Closed,
     Connection,
+    ItemRow,
     Port,
     Ready,
     Received,
@@ -56,7 +58,8 @@ class Limits:
     ``device_rate``/``device_burst``: messages a second a device may send, sustained and
     in a burst; ``address_rate``/``address_burst`` the same for one IP address, whatever
     its devices. ``quota_per_day``: blocks stored per device per UTC day (None: no
-    quota). ``queue_messages_max``: messages waiting for one slow subscriber.
+    quota). ``queue_messages_max``: protocol messages, ``queue_entries_max``: fanned-out
+    entries, waiting for one slow subscriber (past either, it is closed OVERLOADED).
     ``networks_max``: networks an ``--open`` relay takes on. ``handshake_s``: how long a
     connection may take to finish its handshake before it is closed.
     """
@@ -70,6 +73,7 @@ class Limits:
     address_burst: float = 800.0
     quota_per_day: int | None = 10_000
     queue_messages_max: int = 1000
+    queue_entries_max: int = 100_000
     networks_max: int = 1000
     handshake_s: float = 10.0
 
@@ -121,7 +125,7 @@ CLOSE_TIMEOUT_S = 2.0  # how long a closing handshake may take before the socket
 
 
 class Session:
-    """One websocket conversation: a server ``Connection``, its limits and its writer."""
+    """One websocket conversation: a server ``Connection``, its limits and its outbox."""
 
     def __init__(self, relay: Relay, ws: ServerConnection) -> None:
         self.relay = relay
@@ -131,16 +135,23 @@ class Session:
         self.network: ServedNetwork | None = None
         self.device = b""
         self.role = 0
+        limits = relay.config.limits
         self.conn = Connection(
             client=False, key=relay.config.node_key, role=ROLE_NODE, resolve=self._resolve,
             witness_key=relay.config.witness_key,
-            max_message_bytes=relay.config.limits.message_bytes_max,
+            max_message_bytes=limits.message_bytes_max, defer_acks=True,
         )
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.writer = asyncio.create_task(self._write())
+        self.outbox = Outbox(self.conn, ws, cursor=self._cursor,
+                             rows_max=limits.queue_entries_max,
+                             messages_max=limits.queue_messages_max)
+        self.writer = asyncio.create_task(self.outbox.run())
         self.ended = False
         self.close_code: int | None = None
         self.close_reason = ""
+
+    def _cursor(self) -> bytes:
+        assert self.network is not None
+        return self.network.port.cursor()
 
     # ------------------------------------------------------------ reading
     def receive(self, data: bytes | str) -> None:
@@ -161,7 +172,10 @@ class Session:
         net = self.network
         if net is not None:
             net.refusal = None
+        self.relay.writing()
         self.conn.receive_data(data)
+        if self.conn.unacknowledged:
+            self.relay.to_ack.add(self)
         net = self.network
         refusal = None
         if net is not None:
@@ -170,8 +184,7 @@ class Session:
             # The protocol closed with REFUSED; the peer is told the limit's own code.
             out = [m for m in self.conn.data_to_send() if not m.startswith(_CLOSE_TYPE)]
             out.append(encode(Close(int(refusal.code), refusal.reason)))
-            for m in out:
-                self.queue.put_nowait(m)
+            self.outbox.put(out)
             self._on_closed(int(refusal.code), refusal.reason)
         self._events()
         self.push()
@@ -224,16 +237,27 @@ class Session:
         if self.ended:
             self.conn.data_to_send()
             return
-        for m in self.conn.data_to_send():
-            self.queue.put_nowait(m)
+        fits = self.outbox.put(self.conn.data_to_send())
         self._events()
         if self.conn.state == "closed":
             self._end()
-        elif self.queue.qsize() > self.relay.config.limits.queue_messages_max:
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.close(CloseCode.OVERLOADED, "too many messages queued for this peer (it "
-                       "reads too slowly); reconnect and resume from the last cursor")
+        elif not fits:
+            self.overloaded()
+
+    def deliver(self, rows: list[ItemRow]) -> None:
+        """Fan-out: new entries (their item rows) for this peer."""
+        if not self.ended and not self.outbox.deliver(rows):
+            self.overloaded()
+
+    def cursor_moved(self) -> None:
+        """The store's durable position moved: the peer gets a cursor (an ack) soon."""
+        self.outbox.cursor_moved()
+
+    def overloaded(self) -> None:
+        """The peer reads too slowly: drop what waits for it and close the conversation."""
+        self.outbox.drop()
+        self.close(CloseCode.OVERLOADED, "too many messages queued for this peer (it "
+                   "reads too slowly); reconnect and resume from the last cursor")
 
     def close(self, code: int, reason: str) -> None:
         """End the conversation, telling the peer why."""
@@ -253,24 +277,12 @@ class Session:
         if not self.ended:
             self.ended = True
             self.detach()
-            self.queue.put_nowait(None)
+            self.outbox.end(1000 if self.close_code in (None, 0) else 1008, self.close_reason)
 
     def detach(self) -> None:
         """Stop receiving fan-out."""
         if self.network is not None:
             self.network.subscribers.discard(self)
-
-    async def _write(self) -> None:
-        try:
-            while True:
-                m = await self.queue.get()
-                if m is None:
-                    break
-                await self.ws.send(m)
-            await self.ws.close(1000 if self.close_code in (None, 0) else 1008,
-                                self.close_reason.encode()[:120].decode("utf-8", "ignore"))
-        except ConnectionClosed:
-            pass
 
     async def finish(self, timeout_s: float = 5.0) -> None:
         """Wait for the writer to flush and close the websocket."""
@@ -296,6 +308,11 @@ class Relay:
         self.server: Server | None = None
         self.port = config.port
         self.peer_tasks: list[asyncio.Task[None]] = []
+        self._flush_pending = False
+        self._acked = store.high_water()
+        self.to_ack: set[Session] = set()
+        self.failure: BaseException | None = None
+        self._stop: asyncio.Future[object] | None = None
         for g in config.genesis:
             self.add_network(g)
         for raw in store.genesis_records():  # networks a --open relay took on before
@@ -312,6 +329,7 @@ class Relay:
         net = ServedNetwork(
             self.store, genesis, telemetry=self.telemetry, witness_key=self.config.witness_key,
             quota_per_day=self.config.limits.quota_per_day, vote_delay_s=self.config.vote_delay_s,
+            on_stored=self.stored,
         )
         self.networks[genesis.network_id] = net
         recovered = net.recover_votes()
@@ -344,6 +362,49 @@ class Relay:
             return CloseCode.OVERLOADED, (
                 f"this relay serves {len(self.networks)} networks, its limit; try another")
         return self.add_network(g)
+
+    # ------------------------------------------------------------ group commit
+    def writing(self) -> None:
+        """A message that may store entries is next: what it writes joins this loop
+        pass's group commit."""
+        self.store.begin_group()
+        self._flush_soon()
+
+    def stored(self) -> None:
+        """Entries were written (in a group or on their own): acknowledge them soon."""
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): flush now
+                self.flush()
+
+    def flush(self) -> None:
+        """Commit the group, acknowledge what the peers sent (``Ack``), and send every
+        subscriber a cursor if the durable position moved. A failed commit stops the
+        relay: its memory holds entries its disk lacks, and a restart rebuilds from the
+        disk."""
+        self._flush_pending = False
+        try:
+            self.store.commit_group()
+        except Exception as exc:
+            self.telemetry.log("error", where="store", error=f"{type(exc).__name__}: {exc}")
+            self.failure = exc
+            if self._stop is not None and not self._stop.done():
+                self._stop.set_result("store failure")
+            return
+        to_ack, self.to_ack = self.to_ack, set()
+        for s in to_ack:
+            s.conn.acknowledge()
+            s.push()
+        high = self.store.high_water()
+        if high != self._acked:
+            self._acked = high
+            for net in self.networks.values():
+                net.cursor_moved()
 
     # ------------------------------------------------------------ limits
     def rate_check(self, s: Session) -> str | None:
@@ -393,6 +454,9 @@ class Relay:
                 s.receive(data)
                 if s.ended:
                     break
+                # A peer with a backlog must not hold the loop: let the group commit,
+                # the writers and the other peers run between its messages.
+                await asyncio.sleep(0)
             else:
                 s._on_closed(CloseCode.DONE, "the websocket closed", by_peer=True)
         except ConnectionClosed:
@@ -438,6 +502,7 @@ class Relay:
             stop = loop.create_future()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, _set, stop, sig)
+        self._stop = stop
         lim = self.config.limits
         try:
             server = await serve(

@@ -3,8 +3,11 @@
 ``RelayStore`` is the interface; ``SqliteRelayStore`` keeps it all in one SQLite file.
 It is written so that PostgreSQL can implement it later: every write is idempotent by
 id, claims sit under a unique key (network, device, slot), and every method is one
-transaction. Positions (``pos``) are the store's insertion order; the relay hands them
-out in resume cursors, prefixed with the store's identity (``store_id``).
+transaction -- or, between ``begin_group`` and ``commit_group``, one savepoint of a
+group commit: the relay gathers the writes of one event-loop pass and makes them durable
+with one commit (one fsync), and only then acknowledges them. Positions (``pos``) are
+the store's insertion order; the relay hands them out in resume cursors, prefixed with
+the store's identity (``store_id``), and only durable ones (``high_water``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ class RelayStore(Protocol):
         """Store new entries in one transaction, counting blocks against their device's
         quota for ``day``; raise ``QuotaExceeded`` (nothing stored) when one goes over."""
 
+    def begin_group(self) -> None:
+        """Writes from now until ``commit_group`` are one transaction (idempotent)."""
+
+    def commit_group(self) -> None:
+        """Make the group's writes durable; ``high_water`` moves only now."""
+
     def entries(self, network: bytes) -> Iterator[list[bytes]]:
         """Every entry of the network in storage order, in chunks."""
 
@@ -69,7 +78,7 @@ class RelayStore(Protocol):
         """The entries of the network stored after position ``pos``, in chunks."""
 
     def high_water(self) -> int:
-        """The last position handed out (0 when empty)."""
+        """The last durable position (0 when empty): what cursors may name."""
 
     def count(self, network: bytes) -> int:
         """How many entries of the network are stored."""
@@ -168,6 +177,35 @@ class SqliteRelayStore:
                              f"`tally-relay migrate --db {self.path}`")
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
         self.store_id: bytes = bytes(row[0])
+        self.in_group = False
+        self._durable = self._top()
+
+    # ----------------------------------------------------------- group commit
+    def begin_group(self) -> None:
+        """Writes from now until ``commit_group`` are one transaction (idempotent)."""
+        if not self.in_group:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.in_group = True
+
+    def commit_group(self) -> None:
+        """Make the group's writes durable (one fsync); ``high_water`` moves only now.
+
+        On failure the group is rolled back and the error raised: what it held was never
+        acknowledged, and the relay must stop (its memory holds entries the disk lacks).
+        """
+        if not self.in_group:
+            return
+        self.in_group = False
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._durable = self._top()
+
+    def _top(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()[0]
 
     # -------------------------------------------------------------- networks
     def genesis_records(self) -> list[bytes]:
@@ -189,7 +227,8 @@ class SqliteRelayStore:
             if e.device:
                 per_device[e.device] = per_device.get(e.device, 0) + 1
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        grouped = self.in_group
+        c.execute("SAVEPOINT add_entries" if grouped else "BEGIN IMMEDIATE")
         try:
             for device, n in per_device.items():
                 row = c.execute(
@@ -206,19 +245,26 @@ class SqliteRelayStore:
                 [(network, e.id, e.body) for e in entries],
             )
             c.execute("DELETE FROM quota WHERE day < ?", (day,))
-            c.execute("COMMIT")
+            c.execute("RELEASE add_entries" if grouped else "COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if grouped:
+                c.execute("ROLLBACK TO add_entries")
+                c.execute("RELEASE add_entries")
+            else:
+                c.execute("ROLLBACK")
             raise
+        if not grouped:
+            self._durable = self._top()
 
     def entries(self, network: bytes) -> Iterator[list[bytes]]:
         """Every entry of the network in storage order, in chunks."""
         return self.bodies_after(network, 0)
 
     def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
-        """The entries of the network stored after position ``pos`` and up to the
-        high-water mark of now, in chunks, read lazily (writes meanwhile do not disturb)."""
-        top = self.high_water()
+        """The entries of the network stored after position ``pos`` and up to the last
+        position of now (a group's too), in chunks, read lazily (writes meanwhile do not
+        disturb)."""
+        top = self._top()
 
         def chunks() -> Iterator[list[bytes]]:
             at = pos
@@ -235,8 +281,8 @@ class SqliteRelayStore:
         return chunks()
 
     def high_water(self) -> int:
-        """The last position handed out (0 when empty)."""
-        return self.conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()[0]
+        """The last durable position (0 when empty): what cursors may name."""
+        return self._durable
 
     def count(self, network: bytes) -> int:
         """How many entries of the network are stored."""
@@ -250,7 +296,9 @@ class SqliteRelayStore:
         return sqlite_last_claim(self.conn, network, device)
 
     def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
-        """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
+        """Claim all the slots atomically and durably; False (and nothing claimed) if one
+        is taken. An open group is committed first: a claim is its own transaction."""
+        self.commit_group()
         return sqlite_claim(self.conn, network, device, slots)
 
     def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
@@ -273,6 +321,7 @@ class SqliteRelayStore:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
-        """Close the file (every commit is already durable)."""
+        """Commit an open group and close the file."""
+        self.commit_group()
         self.conn.close()
 

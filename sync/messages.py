@@ -135,6 +135,14 @@ class Cursor:
 
 
 @dataclass(frozen=True, slots=True)
+class Ack:
+    """The first ``count`` Entries, SyncStep2 and Update messages you sent in this
+    conversation are stored durably here (sent by the server side only)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """The end of a conversation, with a code and a reason a person can read."""
 
@@ -144,12 +152,12 @@ class Close:
 
 Message = (
     Hello | Proof | Want | Entries | SyncStep2 | Update | Digest | Buckets | Ids | Fetch
-    | Cursor | Close
+    | Cursor | Ack | Close
 )
 
 _TYPES: dict[type, int] = {
     Hello: 1, Proof: 2, Want: 3, Entries: 4, SyncStep2: 5, Update: 6, Digest: 7,
-    Buckets: 8, Ids: 9, Fetch: 10, Cursor: 11, Close: 127,
+    Buckets: 8, Ids: 9, Fetch: 10, Cursor: 11, Ack: 12, Close: 127,
 }
 _BY_CODE = {v: k for k, v in _TYPES.items()}
 
@@ -204,6 +212,8 @@ def encode(msg: Message) -> bytes:
         return t + struct.pack(">I", len(msg.ids)) + b"".join(msg.ids)
     if isinstance(msg, Cursor):
         return t + _var(msg.cursor, 2)
+    if isinstance(msg, Ack):
+        return t + struct.pack(">Q", msg.count)
     if isinstance(msg, Close):
         # cut to the limit on a character boundary: the reason stays valid UTF-8
         reason = msg.reason.encode()[:REASON_BYTES_MAX].decode("utf-8", "ignore").encode()
@@ -302,6 +312,8 @@ def decode(data: bytes, *, max_bytes: int, max_entries: int) -> Message:
         msg = Fetch(tuple(r.take(32, "id") for _ in range(n)))
     elif cls is Cursor:
         msg = Cursor(r.var("cursor", CURSOR_BYTES_MAX, 2))
+    elif cls is Ack:
+        msg = Ack(r.u(">Q", "count"))
     else:
         code = r.u(">H", "code")
         try:

@@ -41,6 +41,7 @@ from sync.messages import (
     MIN_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     ROLE_DEVICE,
+    Ack,
     Buckets,
     Close,
     Cursor,
@@ -59,7 +60,13 @@ from sync.messages import (
     decode,
     encode,
 )
-from wallet.crdt import ITEM_ID_BITS, decode_update, encode_items, item_client_id
+from wallet.crdt import (
+    ITEM_ID_BITS,
+    decode_update,
+    item_client_id,
+    item_section,
+    join_sections,
+)
 from wallet.encoding import (
     Block,
     Entry,
@@ -127,6 +134,19 @@ class Port(Protocol):
         """The signed bytes of the held entries among ``ids``, dependencies first."""
 
 
+ItemRow = tuple[int, bytes]
+"""An entry as one Yjs item of an update: its client id and its ``item_section``."""
+
+
+def item_rows(entries: Iterable[Entry], bits: int = ITEM_ID_BITS) -> list[ItemRow]:
+    """Each entry's item row (encoded once, it can go into any number of updates)."""
+    rows = []
+    for e in entries:
+        client = item_client_id(e.id, bits)
+        rows.append((client, item_section(client, id_text(e.id), e.raw)))
+    return rows
+
+
 # ------------------------------------------------------------------- events
 @dataclass(frozen=True, slots=True)
 class Ready:
@@ -161,6 +181,14 @@ class CursorReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class Acked:
+    """The server stored durably the first ``count`` entry messages we sent (Entries,
+    SyncStep2, Update; counted by ``Connection.entry_messages_sent``)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class InSync:
     """Both sides hold the same set: the digests agree."""
 
@@ -177,7 +205,9 @@ class Closed:
     by_peer: bool
 
 
-Event = Ready | Received | CaughtUp | CursorReceived | InSync | Closed
+Event = Ready | Received | CaughtUp | CursorReceived | Acked | InSync | Closed
+
+_ENTRY_MESSAGES = (Entries, SyncStep2, Update)
 
 
 def proof_payload(network: bytes, challenge: bytes, own_challenge: bytes, key: bytes) -> bytes:
@@ -193,6 +223,11 @@ class Connection:
     (a server may pass None and a ``resolve`` that picks or creates the port from the
     client's Hello, or returns a CloseCode and reason to refuse it). ``cursor``: what
     the peer told us last time. ``open_entry``: a device's open, sent in the hello.
+
+    The server side acknowledges the client's entry messages (Entries, SyncStep2,
+    Update) with ``Ack``: after each one, when its port stores durably before returning
+    (a wallet); with ``defer_acks`` only when the owner calls ``acknowledge`` after its
+    own commit (the relay's group commit).
     """
 
     def __init__(
@@ -209,6 +244,7 @@ class Connection:
         check_peer: Callable[[Hello], tuple[CloseCode, str] | None] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_entries: int = MAX_ENTRIES_PER_MESSAGE,
+        defer_acks: bool = False,
     ) -> None:
         if port is None and resolve is None:
             raise ValueError("a connection needs a port or a way to resolve one")
@@ -243,6 +279,11 @@ class Connection:
         self._digest_sent = b""
         self._ids_wanted = False  # the client sent Buckets and waits for Ids
         self._fetches_out = 0  # Fetches the client sent whose Digest has not come back
+        self.defer_acks = defer_acks
+        self.entry_messages_sent = 0  # Entries, SyncStep2 and Update messages sent
+        self.entry_messages_received = 0  # … received and stored (what an Ack counts)
+        self._acked_out = 0  # the last count this side acknowledged
+        self._acked_in = 0  # the last count the peer acknowledged
         self._limits(max_message_bytes, max_entries)
 
     def _limits(self, peer_bytes: int, peer_entries: int) -> None:
@@ -312,6 +353,19 @@ class Connection:
         self._events.append(Closed(int(code), reason, by_peer=False))
 
     @property
+    def unacknowledged(self) -> bool:
+        """True when entry messages were received that no Ack covers yet."""
+        return self.entry_messages_received > self._acked_out
+
+    def acknowledge(self) -> None:
+        """Send an Ack for every entry message received so far (server side; once what
+        they carried is durable)."""
+        if self.client or self.state == "closed" or not self.unacknowledged:
+            return
+        self._acked_out = self.entry_messages_received
+        self._send(Ack(self._acked_out))
+
+    @property
     def live(self) -> bool:
         """True once the handshake is done and until the conversation ends."""
         return self.state == "ready"
@@ -321,32 +375,40 @@ class Connection:
         if not self.live:
             return
         bits = getattr(self.port, "item_bits", ITEM_ID_BITS)
-        items = [(item_client_id(e.id, bits), id_text(e.id), e.raw) for e in entries]
-        for update in self._updates(items):
+        for update in self.update_payloads(item_rows(entries, bits)):
             self._send(Update(update))
         if cursor:
             self._send(Cursor(cursor))
 
-    def _updates(self, items: list[tuple[int, str, bytes]]) -> Iterator[bytes]:
-        """Canonical updates of the items, each within the chunk limits, no item id
-        twice in one (two entries sharing an item id go in separate updates)."""
-        batch: list[tuple[int, str, bytes]] = []
+    def update_payloads(self, rows: Iterable[ItemRow]) -> Iterator[bytes]:
+        """Canonical updates of the item rows, in order, each within this peer's chunk
+        limits and with no item id twice (two entries sharing one go in separate
+        updates). The caller sends each as an ``Update``."""
+        batch: list[ItemRow] = []
         used: set[int] = set()
         size = 0
-        for client, key, value in items:
-            if batch and (client in used or len(batch) >= self.chunk_entries
-                          or size + len(value) + 64 > self.chunk_bytes):
-                yield encode_items(batch)
+        for row in rows:
+            if batch and (row[0] in used or len(batch) >= self.chunk_entries
+                          or size + len(row[1]) > self.chunk_bytes):
+                yield join_sections(batch)
                 batch, used, size = [], set(), 0
-            used.add(client)
-            batch.append((client, key, value))
-            size += len(value) + 64
+            used.add(row[0])
+            batch.append(row)
+            size += len(row[1])
         if batch:
-            yield encode_items(batch)
+            yield join_sections(batch)
 
     # ------------------------------------------------------------ internals
     def _send(self, msg: Message) -> None:
+        if isinstance(msg, _ENTRY_MESSAGES):
+            self.entry_messages_sent += 1
         self._out.append(encode(msg))
+
+    def encode_update(self, update: bytes) -> bytes:
+        """An Update message this side's owner sends itself (the relay's fan-out), counted
+        like one sent through the connection."""
+        self.entry_messages_sent += 1
+        return encode(Update(update))
 
     def _hello(self) -> Hello:
         assert self.port is not None
@@ -380,6 +442,10 @@ class Connection:
             raise ProtocolViolation(f"{type(msg).__name__} before the handshake finished")
         else:
             self._on_ready_message(msg)
+            if isinstance(msg, _ENTRY_MESSAGES) and self.state == "ready":
+                self.entry_messages_received += 1
+                if not self.client and not self.defer_acks:
+                    self.acknowledge()
 
     def _on_hello(self, h: Hello) -> None:
         expected = "hello_sent" if self.client else "new"
@@ -502,6 +568,15 @@ class Connection:
                 self._recheck(live=True)
         elif isinstance(msg, Cursor):
             self._events.append(CursorReceived(msg.cursor))
+        elif isinstance(msg, Ack):
+            if not self.client:
+                raise ProtocolViolation("only the server acknowledges: Ack from the client")
+            if not self._acked_in <= msg.count <= self.entry_messages_sent:
+                raise ProtocolViolation(
+                    f"Ack of {msg.count} entry messages; {self.entry_messages_sent} were "
+                    f"sent and {self._acked_in} acknowledged before")
+            self._acked_in = msg.count
+            self._events.append(Acked(msg.count))
         elif isinstance(msg, Digest):
             if self._ids_wanted:
                 return  # a round is under way: the Digest after its last Fetch decides
@@ -550,10 +625,10 @@ class Connection:
             self._send(Entries(tuple(pending), last=True, cursor=cursor))
             return
         update = port.update_since(w.state_vector)
-        parts = list(self._updates([
-            (i.client, i.key, i.value)
+        parts = list(self.update_payloads(
+            (i.client, item_section(i.client, i.key, i.value))
             for i in decode_update(update, max_bytes=len(update), max_items=len(update))
-        ])) if len(update) > self.chunk_bytes else [update]
+        )) if len(update) > self.chunk_bytes else [update]
         for part in parts[:-1]:
             self._send(Update(part))
         self._send(SyncStep2(parts[-1], cursor))
