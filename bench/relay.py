@@ -20,12 +20,12 @@ cached under ``bench/out/``.
 Phases, each against both servers:
 
 1. Unpaced. Each writer keeps up to ``--window`` messages unacknowledged (tally: the
-   relay's Cursor to the sender; pycrdt: the room's echo of the sender's own update,
-   which it broadcasts to every client) and sends as fast as the server takes them.
-   A delivery is one writer's block (votes not counted) reaching one subscriber,
-   however framed. Prints entries per second in (to the last acknowledgement),
-   deliveries per second out (to the last delivery), the harness's CPU and the server
-   process's CPU.
+   relay's Ack, sent once they are durably stored; pycrdt: the room's echo of the
+   sender's own update, which it broadcasts to every client) and sends as fast as
+   the server takes them. A delivery is one writer's block (votes not counted)
+   reaching one subscriber, however framed. Prints entries per second in (to the
+   last acknowledgement), deliveries per second out (to the last delivery), the
+   harness's CPU and the server process's CPU.
 2. Paced. ``--rate`` payments a second offered (spread over the writers) for
    ``--paced-s`` seconds. Latency runs from the writer's socket write to a probe
    subscriber having the entry in its doc: for tally, a full device
@@ -79,7 +79,7 @@ from nacl.signing import SigningKey  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from sync.messages import ROLE_DEVICE, Close, Cursor, Update, decode, encode  # noqa: E402
+from sync.messages import ROLE_DEVICE, Ack, Close, Update, decode, encode  # noqa: E402
 from sync.port import MemoryPort, WalletPort  # noqa: E402
 from sync.protocol import Closed, Connection, InSync, Received  # noqa: E402
 from wallet import keys as keyfiles  # noqa: E402
@@ -417,7 +417,7 @@ class Client:
         self.received = 0  # payments seen (subscriber)
         self.window: asyncio.Semaphore | None = None
         self.own: set[str] = set()
-        self.last_update = False
+        self.acked = 0  # tally: entry messages the relay acknowledged
         self.closed: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.in_sync = asyncio.Event()
@@ -438,8 +438,8 @@ class Client:
                     self.in_sync.set()
                 elif isinstance(ev, Closed):
                     raise SystemExit(f"{self.kind} refused by the relay: {ev.reason}")
-        # The tail of the handshake (the relay's Digest and Cursor) too, so that the
-        # minimal decoder never takes it for an acknowledgement.
+        # The tail of the handshake (the relay's Digest, Cursor and the Ack of our
+        # catch-up) too: the minimal decoder counts acknowledgements from here on.
         while True:
             try:
                 data = await asyncio.wait_for(self.ws.recv(), 0.2)
@@ -448,6 +448,7 @@ class Client:
             conn.receive_data(data)
             await self._flush()
             conn.events_received()
+        self.acked = conn.entry_messages_acked
         self.task = asyncio.create_task(self._read_tally())
 
     async def connect_pycrdt(self, url: str) -> None:
@@ -487,12 +488,13 @@ class Client:
                     continue
                 msg, keys = tally_items(data)
                 if self.kind == "writer":
-                    if isinstance(msg, Cursor) and not self.last_update:
-                        st.acks += 1
+                    if isinstance(msg, Ack) and msg.count > self.acked:
+                        k, self.acked = msg.count - self.acked, msg.count
+                        st.acks += k
                         st.last_ack = now
                         assert self.window is not None
-                        self.window.release()
-                    self.last_update = isinstance(msg, Update)
+                        for _ in range(k):
+                            self.window.release()
                 elif keys:
                     self._delivered(st, keys, now)
                 if isinstance(msg, Close):

@@ -353,6 +353,11 @@ class Connection:
         self._events.append(Closed(int(code), reason, by_peer=False))
 
     @property
+    def entry_messages_acked(self) -> int:
+        """How many of the entry messages we sent the peer acknowledged (``Ack``)."""
+        return self._acked_in
+
+    @property
     def unacknowledged(self) -> bool:
         """True when entry messages were received that no Ack covers yet."""
         return self.entry_messages_received > self._acked_out

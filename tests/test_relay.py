@@ -40,7 +40,7 @@ from server.telemetry import Telemetry
 from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE, Close, decode
 from sync.port import MemoryPort
-from sync.protocol import Closed, CursorReceived, Event, InSync, Received
+from sync.protocol import Acked, Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
 from tests.ledgerkit import Device, Net
 from wallet import keys as keyfiles
@@ -193,14 +193,13 @@ class Client:
     open_entry: bytes = b""
     cursor: bytes = b""
     events: list[Event] = field(default_factory=list)
-    acks: list[bytes] = field(default_factory=list)
+    cursors: list[bytes] = field(default_factory=list)  # every cursor received
+    acked: int = 0  # entry messages the relay acknowledged
     closed: Closed | None = None
     ws: ClientConnection | None = None
     conn: SyncConnection | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _reader: asyncio.Task[None] | None = None
-    _last_was_update: bool = False
-    _max_pos: int = 0
     in_sync: bool = False
 
     @property
@@ -233,19 +232,14 @@ class Client:
                 for ev in self.conn.events_received():
                     self.events.append(ev)
                     if isinstance(ev, CursorReceived):
-                        # An acknowledgement: a cursor past every position seen so far
-                        # that does not close a fan-out (Update, Cursor). The protocol
-                        # also sends cursors when digests agree; those move nothing.
                         self.cursor = ev.cursor
-                        pos = struct.unpack(">Q", ev.cursor[-8:])[0]
-                        if not self._last_was_update and pos > self._max_pos:
-                            self.acks.append(ev.cursor)
-                        self._max_pos = max(self._max_pos, pos)
+                        self.cursors.append(ev.cursor)
+                    if isinstance(ev, Acked):
+                        self.acked = ev.count
                     if isinstance(ev, Closed):
                         self.closed = ev
                     if isinstance(ev, InSync):
                         self.in_sync = True
-                self._last_was_update = data[:1] == b"\x06"
                 await self.flush()
                 self._changed.set()
         except ConnectionClosed:
@@ -278,9 +272,11 @@ class Client:
         await self.flush()
 
     async def send_acked(self, entries: Iterable[Entry], timeout_s: float = 10) -> None:
-        n = len(self.acks)
+        """Send, and wait for the relay's Ack of the messages (or the end)."""
         await self.send(entries)
-        await self.wait(lambda: len(self.acks) > n or self.closed is not None, timeout_s,
+        assert self.conn is not None
+        sent = self.conn.entry_messages_sent
+        await self.wait(lambda: self.acked >= sent or self.closed is not None, timeout_s,
                         "an acknowledgement")
 
     def has(self, entry_id: bytes) -> bool:
@@ -409,7 +405,7 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
         mint.port.add_local(stored_entries(relay.db))
         await connected(relay.url, mint)
         await mint.wait(lambda: mint.in_sync, what="catch-up")
-        mint.acks.clear()
+        mint.cursors.clear()
         return mint
 
     async def until_killed() -> None:
@@ -434,7 +430,7 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
                 break
             acked.append(iss.id)
         killer.join()
-        ack_positions.extend(struct.unpack(">Q", c[-8:])[0] for c in mint.acks)
+        ack_positions.extend(struct.unpack(">Q", c[-8:])[0] for c in mint.cursors)
         await mint.close()
 
     async def stop_and_wait(count: int) -> None:
@@ -740,16 +736,18 @@ def test_a_vote_claimed_before_a_crash_is_signed_again_identically(tmp_path: Pat
 
 
 class _StuckSocket:
-    """A websocket whose peer never reads: the first send hangs for good."""
+    """A websocket whose peer stops reading once ``stuck``: every send then hangs."""
 
     remote_address = ("192.0.2.7", 40000)
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.stuck = False
 
     async def send(self, data: bytes) -> None:
+        if self.stuck:
+            await asyncio.Event().wait()
         self.sent.append(data)
-        await asyncio.Event().wait()
 
     async def close(self, *args: object) -> None:
         return None
@@ -759,25 +757,28 @@ def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) ->
     net = Net(witnesses=0)
     store = SqliteRelayStore(tmp_path / "q.db", create=True)
     config = RelayConfig("127.0.0.1", 0, SigningKey.generate(), genesis=[net.genesis],
-                         limits=Limits(queue_messages_max=6))
+                         limits=Limits(queue_entries_max=5))
     relay = RelayServer(config, store, Telemetry(io.StringIO()))
 
     async def go() -> None:
-        slow = Session(relay, _StuckSocket())  # type: ignore[arg-type]
+        sock = _StuckSocket()
+        slow = Session(relay, sock)  # type: ignore[arg-type]
         client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE,
                                 port=MemoryPort(net.ledger()), open_entry=net.mint.open.raw)
         client.initiate()
-        for _ in range(3):  # the handshake by hand: the relay's answers, taken off its
-            for m in client.data_to_send():  # queue before its writer runs, go to the client
+        for _ in range(4):  # the handshake, through the session's writer
+            for m in client.data_to_send():
                 slow.receive(m)
-            while not slow.queue.empty():
-                m = slow.queue.get_nowait()
-                if m:
-                    client.receive_data(m)
-        assert slow.conn.live
+            for _ in range(3):
+                await asyncio.sleep(0)
+            while sock.sent:
+                client.receive_data(sock.sent.pop(0))
+        assert slow.conn.live and client.live
+        sock.stuck = True  # the peer stops reading
         served = relay.networks[net.id]
         for i in range(10):
             served.add_local([net.account(label=f"x{i}")[0].open])
+            await asyncio.sleep(0)
             if slow.ended:
                 break
         assert slow.ended and slow.close_code == CloseCode.OVERLOADED

@@ -58,7 +58,7 @@ from wallet.encoding import Block, Kind, Vote, id_text, sign_message
 from wallet.ledger import Ledger
 
 TYPE = {1: "Hello", 2: "Proof", 3: "Want", 4: "Entries", 5: "SyncStep2", 6: "Update",
-        7: "Digest", 8: "Buckets", 9: "Ids", 10: "Fetch", 11: "Cursor", 127: "Close"}
+        7: "Digest", 8: "Buckets", 9: "Ids", 10: "Fetch", 11: "Cursor", 12: "Ack", 127: "Close"}
 
 
 # ------------------------------------------------------------------ harness
