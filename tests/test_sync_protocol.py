@@ -25,6 +25,7 @@ from sync.messages import (
     PROTOCOL_VERSION,
     ROLE_DEVICE,
     ROLE_NODE,
+    Ack,
     Buckets,
     Close,
     Cursor,
@@ -42,6 +43,7 @@ from sync.messages import (
 )
 from sync.port import MemoryPort
 from sync.protocol import (
+    Acked,
     CaughtUp,
     Closed,
     Connection,
@@ -322,6 +324,77 @@ def test_live_entries_travel_both_ways_after_in_sync() -> None:
     assert pipe.of("client", CursorReceived)[-1].cursor == at
     assert client.digest() == server.digest()
     assert not pipe.of("client", Closed)
+
+
+def test_the_server_acknowledges_every_entry_message_once_stored() -> None:
+    net = Net(witnesses=0, rng=random.Random(13))
+    alice, bob = net.account(1), net.account(1)
+    led = net.ledger()
+    net.fund(led, alice[0], 500)
+    client, server = port_with(net, _all(led)), port_with(net, _all(led))
+    pipe = connect(client, server)
+    assert_in_sync(pipe, client, server)
+    sent_before = pipe.client.entry_messages_sent
+    sends = []
+    for amount in (1, 2, 3):
+        sends.append(net.send(client.replica.ledger, alice[0], bob[0], amount))
+        client.add_local(sends[-1:])
+        pipe.client.send_entries(sends[-1:])
+    assert pipe.client.entry_messages_sent == sent_before + 3
+    pipe.run()
+    # a wallet-like port stores before it answers: one Ack per message, the last
+    # covering everything the client sent
+    assert pipe.of("client", Acked)[-1].count == pipe.client.entry_messages_sent
+    assert pipe.client.entry_messages_acked == pipe.client.entry_messages_sent
+    assert {s.id for s in sends} <= server.replica.ids()
+    assert "Ack" not in pipe.kinds("client"), "a client never acknowledges"
+
+
+def test_a_deferred_ack_waits_for_the_owner_and_covers_every_message() -> None:
+    net = Net(witnesses=0, rng=random.Random(14))
+    alice, bob = net.account(1), net.account(1)
+    led = net.ledger()
+    net.fund(led, alice[0], 500)
+    client, server = port_with(net, _all(led)), port_with(net, _all(led))
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server,
+                   defer_acks=True)
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert pipe.of("client", InSync) and not pipe.of("client", Acked)
+    assert s.unacknowledged  # the client's catch-up Entries, not acknowledged yet
+    for amount in (4, 5):
+        send = net.send(client.replica.ledger, alice[0], bob[0], amount)
+        client.add_local([send])
+        c.send_entries([send])
+    pipe.run()
+    assert not pipe.of("client", Acked)
+    s.acknowledge()  # the owner committed: one Ack for all of them
+    pipe.run()
+    assert [a.count for a in pipe.of("client", Acked)] == [c.entry_messages_sent]
+    assert not s.unacknowledged
+    s.acknowledge()  # nothing new: nothing sent
+    assert s.data_to_send() == []
+
+
+def test_an_ack_from_the_client_is_refused(setup) -> None:
+    p = Peer(setup[1]).ready()
+    expect_close(p, Ack(1), CloseCode.PROTOCOL, "only the server acknowledges")
+
+
+def test_a_client_refuses_an_ack_of_what_it_never_sent() -> None:
+    net, made = world()
+    for bad in ((5,), (2, 1)):
+        a, b = port_with(net, made[:5]), port_with(net, made)
+        pipe = connect(a, b)
+        assert pipe.of("client", InSync)
+        sent = pipe.client.entry_messages_sent
+        for count in bad:
+            pipe.client.receive_data(encode(Ack(sent + count - 2 if len(bad) == 2 else
+                                                sent + count)))
+        (closed,) = pipe.client.events_received()[-1:]
+        assert isinstance(closed, Closed) and closed.code == CloseCode.PROTOCOL
+        assert "Ack of" in closed.reason
 
 
 def test_votes_travel_as_entries_and_make_blocks_final() -> None:
