@@ -91,7 +91,6 @@ class PeerLink:
                 self.push()
                 if self.conn.state == "closed":
                     break
-                await asyncio.sleep(0)
         finally:
             self.net.subscribers.discard(self)
             self.outbox.end()

@@ -121,6 +121,7 @@ class TokenBucket:
 
 
 _CLOSE_TYPE = b"\x7f"
+YIELD_EVERY = 32  # messages of one peer handled in a row before the others get a turn
 CLOSE_TIMEOUT_S = 2.0  # how long a closing handshake may take before the socket is dropped
 
 
@@ -450,13 +451,16 @@ class Relay:
         self.telemetry.count("tally_relay_connections_total")
         self.telemetry.set("tally_relay_connections", len(self.sessions))
         try:
+            handled = 0
             async for data in ws:
                 s.receive(data)
                 if s.ended:
                     break
-                # A peer with a backlog must not hold the loop: let the group commit,
-                # the writers and the other peers run between its messages.
-                await asyncio.sleep(0)
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    # A peer with a backlog must not hold the loop: let the group
+                    # commit, the writers and the other peers run.
+                    await asyncio.sleep(0)
             else:
                 s._on_closed(CloseCode.DONE, "the websocket closed", by_peer=True)
         except ConnectionClosed:

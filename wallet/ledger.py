@@ -166,6 +166,9 @@ class Ledger:
         self.witness_bit = {w: 1 << i for i, w in enumerate(genesis.witnesses)}
         self.blocks: dict[bytes, Block] = {}
         self.votes: dict[bytes, Vote] = {}
+        # Every entry in the order it was added: lets a follower (the replica's Doc, the
+        # witness) take only what is new, O(new), however large the set.
+        self.arrivals: list[Block | Vote] = []
         self.status: dict[bytes, Status] = {}
         self.cover: dict[bytes, int] = {}
         self.devices: dict[bytes, _Device] = {}
@@ -202,6 +205,7 @@ class Ledger:
             fresh[e.id] = e
         new_blocks: list[Block] = []
         new_votes: list[Vote] = []
+        self.arrivals.extend(fresh.values())
         for e in fresh.values():
             if isinstance(e, Vote):
                 self.votes[e.id] = e

@@ -11,10 +11,9 @@ peers compare digests and send each other the raw entries the other lacks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import islice
 
 from wallet.crdt import ITEM_ID_BITS, EntryDigest, Gate, LedgerDoc
-from wallet.encoding import Entry, parse_entry
+from wallet.encoding import Entry, Kind, parse_entry
 from wallet.errors import BadEntry, EncodingError
 from wallet.ledger import Ledger
 
@@ -46,8 +45,7 @@ class Replica:
         self._doc: LedgerDoc | None = None
         self.digest = EntryDigest()
         self.outside: dict[bytes, Entry] = {}
-        self._seen_blocks = 0
-        self._seen_votes = 0
+        self._seen = 0  # how many of the ledger's arrivals the Doc and digest took
 
     @property
     def ledger(self) -> Ledger:
@@ -58,7 +56,7 @@ class Replica:
             self._doc = None
             self.digest = EntryDigest()
             self.outside = {}
-            self._seen_blocks = self._seen_votes = 0
+            self._seen = 0
         return led
 
     @property
@@ -72,12 +70,12 @@ class Replica:
         led = self.ledger
         if self._doc is None:
             self._doc = LedgerDoc(self.item_bits)
-        new: list[Entry] = list(islice(led.blocks.values(), self._seen_blocks, None))
-        new += list(islice(led.votes.values(), self._seen_votes, None))
-        self._seen_blocks = len(led.blocks)
-        self._seen_votes = len(led.votes)
-        if not new:
+        if self._seen == len(led.arrivals):
             return
+        fresh = led.arrivals[self._seen :]
+        self._seen = len(led.arrivals)
+        new: list[Entry] = [e for e in fresh if e.kind != Kind.VOTE]
+        new += [e for e in fresh if e.kind == Kind.VOTE]
         for e in new:
             self.digest.add(e.id)
         # Dependencies first (low seq first) so every replica routes collisions alike

@@ -101,6 +101,8 @@ class Witness:
         self.key = key
         self.public = bytes(key.verify_key)
         self.claims = claims
+        self._adopted: tuple[Ledger | None, int] = (None, 0)  # votes of a ledger looked at
+        self._orphans: list[Vote] = []  # votes of ours whose block has not arrived yet
 
     def vote(self, ledger: Ledger, devices: Iterable[bytes] | None = None) -> list[Vote]:
         """Claim and sign the votes the rule allows now, at most one per device."""
@@ -128,9 +130,23 @@ class Witness:
         return out
 
     def _adopt_own_votes(self, ledger: Ledger) -> None:
-        """Votes of ours found in the set bind us: claim what they cover (lost claims)."""
-        for v in ledger.votes.values():
-            if v.witness != self.public or v.block_id not in ledger.blocks:
+        """Votes of ours found in the set bind us: claim what they cover (lost claims).
+
+        Looks at each vote once (per ledger): the new arrivals since the last call, and
+        votes of ours still waiting for their block.
+        """
+        seen, start = self._adopted
+        arrivals = ledger.arrivals
+        if seen is not ledger:
+            start, self._orphans = 0, []
+        fresh = [*self._orphans, *arrivals[start:]]
+        self._adopted = (ledger, len(arrivals))
+        self._orphans = []
+        for v in fresh:
+            if not isinstance(v, Vote) or v.witness != self.public:
+                continue
+            if v.block_id not in ledger.blocks:
+                self._orphans.append(v)  # binds us once its block is here
                 continue
             last = self.claims.last(ledger.network, v.device)
             if last is not None and last[0] >= v.seq:
