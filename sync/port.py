@@ -165,6 +165,11 @@ class WalletPort(_ReplicaPort):
         self.store_id = sid
         self.replica = Replica(lambda: wallet.ledger, commit=wallet.ingest, item_bits=item_bits)
 
+    def add_raw(self, bodies: list[bytes]) -> list[Entry]:
+        """Verify raw entries on every core (``Wallet.ingest_bodies``), validate and
+        store them; what is held already is dropped by its hash, unverified."""
+        return list(self.wallet.ingest_bodies(bodies).entries)
+
     def cursor(self) -> bytes:
         """Where the store stands: its highest row."""
         return make_cursor(self.store_id, self.wallet.store.high_water())

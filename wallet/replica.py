@@ -1,11 +1,13 @@
 """A replica: a ledger with its CRDT Doc, its gate and its entry-set digest (DESIGN §6).
 
-The ledger (and, for a wallet, the store) is the truth; the Doc is derived from it and
-catches up lazily, so a wallet that never syncs never builds one. Updates from outside
-go through the gate, are validated and committed by ``commit`` (``Wallet.ingest`` for a
-wallet, ``Ledger.add`` for a bare ledger), and only then applied to the Doc. Entries
-whose item id another entry holds live outside the Doc and travel by reconciliation:
-peers compare digests and send each other the raw entries the other lacks.
+The ledger (and, for a wallet, the store) is the truth; the digest and the Doc are
+derived from it and catch up lazily from the ledger's arrivals: the digest whenever it
+is read, the Doc only when a gate check or a state vector needs it, so a wallet that
+never syncs never builds one and a bulk catch-up (raw entries) never waits for it.
+Updates from outside go through the gate, are validated and committed by ``commit``
+(``Wallet.ingest`` for a wallet, ``Ledger.add`` for a bare ledger), and only then
+applied to the Doc. Entries whose item id another entry holds live outside the Doc and
+travel by reconciliation: peers compare digests and send each other the raw entries the other lacks.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class Replica:
         self._doc: LedgerDoc | None = None
         self.digest = EntryDigest()
         self.outside: dict[bytes, Entry] = {}
-        self._seen = 0  # how many of the ledger's arrivals the Doc and digest took
+        self._seen = 0  # how many of the ledger's arrivals the digest took
+        self._doc_seen = 0  # … and the Doc
 
     @property
     def ledger(self) -> Ledger:
@@ -56,32 +59,35 @@ class Replica:
             self._doc = None
             self.digest = EntryDigest()
             self.outside = {}
-            self._seen = 0
+            self._seen = self._doc_seen = 0
         return led
 
     @property
     def doc(self) -> LedgerDoc:
-        """The Doc, caught up with every entry the ledger holds."""
-        self._catch_up()
-        assert self._doc is not None
-        return self._doc
-
-    def _catch_up(self) -> None:
+        """The Doc, caught up with every entry the ledger holds (built on first use)."""
         led = self.ledger
         if self._doc is None:
             self._doc = LedgerDoc(self.item_bits)
-        if self._seen == len(led.arrivals):
-            return
-        fresh = led.arrivals[self._seen :]
-        self._seen = len(led.arrivals)
+        if self._doc_seen == len(led.arrivals):
+            return self._doc
+        fresh = led.arrivals[self._doc_seen :]
+        self._doc_seen = len(led.arrivals)
+        # Dependencies first (blocks in arrival order, then votes) so every replica
+        # routes item-id collisions alike whenever it learns entries in the same batches.
         new: list[Entry] = [e for e in fresh if e.kind != Kind.VOTE]
         new += [e for e in fresh if e.kind == Kind.VOTE]
-        for e in new:
-            self.digest.add(e.id)
-        # Dependencies first (low seq first) so every replica routes collisions alike
-        # whenever it learns entries in the same batches.
         for e in self._doc.insert(new):
             self.outside[e.id] = e
+        return self._doc
+
+    def _catch_up(self) -> None:
+        """The digest takes every entry the ledger gained (cheap; the Doc waits)."""
+        led = self.ledger
+        if self._seen == len(led.arrivals):
+            return
+        for e in led.arrivals[self._seen :]:
+            self.digest.add(e.id)
+        self._seen = len(led.arrivals)
 
     def digest_value(self) -> bytes:
         """The entry-set digest: the sum of all entry ids, mod 2^256."""

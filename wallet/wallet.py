@@ -62,6 +62,7 @@ class IngestReport:
     received: int
     new: int
     changes: list[StatusChange]
+    entries: tuple[Entry, ...] = ()  # the new ones
 
 
 def verify_threads(count: int, threads: int | None = None) -> int:
@@ -438,7 +439,7 @@ class Wallet:
                     claimed[c.id] = (c.amount if c.kind != Kind.REVOKE else None, c.device)
         self.store.save(fresh.values(), changes, balances, accounts, meta, claimed)
         self._after_commit(changes)
-        return IngestReport(len(entries), len(fresh), changes)
+        return IngestReport(len(entries), len(fresh), changes, tuple(fresh.values()))
 
     def ingest_bodies(self, bodies: list[bytes]) -> IngestReport:
         """Verify raw entries (in parallel when many) and merge them.
@@ -451,7 +452,7 @@ class Wallet:
             if not todo:
                 return IngestReport(len(bodies), 0, [])
             report = self.ingest(todo)
-        return IngestReport(len(bodies), report.new, report.changes)
+        return IngestReport(len(bodies), report.new, report.changes, report.entries)
 
     def _after_commit(self, changes: list[StatusChange]) -> None:
         if self.device is not None and self.account is None:
