@@ -702,6 +702,38 @@ def test_store_quota_refuses_a_batch_whole_and_claims_are_exclusive(tmp_path: Pa
     s.close()
 
 
+def test_a_group_commit_is_durable_at_once_and_a_refusal_undoes_only_its_own_writes(
+    tmp_path: Path,
+) -> None:
+    s = SqliteRelayStore(tmp_path / "g.db", create=True)
+    n, d = b"n" * 32, b"d" * 32
+    rows = [NewEntry(bytes([i]) * 32, b"body%d" % i, d) for i in range(6)]
+    s.add_entries(n, rows[:1], day="2026-01-01", quota=3)
+    durable = s.high_water()
+    s.begin_group()
+    s.add_entries(n, rows[1:3], day="2026-01-01", quota=3)
+    # visible to catch-up at once, but no cursor may name it before the commit
+    assert s.high_water() == durable
+    assert [b for c in s.bodies_after(n, durable) for b in c] == [b"body1", b"body2"]
+    with pytest.raises(QuotaExceeded):  # over the quota: this batch only is undone
+        s.add_entries(n, rows[3:5], day="2026-01-01", quota=3)
+    assert s.count(n) == 3 and s.in_group
+    other = sqlite3.connect(tmp_path / "g.db")  # another reader sees the durable state
+    assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+    s.commit_group()
+    assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 3
+    assert s.high_water() == durable + 2 and not s.in_group
+    # a claim is its own durable transaction: it commits an open group first
+    s.begin_group()
+    s.add_entries(n, rows[5:], day="2026-01-02", quota=3)
+    assert s.claim(n, d, [(0, b"a")])
+    assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 4
+    assert other.execute("SELECT count(*) FROM claims").fetchone()[0] == 1
+    assert s.high_water() == durable + 3
+    other.close()
+    s.close()
+
+
 def test_token_bucket() -> None:
     now = [0.0]
     b = TokenBucket(2, 3, clock=lambda: now[0])
@@ -788,6 +820,46 @@ def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) ->
 
     run(go())
     assert relay.telemetry.get("tally_relay_refusals_total", reason="overloaded") == 1
+    store.close()
+
+
+def test_fan_out_piles_up_into_one_update_then_one_cursor(tmp_path: Path) -> None:
+    net = Net(witnesses=0)
+    store = SqliteRelayStore(tmp_path / "f.db", create=True)
+    config = RelayConfig("127.0.0.1", 0, SigningKey.generate(), genesis=[net.genesis])
+    relay = RelayServer(config, store, Telemetry(io.StringIO()))
+    port = MemoryPort(net.ledger())
+
+    async def go() -> None:
+        sock = _StuckSocket()
+        sub = Session(relay, sock)  # type: ignore[arg-type]
+        client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE, port=port,
+                                open_entry=net.mint.open.raw)
+        client.initiate()
+        for _ in range(4):
+            for m in client.data_to_send():
+                sub.receive(m)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            while sock.sent:
+                client.receive_data(sock.sent.pop(0))
+        assert client.live
+        served = relay.networks[net.id]
+        opens = [net.account(label=f"x{i}")[0].open for i in range(5)]
+        for o in opens:  # stored one by one, with no turn for the writer in between
+            served.add_local([o])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [m[0] for m in sock.sent] == [6, 11], "one Update, then one Cursor"
+        client.events_received()
+        for m in sock.sent:
+            client.receive_data(m)
+        assert all(o.id in port.replica.ledger for o in opens)
+        (last,) = [e for e in client.events_received() if isinstance(e, CursorReceived)]
+        assert last.cursor == served.port.cursor()
+        await sub.finish(1)
+
+    run(go())
     store.close()
 
 
