@@ -321,7 +321,7 @@ class WalletSync:
         while it is not known). With ``once`` the conversation ends, once in sync and
         with this side's claims pushed, with a normal close.
         """
-        start = await self.offload(self.wallet.store.high_water)
+        start = await self.offload(self._start_position)
         s = _Session(name, start, result)
 
         async def handle(events: list[Event]) -> None:
@@ -339,6 +339,14 @@ class WalletSync:
             for t in (pusher, ender):
                 with contextlib.suppress(BaseException):
                     await t
+
+    def _start_position(self) -> int:
+        """(On the worker) where a session's pushes start: every row up to it is in the
+        ledger the catch-up answers from, rows other processes wrote included (read the
+        position first, then take their rows in, so none falls in between)."""
+        start = self.wallet.store.high_water()
+        self.wallet.refresh()
+        return start
 
     async def _on_event(self, s: _Session, e: Event, cursor_key: Callable[[], str | None]
                         ) -> None:

@@ -116,13 +116,13 @@ class Relay:
 
 
 def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "relay",
-                tls: ssl.SSLContext | None = None) -> Relay:
-    """Start ``tally-relay --db … --listen 127.0.0.1:0 ARGS`` and wait until it is healthy."""
+                tls: ssl.SSLContext | None = None, listen: str = "127.0.0.1:0") -> Relay:
+    """Start ``tally-relay --db … --listen LISTEN ARGS`` and wait until it is healthy."""
     db = db or tmp / f"{name}.db"
     log = tmp / f"{name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            relay_command("--db", db, "--listen", "127.0.0.1:0", *args),
+            relay_command("--db", db, "--listen", listen, *args),
             stdout=subprocess.DEVNULL, stderr=err, env=relay_env(), cwd=tmp,
         )
     r = Relay(proc, db, log, tls=tls)

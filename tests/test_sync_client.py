@@ -330,6 +330,39 @@ def test_through_a_witnessing_relay_payments_turn_final(tmp_path: Path,
         assert relay.stop() == 0
 
 
+def test_a_relay_restarted_in_the_middle_of_a_sync(tmp_path: Path, procs: list[Proc]) -> None:
+    """Continuous syncs ride out a relay restart: they reconnect by themselves, what was
+    made while it was down goes out, and the payment turns final."""
+    wkey = SigningKey.generate()
+    key_file = tmp_path / "witness.key"
+    keyfiles.save_key(key_file, wkey, RELAY_PASSPHRASE, kind="witness",
+                      limits=keyfiles.FAST_INSECURE)
+    net = make_net(tmp_path, witness=True, witness_key=wkey)
+    listen = f"127.0.0.1:{free_port()}"
+    args = ("--network", net.genesis, "--witness-key", key_file)
+    relay = start_relay(tmp_path, *args, listen=listen)
+    try:
+        tj(net.issuer, "issue", net.payer_address, "20.00")
+        for home in (net.issuer, net.payer, net.till):
+            procs.append(Proc(home, "sync", "--relay", relay.url))
+        wait_for("the issue claimed and final at the payer",
+                 lambda: tj(net.payer, "balance")["spendable"] == 2000)
+        assert relay.stop() == 0  # mid-conversation: every client is told SHUTDOWN
+        tj(net.payer, "pay", net.till_address, "5.00")  # made while the relay is down
+        relay = start_relay(tmp_path, *args, listen=listen, db=relay.db)
+        wait_for("the payment claimed and final at the till after the restart",
+                 lambda: tj(net.till, "balance")["spendable"] == 500)
+        wait_for("the payer's send final",
+                 lambda: tj(net.payer, "balance")["spendable"] == 1500)
+        for p in procs:
+            code, out, err = p.stop()
+            assert code == 0, err
+            assert out.count("connected to") >= 2, out  # it reconnected by itself
+            assert "the relay is stopping" in err, err  # and said why it lost the link
+    finally:
+        relay.stop()
+
+
 # ------------------------------------------------------- in process: plumbing and events
 def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     rng = random.Random(7)

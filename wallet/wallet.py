@@ -356,6 +356,16 @@ class Wallet:
             self._ledger = led
         return self._ledger
 
+    def refresh(self) -> bool:
+        """Take in what other processes stored (another ``tally`` on this home): when
+        another connection committed since the ledger was built, it is rebuilt from the
+        store (no signature is checked again). True when it was."""
+        if self._ledger is None or self._data_version() == self._synced:
+            return False
+        self._ledger = None
+        _ = self.ledger
+        return True
+
     def subscribe(self, listener: Callable[[list[StatusChange]], None]) -> None:
         """Call ``listener`` with every batch of status changes this wallet commits."""
         self._listeners.append(listener)
