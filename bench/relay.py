@@ -2,6 +2,7 @@
 
     python bench/relay.py [--payments N] [--subscribers S] [--cold-entries C]
                           [--writers W] [--rate R] [--paced-s T] [--profile-relay FILE]
+                          [--stalls FILE]
 
 One run, one client harness (this process, one asyncio loop), each server in its own
 process on loopback:
@@ -288,18 +289,19 @@ class Server:
 
 
 def start_tally(tmp: Path, genesis: Path, *, db: Path, witness_key: Path | None,
-                profile: str | None, name: str) -> Server:
+                profile: str | None, name: str, stalls: str | None = None) -> Server:
     """``tally-relay`` with every limit wide open; waits for /healthz."""
     args = ["--db", str(db), "--listen", "127.0.0.1:0", "--network", str(genesis),
             "--device-rate", "1e9", "--device-burst", "1e9", "--address-rate", "1e9",
             "--address-burst", "1e9", "--quota", "0", "--max-queue", "100000000",
-            "--max-connections", "10000", "--max-connections-per-address", "10000"]
+            "--max-queue-entries", "100000000", "--max-connections", "10000",
+            "--max-connections-per-address", "10000"]
     if witness_key is not None:
         args += ["--witness-key", str(witness_key)]
     head = [sys.executable]
     if profile:
         head += ["-m", "cProfile", "-o", profile]
-    head += ["-m", "server.cli"]
+    head += [str(HERE / "stallwatch.py"), stalls] if stalls else ["-m", "server.cli"]
     log_path = tmp / f"{name}.log"
     with open(log_path, "wb") as err:
         proc = subprocess.Popen([*head, *args], stdout=subprocess.DEVNULL, stderr=err,
@@ -699,7 +701,8 @@ async def run_live(server: Server, kind: str, w: Workload, a: argparse.Namespace
             stats.sent_at[key_of[i][base + j]] = time.perf_counter()
             await c.ws.send(paced[i][j])
 
-    log(f"[{kind}] paced: {count * a.writers} payments at {a.rate:g}/s…")
+    log(f"[{kind}] paced: {count * a.writers} payments at {a.rate:g}/s… "
+        f"(from {time.time():.2f})")
     p0 = time.perf_counter()
     await asyncio.gather(*(pace(i) for i in range(a.writers)))
     res.paced_rate = count * a.writers / (time.perf_counter() - p0)
@@ -801,7 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-idle-s", type=float, default=60.0,
                    help="paced: stop waiting once the probe got nothing for this long")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", choices=("live", "cold"), help="run one part only")
+    p.add_argument("--only", choices=("live", "cold", "tally-live"),
+                   help="run one part only (tally-live: the live phases against tally-relay "
+                        "alone, a diagnostic)")
+    p.add_argument("--stalls", metavar="FILE",
+                   help="run the live relay under bench/stallwatch.py, stacks to FILE")
     p.add_argument("--profile-relay", metavar="FILE",
                    help="run the live tally-relay under cProfile, writing FILE")
     p.add_argument("--serve-pycrdt", action="store_true", help=argparse.SUPPRESS)
@@ -826,10 +833,11 @@ def main(argv: list[str] | None = None) -> int:
         keyfiles.save_key(wkey, SigningKey(w.witness_seed), PASSPHRASE, kind="witness",
                           limits=keyfiles.FAST_INSECURE)
         n_unpaced = a.payments // a.writers * a.writers
-        for kind in ("tally", "pycrdt"):
+        for kind in ("tally",) if a.only == "tally-live" else ("tally", "pycrdt"):
             if kind == "tally":
                 srv = start_tally(tmp, gfile, db=tmp / "live.db", witness_key=wkey,
-                                  profile=a.profile_relay, name="tally-live")
+                                  profile=a.profile_relay, name="tally-live",
+                                  stalls=a.stalls)
             else:
                 srv = start_pycrdt(tmp)
             try:

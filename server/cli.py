@@ -92,8 +92,11 @@ def _serve_parser() -> argparse.ArgumentParser:
                    help="blocks stored per device per UTC day; 0 for no quota "
                         "(default %(default)s)")
     p.add_argument("--max-queue", type=int, default=d.queue_messages_max,
-                   help="messages queued for one slow subscriber before it is dropped "
-                        "(default %(default)s)")
+                   help="protocol messages queued for one slow subscriber before it is "
+                        "dropped (default %(default)s)")
+    p.add_argument("--max-queue-entries", type=int, default=d.queue_entries_max,
+                   help="fanned-out entries queued for one slow subscriber before it is "
+                        "dropped (default %(default)s)")
     p.add_argument("--handshake-timeout", type=_positive, default=d.handshake_s,
                    help="seconds a connection has to finish its hello (default %(default)s)")
     p.add_argument("--vote-delay", type=float, default=0.02,
@@ -133,7 +136,7 @@ def serve_main(argv: list[str]) -> int:
         raise RelayError("this tally-relay keeps its data in SQLite only: give --db a file "
                          "path (PostgreSQL is planned behind the same RelayStore interface)")
     for name in ("max_message_bytes", "max_connections", "max_connections_per_address",
-                 "max_queue"):
+                 "max_queue", "max_queue_entries"):
         if getattr(a, name) <= 0:
             raise RelayError(f"--{name.replace('_', '-')} must be above 0")
     genesis = [read_genesis_file(f) for f in a.network]
@@ -150,7 +153,7 @@ def serve_main(argv: list[str]) -> int:
             device_rate=a.device_rate, device_burst=a.device_burst,
             address_rate=a.address_rate, address_burst=a.address_burst,
             quota_per_day=a.quota or None, handshake_s=a.handshake_timeout,
-            queue_messages_max=a.max_queue,
+            queue_messages_max=a.max_queue, queue_entries_max=a.max_queue_entries,
         )
         config = RelayConfig(
             host=a.listen[0], port=a.listen[1], node_key=node_key, genesis=genesis,

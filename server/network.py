@@ -25,7 +25,7 @@ from nacl.signing import SigningKey
 from server.errors import LimitExceeded
 from server.store import NewEntry, RelayStore
 from server.telemetry import Telemetry
-from sync.port import _ReplicaPort, make_cursor, read_cursor
+from sync.port import ReplicaPort, make_cursor, read_cursor
 from sync.protocol import Connection, ItemRow, item_rows
 from wallet.encoding import Block, Entry, Genesis, Kind, Vote, parse_entry
 from wallet.ledger import Ledger
@@ -52,7 +52,7 @@ def utc_day(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
-class RelayPort(_ReplicaPort):
+class RelayPort(ReplicaPort):
     """The served network as ``sync.protocol.Port``: cursors are store positions.
 
     Everything but the cursors is the shared replica port of ``sync.port`` (digest,

@@ -41,7 +41,7 @@ def read_cursor(cursor: bytes, store_id: bytes) -> int | None:
     return struct.unpack(">Q", cursor[len(store_id) :])[0]
 
 
-class _ReplicaPort:
+class ReplicaPort:
     """What both ports share: the replica (Doc, gate, digest) over a ledger."""
 
     replica: Replica
@@ -109,14 +109,13 @@ class _ReplicaPort:
         return self.replica.bodies(ids)
 
 
-class MemoryPort(_ReplicaPort):
+class MemoryPort(ReplicaPort):
     """A replica in memory, with an arrival log for cursors."""
 
     def __init__(self, ledger: Ledger, *, item_bits: int = ITEM_ID_BITS) -> None:
         self.genesis = ledger.genesis
         self.store_id = os.urandom(16)
         self.log: list[Entry] = []
-        self._logged: set[bytes] = set()
         self.replica = Replica(ledger, commit=self._commit, item_bits=item_bits)
         self._log_new()
 
@@ -125,13 +124,10 @@ class MemoryPort(_ReplicaPort):
         self._log_new()
 
     def _log_new(self) -> None:
-        led = self.replica.ledger
-        if len(led.blocks) + len(led.votes) == len(self._logged):
-            return  # a grow-only set: the same size means nothing new
-        for e in (*led.blocks.values(), *led.votes.values()):
-            if e.id not in self._logged:
-                self._logged.add(e.id)
-                self.log.append(e)
+        arrivals = self.replica.ledger.arrivals
+        if len(arrivals) == len(self.log):
+            return  # the log is the ledger's arrivals: the same length, nothing new
+        self.log.extend(arrivals[len(self.log) :])
 
     def add_local(self, entries: Iterable[Entry]) -> None:
         """Entries made here (signed by a local device or witness)."""
@@ -152,7 +148,7 @@ class MemoryPort(_ReplicaPort):
         return iter([[e.raw for e in tail[i : i + CHUNK]] for i in range(0, len(tail), CHUNK)])
 
 
-class WalletPort(_ReplicaPort):
+class WalletPort(ReplicaPort):
     """A wallet's store as a port; cursors are its row numbers."""
 
     def __init__(self, wallet: Wallet, *, item_bits: int = ITEM_ID_BITS) -> None:
