@@ -12,8 +12,10 @@ the store's identity (``store_id``), and only durable ones (``high_water``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from wallet.witness import sqlite_claim, sqlite_last_claim
 
 SCHEMA_VERSION = 1
 CHUNK_ENTRIES = 5_000
+CHECKPOINT_EVERY_S = 1.0
 
 _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -179,6 +182,26 @@ class SqliteRelayStore:
         self.store_id: bytes = bytes(row[0])
         self.in_group = False
         self._durable = self._top()
+        # Commits never checkpoint the WAL themselves (a checkpoint copies and fsyncs
+        # the database file: tens of milliseconds a commit would wait): a thread with
+        # its own connection does it in the background, without blocking writers.
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                              name="relay-wal-checkpoint")
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy or locked: the next round tries again
+        finally:
+            conn.close()
 
     # ----------------------------------------------------------- group commit
     def begin_group(self) -> None:
@@ -321,7 +344,11 @@ class SqliteRelayStore:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
-        """Commit an open group and close the file."""
+        """Commit an open group, stop the checkpoints, checkpoint once, close the file."""
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
         self.commit_group()
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self.conn.close()
 

@@ -101,10 +101,14 @@ class Listener(WalletSync):
         conn = await self.offload(partial(self.connection, client=False,
                                           check_peer=check_peer))
         link = Link(ws, conn, offload=self.offload)
-        if self._active >= self.connections_max:
-            await link.call(lambda c: c.close(CloseCode.OVERLOADED,
-                                              f"this till serves {self.connections_max} "
-                                              "peers at once; try again soon"))
+        refusal = None
+        if self.stopping.is_set():  # a peer that connects while the till stops
+            refusal = (CloseCode.SHUTDOWN, "this till is stopping; reconnect later")
+        elif self._active >= self.connections_max:
+            refusal = (CloseCode.OVERLOADED, f"this till serves {self.connections_max} "
+                       "peers at once; try again soon")
+        if refusal is not None:
+            await link.call(lambda c, r=refusal: c.close(*r))
             with contextlib.suppress(Exception):
                 await link.run(_ignore)
             return

@@ -246,7 +246,7 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
 
     code, out, err = syncer.stop()
     assert code == 0, err
-    assert out.count(f"connected to {url}") == 2 and f"in sync with {url}" in out
+    assert out.count(f"connected to {url}") == 2 and f"in sync with {url}" in out, (out, err)
     assert f"{url} refused: shutdown: stopping; retrying in" in err, err
     assert f"cannot reach {url}: connection refused; retrying in" in err, err
 
@@ -354,11 +354,12 @@ def test_a_relay_restarted_in_the_middle_of_a_sync(tmp_path: Path, procs: list[P
                  lambda: tj(net.till, "balance")["spendable"] == 500)
         wait_for("the payer's send final",
                  lambda: tj(net.payer, "balance")["spendable"] == 1500)
-        for p in procs:
+        for i, p in enumerate(procs):
             code, out, err = p.stop()
             assert code == 0, err
-            assert out.count("connected to") >= 2, out  # it reconnected by itself
-            assert "the relay is stopping" in err, err  # and said why it lost the link
+            assert "the relay is stopping" in err, err  # each said why it lost the link
+            if i > 0:  # the payer and the till had to reconnect by themselves
+                assert out.count("connected to") >= 2, out
     finally:
         relay.stop()
 

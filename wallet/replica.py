@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from wallet.crdt import ITEM_ID_BITS, EntryDigest, Gate, LedgerDoc
+from wallet.crdt import ITEM_ID_BITS, EntryDigest, Gate, LedgerDoc, item_client_id
 from wallet.encoding import Entry, Kind, parse_entry
 from wallet.errors import BadEntry, EncodingError
 from wallet.ledger import Ledger
@@ -47,8 +47,9 @@ class Replica:
         self._doc: LedgerDoc | None = None
         self.digest = EntryDigest()
         self.outside: dict[bytes, Entry] = {}
-        self._seen = 0  # how many of the ledger's arrivals the digest took
-        self._doc_seen = 0  # … and the Doc
+        self._owner: dict[int, bytes] = {}  # item id -> the entry holding it
+        self._for_doc: list[Entry] = []  # item owners the Doc has not taken in yet
+        self._seen = 0  # how many of the ledger's arrivals were taken in
 
     @property
     def ledger(self) -> Ledger:
@@ -59,35 +60,54 @@ class Replica:
             self._doc = None
             self.digest = EntryDigest()
             self.outside = {}
-            self._seen = self._doc_seen = 0
+            self._owner = {}
+            self._for_doc = []
+            self._seen = 0
         return led
 
     @property
     def doc(self) -> LedgerDoc:
         """The Doc, caught up with every entry the ledger holds (built on first use)."""
-        led = self.ledger
+        self._catch_up()
         if self._doc is None:
             self._doc = LedgerDoc(self.item_bits)
-        if self._doc_seen == len(led.arrivals):
-            return self._doc
-        fresh = led.arrivals[self._doc_seen :]
-        self._doc_seen = len(led.arrivals)
-        # Dependencies first (blocks in arrival order, then votes) so every replica
-        # routes item-id collisions alike whenever it learns entries in the same batches.
-        new: list[Entry] = [e for e in fresh if e.kind != Kind.VOTE]
-        new += [e for e in fresh if e.kind == Kind.VOTE]
-        for e in self._doc.insert(new):
-            self.outside[e.id] = e
+        if self._for_doc:
+            todo, self._for_doc = self._for_doc, []
+            for e in self._doc.insert(todo):  # none: their item ids are theirs
+                self.outside[e.id] = e
         return self._doc
 
     def _catch_up(self) -> None:
-        """The digest takes every entry the ledger gained (cheap; the Doc waits)."""
+        """Take in what the ledger gained: the digest, and who holds each item id.
+
+        Cheap (no Doc work): the Doc takes the item owners in only when it is needed (a
+        state vector, a y-sync answer), so a bulk catch-up and live updates, which the
+        gate checks against this index, never wait for it. Dependencies first (blocks in
+        arrival order, then votes) so every replica routes item-id collisions alike
+        whenever it learns entries in the same batches.
+        """
         led = self.ledger
         if self._seen == len(led.arrivals):
             return
-        for e in led.arrivals[self._seen :]:
-            self.digest.add(e.id)
+        fresh = led.arrivals[self._seen :]
         self._seen = len(led.arrivals)
+        bits = self.item_bits
+        owner = self._owner
+        for group in ([e for e in fresh if e.kind != Kind.VOTE],
+                      [e for e in fresh if e.kind == Kind.VOTE]):
+            for e in group:
+                self.digest.add(e.id)
+                client = item_client_id(e.id, bits)
+                if client in owner:
+                    self.outside[e.id] = e
+                else:
+                    owner[client] = e.id
+                    self._for_doc.append(e)
+
+    def item_owner(self, client: int) -> bytes | None:
+        """The id of the entry holding item id ``client``, if any."""
+        self._catch_up()
+        return self._owner.get(client)
 
     def digest_value(self) -> bytes:
         """The entry-set digest: the sum of all entry ids, mod 2^256."""
@@ -101,8 +121,9 @@ class Replica:
         Raises ``GateRefused`` (nothing applied, nothing stored) for a bad update.
         Returns the new entries.
         """
-        doc = self.doc
-        result = self.gate.check(update, held=self.ledger.__contains__, item_owner=doc.item_owner)
+        self._catch_up()
+        result = self.gate.check(update, held=self.ledger.__contains__,
+                                 item_owner=self._owner.get)
         if not result.entries:
             return []
         self._commit(result.entries)
