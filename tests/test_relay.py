@@ -785,6 +785,25 @@ class _StuckSocket:
         return None
 
 
+async def _session_with_mint(relay: RelayServer, net: Net, port: MemoryPort
+                             ) -> tuple[Session, _StuckSocket, SyncConnection]:
+    """A relay session over a socket in memory, and the mint's connection at its other
+    end, their handshake done through the session's writer."""
+    sock = _StuckSocket()
+    session = Session(relay, sock)  # type: ignore[arg-type]
+    client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE, port=port,
+                            open_entry=net.mint.open.raw)
+    client.initiate()
+    for _ in range(4):
+        for m in client.data_to_send():
+            session.receive(m)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        while sock.sent:
+            client.receive_data(sock.sent.pop(0))
+    return session, sock, client
+
+
 def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) -> None:
     net = Net(witnesses=0)
     store = SqliteRelayStore(tmp_path / "q.db", create=True)
@@ -793,18 +812,7 @@ def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) ->
     relay = RelayServer(config, store, Telemetry(io.StringIO()))
 
     async def go() -> None:
-        sock = _StuckSocket()
-        slow = Session(relay, sock)  # type: ignore[arg-type]
-        client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE,
-                                port=MemoryPort(net.ledger()), open_entry=net.mint.open.raw)
-        client.initiate()
-        for _ in range(4):  # the handshake, through the session's writer
-            for m in client.data_to_send():
-                slow.receive(m)
-            for _ in range(3):
-                await asyncio.sleep(0)
-            while sock.sent:
-                client.receive_data(sock.sent.pop(0))
+        slow, sock, client = await _session_with_mint(relay, net, MemoryPort(net.ledger()))
         assert slow.conn.live and client.live
         sock.stuck = True  # the peer stops reading
         served = relay.networks[net.id]
@@ -831,18 +839,7 @@ def test_fan_out_piles_up_into_one_update_then_one_cursor(tmp_path: Path) -> Non
     port = MemoryPort(net.ledger())
 
     async def go() -> None:
-        sock = _StuckSocket()
-        sub = Session(relay, sock)  # type: ignore[arg-type]
-        client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE, port=port,
-                                open_entry=net.mint.open.raw)
-        client.initiate()
-        for _ in range(4):
-            for m in client.data_to_send():
-                sub.receive(m)
-            for _ in range(3):
-                await asyncio.sleep(0)
-            while sock.sent:
-                client.receive_data(sock.sent.pop(0))
+        sub, sock, client = await _session_with_mint(relay, net, port)
         assert client.live
         served = relay.networks[net.id]
         opens = [net.account(label=f"x{i}")[0].open for i in range(5)]

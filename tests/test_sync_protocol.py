@@ -326,12 +326,17 @@ def test_live_entries_travel_both_ways_after_in_sync() -> None:
     assert not pipe.of("client", Closed)
 
 
-def test_the_server_acknowledges_every_entry_message_once_stored() -> None:
-    net = Net(witnesses=0, rng=random.Random(13))
+def _funded_pair(seed: int) -> tuple[Net, list, list, MemoryPort, MemoryPort]:
+    """A network where alice holds 500, and two ports holding the same entries."""
+    net = Net(witnesses=0, rng=random.Random(seed))
     alice, bob = net.account(1), net.account(1)
     led = net.ledger()
     net.fund(led, alice[0], 500)
-    client, server = port_with(net, _all(led)), port_with(net, _all(led))
+    return net, alice, bob, port_with(net, _all(led)), port_with(net, _all(led))
+
+
+def test_the_server_acknowledges_every_entry_message_once_stored() -> None:
+    net, alice, bob, client, server = _funded_pair(13)
     pipe = connect(client, server)
     assert_in_sync(pipe, client, server)
     sent_before = pipe.client.entry_messages_sent
@@ -351,11 +356,7 @@ def test_the_server_acknowledges_every_entry_message_once_stored() -> None:
 
 
 def test_a_deferred_ack_waits_for_the_owner_and_covers_every_message() -> None:
-    net = Net(witnesses=0, rng=random.Random(14))
-    alice, bob = net.account(1), net.account(1)
-    led = net.ledger()
-    net.fund(led, alice[0], 500)
-    client, server = port_with(net, _all(led)), port_with(net, _all(led))
+    net, alice, bob, client, server = _funded_pair(14)
     c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client)
     s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server,
                    defer_acks=True)
