@@ -330,6 +330,50 @@ def test_through_a_witnessing_relay_payments_turn_final(tmp_path: Path,
         assert relay.stop() == 0
 
 
+def test_a_till_takes_a_payment_offline_and_it_turns_final_at_the_relay(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """No relay reachable: the till takes the payment over ``tally serve``; once both
+    reach the witnessing relay it turns final. Then a new device's first sync."""
+    wkey = SigningKey.generate()
+    key_file = tmp_path / "witness.key"
+    keyfiles.save_key(key_file, wkey, RELAY_PASSPHRASE, kind="witness",
+                      limits=keyfiles.FAST_INSECURE)
+    net = make_net(tmp_path, witness=True, witness_key=wkey)
+    relay_url = f"ws://127.0.0.1:{free_port()}"  # nothing listens there yet
+    msg = fail(net.issuer, "sync", "--relay", relay_url, "--once")
+    assert msg.startswith(f"cannot reach {relay_url}: "), msg  # no relay reachable
+    tj(net.issuer, "issue", net.till_address, "7.00")  # the mint pays the till directly
+    till, till_url = serve(procs, net.till)
+    assert tj(net.issuer, "sync", "--peer", till_url, "--once")["peers"][0]["in_sync"]
+    [got] = wait_for("the till's claim", lambda: receipts(net.till))
+    assert got["status"] == "valid" and got["amount"] == 700  # taken, not final yet
+    code, _, err = till.stop()
+    assert code == 0, err
+
+    relay = start_relay(tmp_path, "--network", net.genesis, "--witness-key", key_file)
+    try:
+        for home in (net.issuer, net.till):
+            assert tj(home, "sync", "--relay", relay.url, "--once")["peers"][0]["in_sync"]
+        wait_for("the till's receipt final", lambda: tj(
+            net.till, "sync", "--relay", relay.url, "--once") and receipts(
+            net.till)[0]["status"] == "final")
+        assert tj(net.till, "balance")["spendable"] == 700
+        # a new device joins the network and makes its first sync through the relay
+        newcomer = tmp_path / "newcomer"
+        tj(newcomer, "network", "join", net.genesis)
+        tj(newcomer, "init", "--label", "phone")
+        doc = tj(newcomer, "sync", "--relay", relay.url, "--once")
+        [peer] = doc["peers"]
+        assert peer["in_sync"] and peer["received"] >= 6, doc
+        # the witness votes the newcomer's open once it arrives: the next sync brings it
+        wait_for("the newcomer holding all the relay holds", lambda: tj(
+            newcomer, "sync", "--relay", relay.url, "--once") and store_snapshot(
+            newcomer)["entries"] == relay.health()["entries"])
+    finally:
+        assert relay.stop() == 0
+
+
 def test_a_relay_restarted_in_the_middle_of_a_sync(tmp_path: Path, procs: list[Proc]) -> None:
     """Continuous syncs ride out a relay restart: they reconnect by themselves, what was
     made while it was down goes out, and the payment turns final."""
