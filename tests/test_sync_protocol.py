@@ -1151,3 +1151,12 @@ def test_resolve_check_peer_and_a_proved_witness_key(setup) -> None:
     # check_peer refuses a peer by its hello
     p = Peer(victim, check_peer=lambda h: (CloseCode.OVERLOADED, "too many peers"))
     expect_close(p, p.hello(), CloseCode.OVERLOADED, "too many peers")
+
+
+def test_ack_is_encoded_as_documented() -> None:
+    """docs/protocol.md: type 12, then count as a big-endian u64."""
+    data = encode(Ack(258))
+    assert data == bytes([12]) + (258).to_bytes(8, "big")
+    assert decode(data, max_bytes=9000, max_entries=1) == Ack(258)
+    with pytest.raises(ProtocolViolation, match="truncated"):
+        decode(data[:-1], max_bytes=9000, max_entries=1)
