@@ -55,6 +55,7 @@ from wallet.encoding import (
     Kind,
     Policy,
     Vote,
+    device_signature,
     entry_hash,
     key_text,
     parse_entry,
@@ -109,7 +110,8 @@ class _Gen:
         return bid
 
     def open(self, dev: _Dev, label: str) -> None:
-        b = Block(Kind.OPEN, self.net, dev.pk, 0, account=dev.account, label=label)
+        b = Block(Kind.OPEN, self.net, dev.pk, 0, account=dev.account, label=label,
+                  device_sig=device_signature(dev.key, self.net, dev.account, label))
         self.emit(dev, b, dev.account_key)
 
     def pay(self, src: _Dev, dst: _Dev, amount: int, kind: Kind = Kind.SEND) -> None:

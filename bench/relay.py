@@ -90,6 +90,7 @@ from wallet.encoding import (  # noqa: E402
     Genesis,
     Kind,
     Policy,
+    device_signature,
     entry_hash,
     id_text,
     parse_entry,
@@ -145,7 +146,9 @@ def generate_live(per_writer: int, writers: int, seed: int) -> Workload:
 
     def open_(dev: SigningKey, acct: SigningKey, label: str) -> bytes:
         raw = _signed(Block(Kind.OPEN, net, bytes(dev.verify_key), 0,
-                            account=bytes(acct.verify_key), label=label), acct)
+                            account=bytes(acct.verify_key), label=label,
+                            device_sig=device_signature(dev, net, bytes(acct.verify_key),
+                                                        label)), acct)
         setup.append(raw)
         return raw
 

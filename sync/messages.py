@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sync.errors import ProtocolViolation
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 ROLE_DEVICE = 1
 ROLE_NODE = 2

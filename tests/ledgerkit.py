@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
-from wallet.encoding import Block, Genesis, Kind, Policy, Vote
+from wallet.encoding import Block, Genesis, Kind, Policy, Vote, device_signature
 from wallet.ledger import Ledger
 
 POLICY = Policy(floor_payment=1000, floor_account=2000, floor_till=5000, settle_period_s=3600)
@@ -112,9 +112,11 @@ class Net:
         return Device(device_key, account_key, ob, label, ob)
 
     def open_block(self, account_key: SigningKey, device_key: SigningKey, label: str = "") -> Block:
-        """An ``open`` of ``device_key`` signed by ``account_key`` (a stranger's, too)."""
+        """An ``open`` of ``device_key`` signed by ``account_key``, carrying the device's
+        signature over (network, account, device, label)."""
         return Block(
-            Kind.OPEN, self.id, pk(device_key), 0, account=pk(account_key), label=label
+            Kind.OPEN, self.id, pk(device_key), 0, account=pk(account_key), label=label,
+            device_sig=device_signature(device_key, self.id, pk(account_key), label),
         ).signed(account_key)
 
     def account(self, devices: int = 1, label: str = "") -> Account:

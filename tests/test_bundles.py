@@ -239,7 +239,7 @@ def test_replayed_bundle_is_refused_and_a_newer_one_is_not(tmp_path: Path) -> No
     alice, bob = api_wallets(genesis, tmp_path / "alice", tmp_path / "bob")
     api_fund(tmp_path / "issuer", alice, 1000)
     first = tmp_path / "first.bundle"
-    tj(alice.path, "pay", bob.address, "1")
+    tj(alice.path, "pay", "--yes", bob.address, "1")
     exported = tj(alice.path, "bundle", "export", first, "--for", bob.address)
     assert tj(bob.path, "bundle", "import", first)["new"] == exported["entries"]
 
@@ -249,7 +249,7 @@ def test_replayed_bundle_is_refused_and_a_newer_one_is_not(tmp_path: Path) -> No
     assert store_snapshot(bob.path) == before
 
     # A later bundle repeats what bob holds and adds one payment: that is no replay.
-    tj(alice.path, "pay", bob.address, "2")
+    tj(alice.path, "pay", "--yes", bob.address, "2")
     second = tmp_path / "second.bundle"
     exported2 = tj(alice.path, "bundle", "export", second, "--for", bob.address)
     doc = tj(bob.path, "bundle", "import", second)

@@ -66,10 +66,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Net:
     return Net(d / "issuer", d / "shop.genesis", doc["network"], doc["address"])
 
 
-def _somebody() -> str:
-    """An address of a device no wallet here holds (a payee we never hear from)."""
-    return Address(bytes(SigningKey.generate().verify_key),
-                   bytes(SigningKey.generate().verify_key)).text()
+def _somebody(net: Net) -> str:
+    """An address on ``net`` of a device no wallet here holds (a payee we never hear from)."""
+    return Address.of(id_from_text(net.network), bytes(SigningKey.generate().verify_key),
+                      bytes(SigningKey.generate().verify_key)).text()
 
 
 def _history(home: Path, *args: object) -> list[dict]:
@@ -207,7 +207,7 @@ def test_init_prints_phrase_and_address(net: Net, tmp_path: Path) -> None:
     tj(other, "network", "join", net.genesis)
     text = ok(other, "init")
     lines = [ln.strip() for ln in text.splitlines()]
-    assert lines[0].startswith("address: tly1")
+    assert lines[0].startswith("address: tly2")
     phrase = next(ln for ln in lines if len(ln.split()) == 24)
     assert keyfiles.seed_from_phrase(phrase)
 
@@ -237,7 +237,7 @@ def test_request_uri_parses(net: Net, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ payments
 def test_issue_bundle_receive_balance(net: Net, tmp_path: Path) -> None:
     (alice,) = new_wallets(net.genesis, tmp_path / "alice")
-    issued = tj(net.issuer, "issue", alice.address, "100")
+    issued = tj(net.issuer, "issue", "--yes", alice.address, "100")
     assert (issued["amount"], issued["status"], issued["final"]) == (10000, "final", True)
     assert tj(alice.path, "balance")["spendable"] == 0
 
@@ -266,30 +266,33 @@ def test_issue_bundle_receive_balance(net: Net, tmp_path: Path) -> None:
         ("receive", "final"), ("open", "final")]
     assert "replayed" in fail(alice.path, "bundle", "import", f)
     assert "only the wallet that created the network" in fail(
-        alice.path, "issue", alice.address, "1")
+        alice.path, "issue", "--yes", alice.address, "1")
 
 
 def test_pay_address_and_request(net: Net, tmp_path: Path) -> None:
     alice, bob = api_wallets(net.genesis, tmp_path / "alice", tmp_path / "bob")
     api_fund(net.issuer, alice, 10000)
 
-    by_address = tj(alice.path, "pay", bob.address, "12.50", "--memo", "lunch")
+    by_address = tj(alice.path, "pay", "--yes", bob.address, "12.50", "--memo", "lunch")
     assert (by_address["amount"], by_address["status"]) == (1250, "final")
     uri = tj(bob.path, "request", "7.25", "--memo", "for the cake", "--id", "beef")["request"]
-    assert "asks for 7.25 EUR, not 7.30 EUR" in fail(alice.path, "pay", uri, "7.30")
-    by_request = tj(alice.path, "pay", uri)
+    assert "asks for 7.25 EUR, not 7.30 EUR" in fail(alice.path, "pay", "--yes", uri, "7.30")
+    by_request = tj(alice.path, "pay", "--yes", uri)
     assert (by_request["amount"], by_request["status"]) == (725, "final")
 
     net_id = id_from_text(net.network)
-    elsewhere = PaymentRequest(bytes(32), parse_address(bob.address), 100).uri()
-    assert "another network" in fail(alice.path, "pay", elsewhere)
+    b = parse_address(bob.address)
+    elsewhere = PaymentRequest(bytes(32), Address.of(bytes(32), b.account, b.device), 100).uri()
+    assert "for another network (AAAAAAAA…)" in fail(alice.path, "pay", "--yes", elsewhere)
+    mangled = PaymentRequest(bytes(32), b, 100).uri()
+    assert "tampered with or mangled" in fail(alice.path, "pay", "--yes", mangled)
     expired = PaymentRequest(net_id, parse_address(bob.address), 100, b"\x01", 1000).uri()
-    assert "expired" in fail(alice.path, "pay", expired)
+    assert "expired" in fail(alice.path, "pay", "--yes", expired)
     typo = bob.address[:-3] + ("a" if bob.address[-3] != "a" else "b") + bob.address[-2:]
-    assert "checksum" in fail(alice.path, "pay", typo, "1")
-    assert "give an AMOUNT" in fail(alice.path, "pay", bob.address)
-    assert "this device" in fail(alice.path, "pay", alice.address, "1")
-    assert "memo is 465 bytes; at most 464" in fail(alice.path, "pay", bob.address, "1",
+    assert "checksum" in fail(alice.path, "pay", "--yes", typo, "1")
+    assert "give an AMOUNT" in fail(alice.path, "pay", "--yes", bob.address)
+    assert "this device" in fail(alice.path, "pay", "--yes", alice.address, "1")
+    assert "memo is 465 bytes; at most 464" in fail(alice.path, "pay", "--yes", bob.address, "1",
                                                       "--memo", "x" * 465)
 
     carry(alice.path, bob.path, tmp_path / "pay.bundle", for_address=bob.address)
@@ -315,30 +318,30 @@ def test_pay_address_and_request(net: Net, tmp_path: Path) -> None:
 def test_overspend_is_refused_and_changes_nothing(net: Net, tmp_path: Path) -> None:
     (alice,) = api_wallets(net.genesis, tmp_path / "alice")
     api_fund(net.issuer, alice, 1000)
-    payee = _somebody()
+    payee = _somebody(net)
     before = (_history(alice.path), store_snapshot(alice.path))
 
-    p = run(alice.path, "pay", payee, "10.01")
+    p = run(alice.path, "pay", "--yes", payee, "10.01")
     msg = check_failed(p)
     assert "spendable 10.00" in msg and "need 10.01" in msg
-    p = run(alice.path, "pay", payee, "10.01", "--json")
+    p = run(alice.path, "pay", "--yes", payee, "10.01", "--json")
     assert "spendable 10.00" in check_failed(p, as_json=True)
-    assert "wrong passphrase" in fail(alice.path, "pay", payee, "1",
+    assert "wrong passphrase" in fail(alice.path, "pay", "--yes", payee, "1",
                                       env=tally_env(TALLY_PASSPHRASE="not it"))
-    assert "more than 0" in fail(alice.path, "pay", payee, "0")
+    assert "more than 0" in fail(alice.path, "pay", "--yes", payee, "0")
     assert (_history(alice.path), store_snapshot(alice.path)) == before
 
     # Exactly the spendable balance is fine; after it, one cent more is not.
-    assert tj(alice.path, "pay", payee, "10.00")["status"] == "final"
+    assert tj(alice.path, "pay", "--yes", payee, "10.00")["status"] == "final"
     assert tj(alice.path, "balance")["spendable"] == 0
-    assert "spendable 0.00, need 0.01" in fail(alice.path, "pay", payee, "0.01")
+    assert "spendable 0.00, need 0.01" in fail(alice.path, "pay", "--yes", payee, "0.01")
     assert store_snapshot(alice.path)["entries"] == before[1]["entries"] + 1
 
 
 def test_history_paging_and_status_filter(net: Net, tmp_path: Path) -> None:
     (alice,) = api_wallets(net.genesis, tmp_path / "alice")
     api_fund(net.issuer, alice, 10000)
-    payee = parse_address(_somebody())
+    payee = parse_address(_somebody(net))
     w = Wallet.open(alice.path)
     try:
         for i in range(5):
@@ -411,14 +414,14 @@ def test_witness_makes_payments_final(tmp_path: Path) -> None:
         for h in homes:
             tj(h, "bundle", "import", f)
 
-    issued = tj(issuer, "issue", alice.address, "100")
+    issued = tj(issuer, "issue", "--yes", alice.address, "100")
     assert (issued["status"], issued["final"]) == ("valid", False)
     carry(issuer, alice.path, bundle(), for_address=alice.address)
     (got,) = tj(alice.path, "receive")["received"]
     assert got["status"] == "valid"
     bal = tj(alice.path, "balance")
     assert (bal["spendable"], bal["incoming"]) == (0, 10000)  # incoming until final
-    msg = fail(alice.path, "pay", bob.address, "1")
+    msg = fail(alice.path, "pay", "--yes", bob.address, "1")
     assert "spendable 0.00, need 1.00" in msg and "100.00 more is incoming" in msg
 
     witness_round(issuer, alice.path)
@@ -427,7 +430,7 @@ def test_witness_makes_payments_final(tmp_path: Path) -> None:
     bal = tj(alice.path, "balance")
     assert (bal["spendable"], bal["incoming"]) == (10000, 0)
 
-    paid = tj(alice.path, "pay", bob.address, "12.50")
+    paid = tj(alice.path, "pay", "--yes", bob.address, "12.50")
     assert (paid["status"], paid["final"]) == ("valid", False)
     # --status final leaves out the send that is valid but not final yet; valid (the
     # state) includes both.
@@ -453,7 +456,7 @@ def test_concurrent_commands_on_one_home_never_fork(net: Net, tmp_path: Path) ->
     alice, bob = api_wallets(net.genesis, tmp_path / "alice", tmp_path / "bob")
     api_fund(net.issuer, alice, 1000)
     amounts = [1, 2, 3, 4, 5, 6]
-    procs = run_many([(alice.path, "pay", bob.address, f"0.0{a}", "--json") for a in amounts])
+    procs = run_many([(alice.path, "pay", "--yes", bob.address, f"0.0{a}", "--json") for a in amounts])
     for p in procs:
         check_ok(p)
     docs = [one_json(p.stdout) for p in procs]
@@ -477,9 +480,9 @@ def test_concurrent_commands_on_one_home_never_fork(net: Net, tmp_path: Path) ->
 def _pair(holder: Home, genesis: Path, home: Path, label: str) -> Home:
     """Pair a new device at ``home`` with the holder's account; bring it its open."""
     tj(home, "network", "join", genesis)
-    req = tj(home, "devices", "pair", "--label", label)
+    req = tj(home, "devices", "pair", holder.address, "--label", label)
     assert "waits for its open" in fail(home, "address")
-    assert "no open yet" in fail(home, "pay", holder.address, "1")
+    assert "no open yet" in fail(home, "pay", "--yes", holder.address, "1")
     added = tj(holder.path, "devices", "add", req["request"])
     assert (added["device"], added["label"]) == (req["device"], label)
     carry(holder.path, home, home.parent / f"{label}-open.bundle")
@@ -492,7 +495,8 @@ def _pair(holder: Home, genesis: Path, home: Path, label: str) -> Home:
 def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     (alice,) = api_wallets(net.genesis, tmp_path / "alice")
     api_fund(net.issuer, alice, 10000)
-    other = make_pairing_request(bytes(32), SigningKey.generate(), "x").to_text()
+    account = parse_address(alice.address).account
+    other = make_pairing_request(bytes(32), account, SigningKey.generate(), "x").to_text()
     assert "network" in fail(alice.path, "devices", "add", other)
     tab = _pair(alice, net.genesis, tmp_path / "tab", "tablet")
     devs = tj(alice.path, "devices", "list")["devices"]
@@ -507,7 +511,7 @@ def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     assert bal["spendable"] == 10000  # the account, as the tablet knows it
     assert {d["label"]: d["spendable"] for d in bal["devices"]} == {"main": 8000,
                                                                     "tablet": 2000}
-    tj(tab.path, "pay", _somebody(), "3")
+    tj(tab.path, "pay", "--yes", _somebody(net), "3")
     tj(tab.path, "move", "5", "--to", "main")
     carry(tab.path, alice.path, tmp_path / "m2.bundle")
     (got,) = tj(alice.path, "receive")["received"]
@@ -537,7 +541,7 @@ def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     assert "already revoked" in fail(alice.path, "devices", "revoke", "tablet")
 
     carry(alice.path, tab.path, tmp_path / "m3.bundle")
-    assert "revoked" in fail(tab.path, "pay", _somebody(), "0.01")
+    assert "revoked" in fail(tab.path, "pay", "--yes", _somebody(net), "0.01")
 
 
 def test_revoke_passes_payments_the_device_never_claimed(net: Net, tmp_path: Path) -> None:
@@ -598,9 +602,9 @@ def test_cloned_device_fork_is_a_fraud_proof(net: Net, tmp_path: Path) -> None:
     api_fund(net.issuer, alice, 1000)
     clone = tmp_path / "clone"
     shutil.copytree(alice.path, clone)  # a cloned disk: the same device key twice
-    payee = _somebody()
-    one = tj(alice.path, "pay", payee, "1")
-    two = tj(clone, "pay", payee, "2")
+    payee = _somebody(net)
+    one = tj(alice.path, "pay", "--yes", payee, "1")
+    two = tj(clone, "pay", "--yes", payee, "2")
     assert one["seq"] == two["seq"] == 2 and one["id"] != two["id"]
     assert one["status"] == two["status"] == "final"  # each copy alone sees no fork
 
@@ -630,7 +634,7 @@ def test_cloned_device_fork_is_a_fraud_proof(net: Net, tmp_path: Path) -> None:
     assert [r["kind"] for r in _history(alice.path, "--status", "final")] == ["receive",
                                                                                "open"]
     before = store_snapshot(alice.path)
-    assert "forked at seq 2" in fail(alice.path, "pay", payee, "1")
+    assert "forked at seq 2" in fail(alice.path, "pay", "--yes", payee, "1")
     assert store_snapshot(alice.path) == before
 
 
@@ -669,16 +673,16 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     bob_addr = j(b, "init")["address"]
     j(a, "address")
     uri = j(b, "request", "1.50")["request"]
-    j(iss, "issue", alice["address"], "10")
+    j(iss, "issue", "--yes", alice["address"], "10")
     j(iss, "bundle export", tmp_path / "1.bundle")
     j(a, "bundle import", tmp_path / "1.bundle")
     j(a, "receive")
-    j(a, "pay", uri)
-    j(a, "pay", bob_addr, "1")
+    j(a, "pay", "--yes", uri)
+    j(a, "pay", "--yes", bob_addr, "1")
     j(a, "balance")
     j(a, "history")
     j(a, "frauds")
-    req = j(t, "devices pair")["request"]
+    req = j(t, "devices pair", alice["address"])["request"]
     j(a, "devices add", req)
     j(a, "devices list")
     j(a, "move", "1", "--to", "device")
@@ -709,15 +713,15 @@ def test_errors_exit_nonzero_with_a_message(net: Net, tmp_path: Path) -> None:
         ((empty, "balance"), "no wallet in"),
         ((empty, "history"), "no wallet in"),
         ((broken, "balance"), "unusable"),
-        ((w.path, "pay", "garbage", "1"), "does not start with tly1"),
-        ((w.path, "pay", "tally:garbage"), "does not start with tly1"),
+        ((w.path, "pay", "--yes", "garbage", "1"), "neither an address"),
+        ((w.path, "pay", "--yes", "tally:garbage"), "does not start with tly2"),
         ((w.path, "bundle", "import", tmp_path / "missing.bundle"), "cannot read bundle"),
         ((w.path, "bundle", "import", tmp_path), "cannot read bundle"),
         ((w.path, "bundle", "export", tmp_path / "no" / "dir.bundle"), "cannot write bundle"),
         ((w.path, "bundle", "export", "x.bundle", "--for", "tly1zz"), "address"),
         ((w.path, "move", "1", "--to", "nobody"), "no device of this account matches"),
         ((w.path, "devices", "add", "tally-pair:junk"), "pairing"),
-        ((w.path, "devices", "pair"), "already has a device"),
+        ((w.path, "devices", "pair", w.address), "already has a device"),
         ((w.path, "restore"), "phrase"),
         ((tmp_path / "n", "network", "create", "N", "--currency", "EUR", "--out",
           tmp_path / "no" / "g.genesis"), "not a directory"),
@@ -731,7 +735,7 @@ def test_errors_exit_nonzero_with_a_message(net: Net, tmp_path: Path) -> None:
         assert want in msg, (c, msg)
     assert not (tmp_path / "n").exists()
     # No passphrase to be had (no variable, stdin not a terminal).
-    msg = fail(w.path, "pay", _somebody(), "1", env=tally_env(TALLY_PASSPHRASE=None))
+    msg = fail(w.path, "pay", "--yes", _somebody(net), "1", env=tally_env(TALLY_PASSPHRASE=None))
     assert "no passphrase" in msg and "TALLY_PASSPHRASE" in msg
     assert store_snapshot(w.path) == before
 

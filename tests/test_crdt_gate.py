@@ -32,6 +32,7 @@ from wallet.encoding import (
     Kind,
     Policy,
     Vote,
+    device_signature,
     entry_hash,
     id_text,
     parse_entry,
@@ -81,6 +82,8 @@ class World:
             0,
             account=bytes(self.account.verify_key),
             label=label,
+            device_sig=device_signature(device, self.network, bytes(self.account.verify_key),
+                                        label),
         ).signed(self.account)
 
     def send(self, seq: int, amount: int, network: bytes | None = None) -> Block:

@@ -416,26 +416,6 @@ class Reference:
             return None, "equivocation"
         if len(cert) == 1:
             return cert[0], "lost"
-        if slot == 0:
-            # the open the device key built on; a revoke child only when none has one
-            signed = [
-                c
-                for c in cands
-                if any(self.blocks[k].kind != Kind.REVOKE for k in self.kids.get(c, ()))
-            ]
-            endorsed = signed or [
-                c
-                for c in cands
-                if any(
-                    self.blocks[k].kind == Kind.REVOKE
-                    and self.blocks[k].account == self.blocks[c].account
-                    for k in self.kids.get(c, ())
-                )
-            ]
-            if len(endorsed) == 1:
-                return endorsed[0], "open_unendorsed"
-            if not endorsed:
-                return None, "open_ambiguous"
         if self.q == 0:
             revokes = [c for c in cands if self.blocks[c].kind == Kind.REVOKE]
             if len(revokes) == 1:
@@ -585,10 +565,6 @@ class Reference:
         if b.id not in cands:
             return Status(PENDING, "prev")
         _, why = self.decide(b.device, slot, cands)
-        if why == "open_unendorsed":
-            return Status(INVALID, why)
-        if why == "open_ambiguous":
-            return Status(PENDING, why)
         return Status(CONFLICTED, why or "disputed")
 
     # ------------------------------------------------------------ balances

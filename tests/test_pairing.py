@@ -22,6 +22,8 @@ from wallet.pairing import (
 
 NETWORK = bytes(range(32))
 OTHER_NETWORK = bytes(range(1, 33))
+ACCOUNT_KEY = SigningKey(b"\x33" * 32)
+ACCOUNT = bytes(ACCOUNT_KEY.verify_key)
 
 
 def _device() -> SigningKey:
@@ -39,13 +41,14 @@ def _text(raw: bytes) -> str:
 
 def _signed_raw(network: bytes, key: SigningKey, label_bytes: bytes) -> bytes:
     """A request's bytes built by hand, signed properly, whatever the label bytes."""
-    payload = network + bytes(key.verify_key) + bytes((len(label_bytes),)) + label_bytes
+    payload = (network + ACCOUNT + bytes(key.verify_key) + bytes((len(label_bytes),))
+               + label_bytes)
     return payload + sign_message(key, Kind.PAIRING, payload)
 
 
 def test_round_trip() -> None:
     key = _device()
-    req = make_pairing_request(NETWORK, key, "phone")
+    req = make_pairing_request(NETWORK, ACCOUNT, key, "phone")
     assert req.network == NETWORK
     assert req.device == bytes(key.verify_key)
     assert req.label == "phone"
@@ -59,8 +62,8 @@ def test_round_trip() -> None:
 
 def test_canonical_payload_and_signature() -> None:
     key = _device()
-    req = make_pairing_request(NETWORK, key, "till 2")
-    payload = NETWORK + bytes(key.verify_key) + bytes((6,)) + b"till 2"
+    req = make_pairing_request(NETWORK, ACCOUNT, key, "till 2")
+    payload = NETWORK + ACCOUNT + bytes(key.verify_key) + bytes((6,)) + b"till 2"
     assert req.payload() == payload
     assert verify_message(bytes(key.verify_key), Kind.PAIRING, payload, req.signature)
     assert _raw(req.to_text()) == payload + req.signature
@@ -77,13 +80,13 @@ def test_canonical_payload_and_signature() -> None:
     ).filter(lambda s: s.strip()),
 )
 def test_round_trip_property(seed: bytes, network: bytes, label: str) -> None:
-    req = make_pairing_request(network, SigningKey(seed), label)
+    req = make_pairing_request(network, ACCOUNT, SigningKey(seed), label)
     assert parse_pairing_request(req.to_text(), network) == req
 
 
 def test_label_at_limit_and_multibyte() -> None:
     label = "é" * 32  # 64 UTF-8 bytes
-    req = make_pairing_request(NETWORK, _device(), label)
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), label)
     assert parse_pairing_request(req.to_text()).label == label
 
 
@@ -101,16 +104,16 @@ def test_label_at_limit_and_multibyte() -> None:
 )
 def test_make_refuses_bad_label(label: str, match: str) -> None:
     with pytest.raises(EncodingError, match=match):
-        make_pairing_request(NETWORK, _device(), label)
+        make_pairing_request(NETWORK, ACCOUNT, _device(), label)
 
 
 def test_make_refuses_bad_network() -> None:
     with pytest.raises(EncodingError, match="network must be 32 bytes"):
-        make_pairing_request(NETWORK[:31], _device(), "phone")
+        make_pairing_request(NETWORK[:31], ACCOUNT, _device(), "phone")
 
 
 def test_parse_bad_prefix() -> None:
-    text = make_pairing_request(NETWORK, _device(), "phone").to_text()
+    text = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text()
     for bad in ("tally:" + text[len(PREFIX) :], text[len(PREFIX) :], "TALLY-PAIR:x", ""):
         with pytest.raises(EncodingError, match="does not start with 'tally-pair:'"):
             parse_pairing_request(bad)
@@ -118,14 +121,14 @@ def test_parse_bad_prefix() -> None:
 
 @pytest.mark.parametrize("mangle", ["+", "/", "=", " ", "!"])
 def test_parse_bad_base64(mangle: str) -> None:
-    text = make_pairing_request(NETWORK, _device(), "phone").to_text()
+    text = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text()
     bad = text[:20] + mangle + text[21:]
     with pytest.raises(EncodingError, match="base64url"):
         parse_pairing_request(bad)
 
 
 def test_parse_impossible_base64_length() -> None:
-    text = make_pairing_request(NETWORK, _device(), "phone").to_text()
+    text = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text()
     # drop characters until the length is 1 mod 4: no byte string encodes to that
     body = text[len(PREFIX) :]
     while len(body) % 4 != 1:
@@ -153,19 +156,19 @@ def test_parse_too_long() -> None:
 
 @pytest.mark.parametrize("keep", [0, 10, 64, 65, 66, 70, 100])
 def test_parse_truncated(keep: int) -> None:
-    raw = _raw(make_pairing_request(NETWORK, _device(), "phone").to_text())
+    raw = _raw(make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text())
     with pytest.raises(EncodingError, match="truncated"):
         parse_pairing_request(_text(raw[:keep]))
 
 
 def test_parse_truncated_signature_by_one_byte() -> None:
-    raw = _raw(make_pairing_request(NETWORK, _device(), "phone").to_text())
+    raw = _raw(make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text())
     with pytest.raises(EncodingError, match="truncated"):
         parse_pairing_request(_text(raw[:-1]))
 
 
 def test_parse_trailing_bytes() -> None:
-    raw = _raw(make_pairing_request(NETWORK, _device(), "phone").to_text())
+    raw = _raw(make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text())
     with pytest.raises(EncodingError, match="1 trailing bytes"):
         parse_pairing_request(_text(raw + b"\x00"))
 
@@ -190,7 +193,7 @@ def test_parse_label_with_control_characters() -> None:
 
 @pytest.mark.parametrize("where", ["network", "device", "label", "signature"])
 def test_parse_bad_signature(where: str) -> None:
-    raw = bytearray(_raw(make_pairing_request(NETWORK, _device(), "phone").to_text()))
+    raw = bytearray(_raw(make_pairing_request(NETWORK, ACCOUNT, _device(), "phone").to_text()))
     index = {"network": 3, "device": 40, "label": 66, "signature": len(raw) - 5}[where]
     raw[index] ^= 0x01
     with pytest.raises(EncodingError, match="bad signature"):
@@ -198,14 +201,14 @@ def test_parse_bad_signature(where: str) -> None:
 
 
 def test_parse_signature_by_another_key() -> None:
-    req = make_pairing_request(NETWORK, _device(), "phone")
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone")
     forged = sign_message(SigningKey(b"\x22" * 32), Kind.PAIRING, req.payload())
     with pytest.raises(EncodingError, match="bad signature"):
         parse_pairing_request(_text(req.payload() + forged))
 
 
 def test_parse_another_network() -> None:
-    text = make_pairing_request(OTHER_NETWORK, _device(), "phone").to_text()
+    text = make_pairing_request(OTHER_NETWORK, ACCOUNT, _device(), "phone").to_text()
     assert parse_pairing_request(text).network == OTHER_NETWORK
     with pytest.raises(EncodingError, match="another network"):
         parse_pairing_request(text, NETWORK)
@@ -222,8 +225,10 @@ def test_errors_name_the_pairing_request() -> None:
 
 def test_sign_open() -> None:
     device = _device()
-    account = SigningKey(b"\x33" * 32)
-    req = parse_pairing_request(make_pairing_request(NETWORK, device, "phone").to_text(), NETWORK)
+    account = ACCOUNT_KEY
+    req = parse_pairing_request(
+        make_pairing_request(NETWORK, ACCOUNT, device, "phone").to_text(), NETWORK
+    )
     block = sign_open(req, account)
     assert block.kind == Kind.OPEN
     assert block.seq == 0
@@ -236,24 +241,44 @@ def test_sign_open() -> None:
 
 
 def test_sign_open_refuses_unverified_request() -> None:
-    req = make_pairing_request(NETWORK, _device(), "phone")
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone")
     tampered = dataclasses.replace(req, label="laptop")
     with pytest.raises(EncodingError, match="bad signature"):
         sign_open(tampered, SigningKey(b"\x33" * 32))
 
 
-def test_sign_open_refuses_account_key_as_device() -> None:
-    account = SigningKey(b"\x33" * 32)
-    req = make_pairing_request(NETWORK, account, "phone")
+def test_a_request_for_the_account_key_as_device_is_refused() -> None:
     with pytest.raises(EncodingError, match="is the account key"):
-        sign_open(req, account)
+        make_pairing_request(NETWORK, ACCOUNT, ACCOUNT_KEY, "phone")
+
+
+def test_sign_open_refuses_a_request_made_for_another_account() -> None:
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone")
+    with pytest.raises(EncodingError, match="made for another account"):
+        sign_open(req, SigningKey(b"\x44" * 32))
+
+
+def test_the_open_carries_the_request_signature_and_a_forged_one_is_refused() -> None:
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone")
+    block = sign_open(req, ACCOUNT_KEY)
+    assert block.device_sig == req.signature
+    # The account signs an open whose device signature is not the device's: the
+    # account's own signature verifies, the open is still refused (open_unsigned).
+    forged = dataclasses.replace(block, device_sig=bytes(64)).body()
+    with pytest.raises(EncodingError, match="open_unsigned"):
+        parse_entry(forged + ACCOUNT_KEY.sign(forged).signature)
+    # The same device signature under another account's open does not verify either.
+    other = SigningKey(b"\x44" * 32)
+    stolen = dataclasses.replace(block, account=bytes(other.verify_key)).body()
+    with pytest.raises(EncodingError, match="open_unsigned"):
+        parse_entry(stolen + other.sign(stolen).signature)
 
 
 def test_request_dataclass_is_frozen_and_checked() -> None:
-    req = make_pairing_request(NETWORK, _device(), "phone")
+    req = make_pairing_request(NETWORK, ACCOUNT, _device(), "phone")
     with pytest.raises(dataclasses.FrozenInstanceError):
         req.label = "x"  # type: ignore[misc]
     with pytest.raises(EncodingError, match="signature must be 64 bytes"):
-        PairingRequest(NETWORK, req.device, "phone", b"\x00" * 63)
+        PairingRequest(NETWORK, ACCOUNT, req.device, "phone", b"\x00" * 63)
     with pytest.raises(EncodingError, match="device must be 32 bytes"):
-        PairingRequest(NETWORK, req.device[:5], "phone", req.signature)
+        PairingRequest(NETWORK, ACCOUNT, req.device[:5], "phone", req.signature)

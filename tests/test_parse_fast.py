@@ -14,7 +14,7 @@ from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
 import wallet.encoding as enc
-from wallet.encoding import Block, Kind, Vote, parse_entry
+from wallet.encoding import Block, Kind, Vote, device_signature, parse_entry
 from wallet.errors import EncodingError
 from wallet.wallet import verify_bodies
 
@@ -48,9 +48,11 @@ def _samples(rng: random.Random) -> list[bytes]:
     a = bytes(acc.verify_key)
     memo = SealedBox(other.verify_key.to_curve25519_public_key()).encrypt(b"hi")
     blocks = [
-        Block(Kind.OPEN, n, d, 0, account=a, label="phone"),
-        Block(Kind.OPEN, n, d, 0, account=a, label=""),
-        Block(Kind.OPEN, n, d, 0, account=a, label="é" * 32),
+        Block(Kind.OPEN, n, d, 0, account=a, label="phone",
+              device_sig=device_signature(dev, n, a, "phone")),
+        Block(Kind.OPEN, n, d, 0, account=a, label="", device_sig=device_signature(dev, n, a, "")),
+        Block(Kind.OPEN, n, d, 0, account=a, label="é" * 32,
+              device_sig=device_signature(dev, n, a, "é" * 32)),
         Block(Kind.SEND, n, d, 1, rng.randbytes(32), to_account=a, to_device=o, amount=5),
         Block(Kind.SEND, n, d, 7, rng.randbytes(32), to_account=a, to_device=o,
               amount=2**63 - 1, request_id=rng.randbytes(32), memo=memo),

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from sync.errors import CloseCode
-from sync.messages import Close, Cursor, Hello, Update, decode, encode
+from sync.messages import PROTOCOL_VERSION, Close, Cursor, Hello, Update, decode, encode
 from tests.ledgerkit import Device, Net
 from tests.test_relay import (
     Client,
@@ -255,7 +255,7 @@ def test_oversized_frame(world: World) -> None:
 def test_replayed_hello(world: World) -> None:
     def attack(w: World, bad: Client) -> Awaitable[Close]:
         assert bad.conn is not None
-        h = Hello(1, 1, w.net.id, bad.key.verify_key.encode(), bad.conn.challenge,
+        h = Hello(PROTOCOL_VERSION, 1, w.net.id, bad.key.verify_key.encode(), bad.conn.challenge,
                   open=bad.open_entry)
         return send_raw(bad, encode(h))
 
@@ -267,7 +267,7 @@ def test_a_hello_for_a_key_it_cannot_prove(world: World) -> None:
     async def attack(w: World) -> Close:
         victim = w.alice[0]
         async with connect(w.relay.url) as ws:
-            await ws.send(encode(Hello(1, 1, w.net.id, victim.pk, os.urandom(32),
+            await ws.send(encode(Hello(PROTOCOL_VERSION, 1, w.net.id, victim.pk, os.urandom(32),
                                        open=victim.open.raw)))
             async for data in ws:
                 msg = decode(data, max_bytes=1 << 20, max_entries=10)

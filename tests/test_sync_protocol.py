@@ -750,7 +750,8 @@ def test_a_client_refuses_a_server_of_another_network(setup) -> None:
 
 def test_version_mismatch(setup) -> None:
     p = Peer(setup[1])
-    expect_close(p, p.hello(version=2), CloseCode.VERSION, "version 2", "speaks 1")
+    expect_close(p, p.hello(version=PROTOCOL_VERSION + 1), CloseCode.VERSION,
+                 f"version {PROTOCOL_VERSION + 1}", f"speaks {PROTOCOL_VERSION}")
     # a later version's hello may not even parse as ours: still a version close
     p = Peer(setup[1])
     expect_close(p, bytes([1, 9]) + b"anything at all", CloseCode.VERSION, "version 9")
@@ -1064,7 +1065,8 @@ def test_whatever_decodes_encodes_back_to_the_same_bytes(data: bytes, kind: int)
 
 
 @pytest.mark.parametrize("msg", [
-    Hello(1, ROLE_NODE, b"n" * 32, b"k" * 32, b"c" * 32, b"w" * 32, b"g" * 10, b"o" * 5, 7),
+    Hello(PROTOCOL_VERSION, ROLE_NODE, b"n" * 32, b"k" * 32, b"c" * 32, b"w" * 32, b"g" * 10,
+          b"o" * 5, 7),
     Proof(b"s" * 64, b"t" * 64), Want(b"cur", 5, b"\x00"), Entries((b"a", b"bc"), True, b"x"),
     SyncStep2(b"\x00\x00", b"c"), Update(b"\x00\x00"), Digest(b"d" * 32, 9),
     Buckets((b"b" * 32,) * 256), Ids(b"\x01" + bytes(31), (b"\x00" * 32,)),

@@ -11,7 +11,7 @@ from wallet.address import Address, PaymentRequest
 from wallet.bundle import encode_bundle
 from wallet.crdt import encode_items, item_client_id
 from wallet.encoding import Block, Genesis, Kind, Policy, Vote, id_text, sign_message
-from wallet.pairing import make_pairing_request
+from wallet.pairing import make_open, make_pairing_request
 
 SYNC_CLIENT_CHALLENGE = bytes(range(32))
 SYNC_SERVER_CHALLENGE = bytes([0xAA]) * 32
@@ -33,12 +33,10 @@ def build() -> dict[str, str]:
     genesis = Genesis("vector", "EUR", 2, pub(issuer), (pub(witness),), 1,
                       Policy(5000, 10000, 100000, 86400)).signed(key(issuer))
     net = genesis.network_id
-    mint_open = Block(Kind.OPEN, net, pub(mint), 0, account=pub(issuer),
-                      label="mint").signed(key(issuer))
+    mint_open = make_open(net, key(issuer), key(mint), "mint")
     issue = Block(Kind.ISSUE, net, pub(mint), 1, mint_open.id, to_account=pub(account),
                   to_device=pub(phone), amount=10000).signed(key(mint))
-    phone_open = Block(Kind.OPEN, net, pub(phone), 0, account=pub(account),
-                       label="phone").signed(key(account))
+    phone_open = make_open(net, key(account), key(phone), "phone")
     receive = Block(Kind.RECEIVE, net, pub(phone), 1, phone_open.id,
                     claim=issue.id).signed(key(phone))
     send = Block(Kind.SEND, net, pub(phone), 2, receive.id, to_account=pub(account),
@@ -47,10 +45,10 @@ def build() -> dict[str, str]:
     revoke = Block(Kind.REVOKE, net, pub(phone), 3, send.id, account=pub(account),
                    to_account=pub(account), to_device=pub(shop)).signed(key(account))
     vote = Vote(net, pub(phone), 2, send.id, pub(witness)).signed(key(witness))
-    request = PaymentRequest(net, Address(pub(account), pub(shop)), 1250,
+    request = PaymentRequest(net, Address.of(net, pub(account), pub(shop)), 1250,
                              bytes.fromhex("0102030405060708"), 1767225600, "Coffee & cake",
                              2000)
-    pairing = make_pairing_request(net, key(shop), "till 1")
+    pairing = make_pairing_request(net, pub(account), key(shop), "till 1")
     item = encode_items([(item_client_id(issue.id), id_text(issue.id), issue.raw)])
     bundle = encode_bundle(net, [mint_open.raw, issue.raw])
     # sync: the phone's hello to a node (key 7), the node's proof, a close
@@ -71,7 +69,7 @@ def build() -> dict[str, str]:
         "send": send.raw.hex(),
         "revoke": revoke.raw.hex(),
         "vote": vote.raw.hex(),
-        "address": Address(pub(account), pub(shop)).text(),
+        "address": Address.of(net, pub(account), pub(shop)).text(),
         "request": request.uri(),
         "pairing": pairing.to_text(),
         "yjs_item": item.hex(),

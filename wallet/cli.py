@@ -19,7 +19,13 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from wallet import keys as keyfiles
-from wallet.address import Address, PaymentRequest, parse_address, parse_request
+from wallet.address import (
+    ADDRESS_PREFIXES,
+    Address,
+    PaymentRequest,
+    parse_address,
+    parse_request,
+)
 from wallet.amounts import format_amount, parse_amount
 from wallet.bundle import read_bundle, write_bundle
 from wallet.encoding import (
@@ -31,6 +37,7 @@ from wallet.encoding import (
     key_from_text,
     key_text,
     short,
+    short_id,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import Status
@@ -235,22 +242,48 @@ def _target(a: argparse.Namespace, w: Wallet) -> tuple[Address, int, PaymentRequ
     if text.startswith("tally:"):
         req = parse_request(text)
         if req.network != w.network:
-            raise WalletError("that payment request is for another network")
+            raise WalletError(
+                f"that payment request is for another network ({short_id(req.network)}…); "
+                f"this wallet is on {w.genesis.name} ({short_id(w.network)}…)")
         amount = _amount(w, a.amount) if a.amount else req.amount
         if a.amount and amount != req.amount:
             raise WalletError(
                 f"the request asks for {_fmt(w, req.amount)}, not {_fmt(w, amount)}"
             )
         return req.address, amount, req
+    to = w.resolve_address(text)
     if not a.amount:
         raise WalletError("give an AMOUNT, like 12.50 (or pay a tally: request)")
-    return parse_address(text), _amount(w, a.amount), None
+    return to, _amount(w, a.amount), None
+
+
+def _confirm(question: str, refusal: str, yes: bool) -> None:
+    """Go on when ``--yes`` was given or the person answers y; else refuse with why."""
+    if yes:
+        return
+    if sys.stdin.isatty():
+        answer = input(f"{question} [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+        raise WalletError("not paid: nothing was signed")
+    raise WalletError(f"{refusal}; pass --yes to go on anyway")
+
+
+def _confirm_unknown_payee(w: Wallet, to: Address, yes: bool) -> None:
+    """A payee whose open this wallet lacks cannot be checked: ask before paying it."""
+    if w.knows_device(to.device):
+        return
+    why = (f"device {short(to.device)}… has no open in this wallet yet, so it cannot know "
+           "the device (sync with its relay first, and it will)")
+    _confirm(f"{why}. Pay it anyway?", why, yes)
 
 
 def cmd_pay(a: argparse.Namespace, out: Out) -> None:
     """Sign a send."""
     w = Wallet.open(a.home)
     to, amount, req = _target(a, w)
+    w.check_address(to)
+    _confirm_unknown_payee(w, to, a.yes)
     memo = a.memo if a.memo is not None else (req.memo if req else "")
     block, st = w.pay(to, amount, _passphrase(), memo=memo, request=req)
     out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
@@ -262,8 +295,9 @@ def cmd_issue(a: argparse.Namespace, out: Out) -> None:
     w = Wallet.open(a.home)
     if not w.has_key("issuer"):
         raise WalletError("only the wallet that created the network can issue")
-    to = parse_address(a.to)
+    to = w.resolve_address(a.to)
     amount = _amount(w, a.amount)
+    _confirm_unknown_payee(w, to, a.yes)
     block, st = w.pay(to, amount, _passphrase())
     out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
     out.say(f"issued {_fmt(w, amount)} to {short(to.device)}…: {st.label}")
@@ -344,8 +378,12 @@ def cmd_frauds(a: argparse.Namespace, out: Out) -> None:
 
 # ---------------------------------------------------------------- devices
 def _resolve_device(w: Wallet, text: str) -> bytes:
-    devs = w.devices()
-    hits = [k for k, lbl, _ in devs if key_text(k).startswith(text.lower()) or lbl == text]
+    if text.strip().lower().startswith(ADDRESS_PREFIXES):
+        address = parse_address(text)
+        w.check_address(address)
+        hits = [address.device] if address.account == w.account else []
+    else:
+        hits = w.match_devices(text, w.account) if w.account else []
     if len(hits) == 1:
         return hits[0]
     if not hits:
@@ -367,11 +405,12 @@ def cmd_devices_list(a: argparse.Namespace, out: Out) -> None:
 def cmd_devices_pair(a: argparse.Namespace, out: Out) -> None:
     """On the new device: make its key and print a pairing request."""
     w = Wallet.open(a.home)
-    text = w.pair_request(_passphrase(), label=a.label, limits=kdf_limits())
-    out.put(request=text, device=key_text(w.device or b""))
+    account = parse_address(a.account_address)
+    text = w.pair_request(_passphrase(), account, label=a.label, limits=kdf_limits())
+    out.put(request=text, device=key_text(w.device or b""), account=key_text(account.account))
     out.say(text)
     out.say(f"on the account key's holder run: tally devices add {text[:24]}…")
-    out.say(f"check that it shows device {short(w.device or b'')}…")
+    out.say(f"check that it shows device {short(w.device or b'')}…; lost it? run this again")
 
 
 def cmd_devices_add(a: argparse.Namespace, out: Out) -> None:
@@ -402,7 +441,7 @@ def cmd_move(a: argparse.Namespace, out: Out) -> None:
     if w.account is None:
         raise WalletError("this wallet has no account yet")
     amount = _amount(w, a.amount)
-    block, st = w.pay(Address(w.account, to), amount, _passphrase())
+    block, st = w.pay(Address.of(w.network, w.account, to), amount, _passphrase())
     out.put(id=id_text(block.id), amount=amount, to=key_text(to), **_status_doc(st))
     out.say(f"moved {_fmt(w, amount)} to {short(to)}…: {st.label}")
 
@@ -411,7 +450,7 @@ def cmd_move(a: argparse.Namespace, out: Out) -> None:
 def cmd_bundle_export(a: argparse.Namespace, out: Out) -> None:
     """Write the entries another wallet needs to a file."""
     w = Wallet.open(a.home)
-    target = parse_address(a.for_address) if a.for_address else None
+    target = w.resolve_address(a.for_address) if a.for_address else None
     ids = w.export_ids(target)
     size = write_bundle(Path(a.file), w.network, w.bodies(ids))
     out.put(file=a.file, entries=len(ids), bytes=size)
@@ -596,9 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("to", metavar="ADDRESS_OR_REQUEST")
     sp.add_argument("amount", nargs="?")
     sp.add_argument("--memo")
+    sp.add_argument("--yes", action="store_true",
+                    help="do not ask (a payee this wallet does not know yet)")
     sp = add("issue", cmd_issue)
     sp.add_argument("to", metavar="ADDRESS")
     sp.add_argument("amount")
+    sp.add_argument("--yes", action="store_true", help="do not ask")
     add("receive", cmd_receive)
     add("balance", cmd_balance)
     sp = add("history", cmd_history)
@@ -612,7 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("devices", help="devices of this account").add_subparsers(
         dest="sub", metavar="SUB", required=True)
     add("list", cmd_devices_list, dev)
-    add("pair", cmd_devices_pair, dev).add_argument("--label", default="device")
+    sp = add("pair", cmd_devices_pair, dev)
+    sp.add_argument("account_address", metavar="ACCOUNT_ADDRESS",
+                    help="the address of a device of the account to join (`tally address` there)")
+    sp.add_argument("--label", default="device")
     add("add", cmd_devices_add, dev).add_argument("request")
     sp = add("revoke", cmd_devices_revoke, dev)
     sp.add_argument("device")

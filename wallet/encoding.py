@@ -4,7 +4,7 @@ Every signed message starts with the same three fields, so no signature made for
 purpose verifies as another::
 
     magic   2 bytes  b"TS"
-    version u8       1
+    version u8       2
     kind    u8       Kind
 
 Integers are fixed-width big-endian; variable fields carry a length prefix; no field is
@@ -29,7 +29,8 @@ from nacl.signing import SigningKey
 from wallet.errors import EncodingError
 
 MAGIC = b"TS"
-VERSION = 1
+VERSION = 2
+"""The format version: 2 added the device's own signature to every ``open``."""
 KEY_BYTES = 32
 ID_BYTES = 32
 SIG_BYTES = 64
@@ -100,9 +101,22 @@ def key_from_text(text: str, what: str = "key") -> bytes:
     return raw
 
 
+SHORT_CHARS = 8
+"""How many characters of a key's or an id's text its short form keeps."""
+
+
 def short(key: bytes) -> str:
     """The first 8 characters of a key's text: enough for a person to tell devices apart."""
-    return key_text(key)[:8]
+    return key_text(key)[:SHORT_CHARS]
+
+
+def short_id(entry_id: bytes) -> str:
+    """The first 8 characters of an id's text (an entry id, a network id).
+
+    The same characters a person sees at the start of the full id, so a short network id
+    in an error is the start of what ``tally network show`` prints.
+    """
+    return id_text(entry_id)[:SHORT_CHARS]
 
 
 class _Reader:
@@ -201,8 +215,11 @@ class Block:
     """One block of a device's chain; which fields matter depends on ``kind``.
 
     ``account`` is the signer of an ``open`` (the device's account, or the issuer) and
-    of a ``revoke``; ``to_account``/``to_device`` name the recipient of a payment or the
-    sibling a revoke passes the balance to; ``claim`` is the id a ``receive`` claims.
+    of a ``revoke``; an ``open`` also carries ``device_sig``, the device key's signature
+    over ``open_payload`` (the device's pairing request signature), so nobody can open a
+    device key under an account the device did not ask to join; ``to_account`` and
+    ``to_device`` name the recipient of a payment or the sibling a revoke passes the
+    balance to; ``claim`` is the id a ``receive`` claims.
     """
 
     kind: Kind
@@ -218,6 +235,7 @@ class Block:
     request_id: bytes = b""
     memo: bytes = b""
     claim: bytes = b""
+    device_sig: bytes = b""
     signature: bytes = b""
     raw: bytes = field(default=b"", compare=False, repr=False)
     id: bytes = field(default=b"", compare=False, repr=False)
@@ -235,7 +253,7 @@ class Block:
         k = self.kind
         if k == Kind.OPEN:
             label = self.label.encode()
-            out += [self.account, bytes((len(label),)), label]
+            out += [self.account, bytes((len(label),)), label, self.device_sig]
         elif k in PAYMENT_KINDS:
             out += [
                 self.to_account,
@@ -315,8 +333,10 @@ def parse_entry(data: bytes, *, verify: bool = True) -> Entry:
     """
     entry = _parse_fast(data) if type(data) is bytes else None
     if entry is not None:
-        if verify and not _verify(entry.signer, data[:-SIG_BYTES], entry.signature):
-            raise EncodingError("entry", f"bad signature (not signed by {short(entry.signer)}…)")
+        if verify:
+            problem = signature_problem(entry)
+            if problem:
+                raise EncodingError("entry", problem)
         return entry
     if len(data) > ENTRY_BYTES_MAX:
         raise EncodingError("entry", f"{len(data)} bytes, limit {ENTRY_BYTES_MAX}")
@@ -337,12 +357,47 @@ def parse_entry(data: bytes, *, verify: bool = True) -> Entry:
         entry = _parse_block_fields(r, kind, network, device, seq, sig, bytes(data))
     else:
         raise EncodingError("entry", f"kind {kind.name.lower()} is not a ledger entry")
-    if verify and not _verify(entry.signer, body, sig):
-        raise EncodingError("entry", f"bad signature (not signed by {short(entry.signer)}…)")
+    if verify:
+        problem = signature_problem(entry)
+        if problem:
+            raise EncodingError("entry", problem)
     return entry
 
 
-_HEAD_V1 = MAGIC + bytes((VERSION,))
+OPEN_UNSIGNED = "open_unsigned"
+"""The reason code of an ``open`` whose device signature does not verify."""
+
+
+def open_payload(network: bytes, account: bytes, device: bytes, label: str) -> bytes:
+    """What a device signs to join an account (kind ``PAIRING``): the same bytes in its
+    pairing request and in its ``open``: network || account || device || var8(label)."""
+    raw = label.encode("utf-8")
+    return network + account + device + bytes((len(raw),)) + raw
+
+
+def device_signature(device_key: SigningKey, network: bytes, account: bytes, label: str) -> bytes:
+    """The device's signature an ``open`` carries: over ``open_payload``, kind ``PAIRING``."""
+    payload = open_payload(network, account, bytes(device_key.verify_key), label)
+    return sign_message(device_key, Kind.PAIRING, payload)
+
+
+def signature_problem(entry: Entry) -> str | None:
+    """Why an entry's signatures do not verify (rule 1), or None when they do.
+
+    Every entry carries its signer's signature over its body; an ``open`` also carries
+    the device's own (``open_unsigned`` when it fails).
+    """
+    if not verify_signed(entry.signer, entry.signature + entry.raw[:-SIG_BYTES]):
+        return f"bad signature (not signed by {short(entry.signer)}…)"
+    if isinstance(entry, Block) and entry.kind == Kind.OPEN:
+        payload = open_payload(entry.network, entry.account, entry.device, entry.label)
+        if not verify_message(entry.device, Kind.PAIRING, payload, entry.device_sig):
+            return (f"{OPEN_UNSIGNED}: the open of device {short(entry.device)}… lacks the "
+                    "device's own signature (a device joins only the account it asked to)")
+    return None
+
+
+_HEAD_THIS = MAGIC + bytes((VERSION,))
 _KIND_OF = {int(k): k for k in Kind}
 _U64 = struct.Struct(">Q").unpack_from
 _U16 = struct.Struct(">H").unpack_from
@@ -364,7 +419,7 @@ def _parse_fast(data: bytes) -> Entry | None:
     Offsets: header 0:4, network 4:36, device 36:68, seq 68:76, then per kind.
     """
     n = len(data)
-    if n < _VOTE_BYTES or n > ENTRY_BYTES_MAX or data[:3] != _HEAD_V1:
+    if n < _VOTE_BYTES or n > ENTRY_BYTES_MAX or data[:3] != _HEAD_THIS:
         return None
     k = data[3]
     seq = _U64(data, 68)[0]
@@ -383,7 +438,7 @@ def _parse_fast(data: bytes) -> Entry | None:
         if n != _RECEIVE_BYTES:
             return None
         return Block(Kind.RECEIVE, data[4:36], device, seq, prev, b"", "", b"", b"", 0, b"",
-                     b"", data[108:140], data[140:], data, entry_hash(data))
+                     b"", data[108:140], b"", data[140:], data, entry_hash(data))
     if k in (_SEND, _ISSUE):  # to account 108:140, to device 140:172, amount 172:180, …
         if n < 183 + SIG_BYTES:
             return None
@@ -397,24 +452,26 @@ def _parse_fast(data: bytes) -> Entry | None:
         if mlen > MEMO_BYTES_MAX or n != m + 2 + mlen + SIG_BYTES:
             return None
         return Block(_KIND_OF[k], data[4:36], device, seq, prev, b"", "", data[108:140],
-                     to_device, amount, data[181:m], data[m + 2 : n - SIG_BYTES], b"",
+                     to_device, amount, data[181:m], data[m + 2 : n - SIG_BYTES], b"", b"",
                      data[n - SIG_BYTES :], data, entry_hash(data))
-    if k == _OPEN:  # open: account 108:140, label length 140, label
+    if k == _OPEN:  # open: account 108:140, label length 140, label, device signature
         llen = data[140]
-        if llen > LABEL_BYTES_MAX or n != 141 + llen + SIG_BYTES:
+        m = 141 + llen
+        if llen > LABEL_BYTES_MAX or n != m + 2 * SIG_BYTES:
             return None
         try:
-            label = data[141 : 141 + llen].decode("utf-8")
+            label = data[141:m].decode("utf-8")
         except UnicodeDecodeError:
             return None
         return Block(Kind.OPEN, data[4:36], device, seq, prev, data[108:140], label, b"", b"",
-                     0, b"", b"", b"", data[n - SIG_BYTES :], data, entry_hash(data))
+                     0, b"", b"", b"", data[m : m + SIG_BYTES], data[n - SIG_BYTES :], data,
+                     entry_hash(data))
     if k == _REVOKE:  # revoke: account 108:140, sibling 140:172
         if n != _REVOKE_BYTES or data[140:172] == device:
             return None
         account = data[108:140]
         return Block(Kind.REVOKE, data[4:36], device, seq, prev, account, "", account,
-                     data[140:172], 0, b"", b"", b"", data[172:], data, entry_hash(data))
+                     data[140:172], 0, b"", b"", b"", b"", data[172:], data, entry_hash(data))
     return None
 
 
@@ -432,6 +489,7 @@ def _parse_block_fields(
     if kind == Kind.OPEN:
         f["account"] = r.take(32, "account")
         f["label"] = r.text("label", LABEL_BYTES_MAX)
+        f["device_sig"] = r.take(SIG_BYTES, "device signature")
     elif kind in PAYMENT_KINDS:
         f["to_account"] = r.take(32, "to account")
         f["to_device"] = r.take(32, "to device")

@@ -50,8 +50,6 @@ R_AFTER_REVOKE = "after_revoke"  # a block after a revoke
 R_REVOKE_ACCOUNT = "revoke_account"  # a revoke not signed by the device's account
 R_REVOKE_ISSUER = "revoke_issuer"  # the issuing device cannot be revoked
 R_BAD_PREV = "bad_prev"  # prev is present but is not this device's block at seq-1
-R_OPEN_UNENDORSED = "open_unendorsed"  # another open of the device is the one it built on
-R_OPEN_AMBIGUOUS = "open_ambiguous"  # several opens, the device has built on none yet
 R_LOST = "lost"  # the other side of the fork is certified
 R_DISPUTED = "disputed"  # a fork with no side certified
 R_EQUIVOCATION = "equivocation"  # a witness-equivocation proof covers this slot
@@ -337,39 +335,13 @@ class Ledger:
             return None, R_EQUIVOCATION
         if len(cert) == 1:
             return cert[0], R_LOST
-        if slot == 0:
-            # An open is signed by an account, not the device: a stranger can make one.
-            # The one the device built on is its open; two built on are a real fork.
-            endorsed = self._endorsed(cands)
-            if len(endorsed) == 1:
-                return endorsed[0], R_OPEN_UNENDORSED
-            if not endorsed:
-                return None, R_OPEN_AMBIGUOUS
+        # Every open carries its device's signature (the gate refuses one without), so
+        # two opens at slot 0 are a fork like any other: the device key signed both.
         if self.quorum == 0:
             revokes = [c for c in cands if self.blocks[c].kind == Kind.REVOKE]
             if len(revokes) == 1:
                 return revokes[0], R_LOST
         return None, R_DISPUTED
-
-    def _endorsed(self, roots: list[bytes]) -> list[bytes]:
-        """The opens a device built on: a child signed by the device key proves it.
-
-        A revoke child is signed by the open's own account, which a stranger can do on
-        its own open; it endorses an open only when no open has a device-signed child.
-        """
-        signed = [
-            c for c in roots if any(self.blocks[k].kind != Kind.REVOKE for k in self._children(c))
-        ]
-        if signed:
-            return signed
-        return [
-            c
-            for c in roots
-            if any(
-                (kb := self.blocks[k]).kind == Kind.REVOKE and kb.account == self.blocks[c].account
-                for k in self._children(c)
-            )
-        ]
 
     # ---------------------------------------------------------------- fixpoint
     def _run(self) -> None:
@@ -684,10 +656,6 @@ class Ledger:
         if bid not in cands:
             return Status(PENDING, R_PREV)
         _, why = self._decide(d, slot, cands)
-        if why == R_OPEN_UNENDORSED:
-            return Status(INVALID, R_OPEN_UNENDORSED)
-        if why == R_OPEN_AMBIGUOUS:
-            return Status(PENDING, R_OPEN_AMBIGUOUS)
         return Status(CONFLICTED, why or R_DISPUTED)
 
     def _set(self, bid: bytes, st: Status) -> None:
@@ -754,13 +722,7 @@ class Ledger:
             for slot in sorted(d.fork_slots):
                 groups: list[list[bytes]] = []
                 if slot == 0:
-                    endorsed = [
-                        r
-                        for r in d.roots
-                        if any(self.blocks[k].kind != Kind.REVOKE for k in self._children(r))
-                    ]
-                    if len(endorsed) > 1:
-                        groups.append(endorsed)
+                    groups.append(list(d.roots))
                 else:
                     seen: dict[bytes, list[bytes]] = defaultdict(list)
                     for bid in d.block_ids:

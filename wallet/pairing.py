@@ -1,17 +1,21 @@
 """Device pairing (DESIGN §1): a new device joins an account without the account key.
 
-The new device makes its own key and shows a pairing request (``tally devices pair``);
-the account key's holder checks it and signs the device's ``open`` block
-(``tally devices add REQUEST``). The request's canonical payload is::
+The new device makes its own key and shows a pairing request (``tally devices pair
+ACCOUNT_ADDRESS``); the account key's holder checks it and signs the device's ``open``
+block (``tally devices add REQUEST``). The request's canonical payload is
+``encoding.open_payload``::
 
     network  32 bytes
+    account  32 bytes   the account it asks to join (from the key holder's address)
     device   32 bytes   the new device's public key
     len      u8         length of label, at most 64
     label    len bytes  UTF-8, the name people will know the device by
 
 and its signature is the device key's over that payload under ``Kind.PAIRING``
-(``encoding.sign_message``), proving the requester holds the device key. As text the
-request is ``tally-pair:`` followed by unpadded base64url of ``payload || signature``.
+(``encoding.sign_message``). The ``open`` carries that same signature (``device_sig``),
+so an open proves the device asked to join exactly this account on this network. As
+text the request is ``tally-pair:`` followed by unpadded base64url of
+``payload || signature``.
 
 The request proves nothing about *who* sent it: whoever signs the ``open`` should
 check that the device's short key (``encoding.short``) matches the one the new device
@@ -33,7 +37,9 @@ from wallet.encoding import (
     SIG_BYTES,
     Block,
     Kind,
+    open_payload,
     short,
+    short_id,
     sign_message,
     verify_message,
 )
@@ -46,7 +52,7 @@ NETWORK_BYTES = 32
 """Length of a network id."""
 
 _WHAT = "pairing request"
-_PAYLOAD_MIN = NETWORK_BYTES + KEY_BYTES + 1
+_PAYLOAD_MIN = NETWORK_BYTES + 2 * KEY_BYTES + 1
 _TEXT_CHARS_MAX = len(PREFIX) + 4 * (_PAYLOAD_MIN + LABEL_BYTES_MAX + SIG_BYTES) // 3 + 4
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _BIDI_CONTROLS = frozenset(
@@ -74,9 +80,10 @@ def _label_problem(label: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class PairingRequest:
-    """A new device's signed request to join an account on ``network`` as ``device``."""
+    """A new device's signed request to join ``account`` on ``network`` as ``device``."""
 
     network: bytes
+    account: bytes
     device: bytes
     label: str
     signature: bytes
@@ -85,6 +92,7 @@ class PairingRequest:
         """Refuse fields of the wrong size or a label that cannot name a device."""
         for name, value, size in (
             ("network", self.network, NETWORK_BYTES),
+            ("account", self.account, KEY_BYTES),
             ("device", self.device, KEY_BYTES),
             ("signature", self.signature, SIG_BYTES),
         ):
@@ -95,9 +103,8 @@ class PairingRequest:
             raise EncodingError(_WHAT, problem)
 
     def payload(self) -> bytes:
-        """The canonical bytes the device signs: network || device || u8 len || label."""
-        label = self.label.encode("utf-8")
-        return self.network + self.device + bytes((len(label),)) + label
+        """The canonical bytes the device signs: network || account || device || var8(label)."""
+        return open_payload(self.network, self.account, self.device, self.label)
 
     def verify(self) -> bool:
         """True when ``signature`` is the device key's over ``payload()``."""
@@ -109,14 +116,20 @@ class PairingRequest:
         return PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def make_pairing_request(network: bytes, device_key: SigningKey, label: str) -> PairingRequest:
-    """A pairing request for ``device_key`` on ``network``, signed by the device key.
+def make_pairing_request(
+    network: bytes, account: bytes, device_key: SigningKey, label: str
+) -> PairingRequest:
+    """A request of ``device_key`` to join ``account`` on ``network``, signed by the device.
 
-    Raises ``EncodingError`` for a network id that is not 32 bytes or an unusable label.
+    Raises ``EncodingError`` for a field of the wrong size, an unusable label, or an
+    account key equal to the device key.
     """
-    unsigned = PairingRequest(network, bytes(device_key.verify_key), label, bytes(SIG_BYTES))
+    device = bytes(device_key.verify_key)
+    if device == account:
+        raise EncodingError(_WHAT, "the device key is the account key; a device needs its own key")
+    unsigned = PairingRequest(network, account, device, label, bytes(SIG_BYTES))
     sig = sign_message(device_key, Kind.PAIRING, unsigned.payload())
-    return PairingRequest(network, unsigned.device, label, sig)
+    return PairingRequest(network, account, device, label, sig)
 
 
 def parse_pairing_request(text: str, network: bytes | None = None) -> PairingRequest:
@@ -143,8 +156,9 @@ def parse_pairing_request(text: str, network: bytes | None = None) -> PairingReq
     if len(raw) < _PAYLOAD_MIN:
         raise EncodingError(_WHAT, f"truncated: {len(raw)} bytes (copied only in part?)")
     req_network = raw[:NETWORK_BYTES]
-    device = raw[NETWORK_BYTES : NETWORK_BYTES + KEY_BYTES]
-    label_len = raw[NETWORK_BYTES + KEY_BYTES]
+    account = raw[NETWORK_BYTES : NETWORK_BYTES + KEY_BYTES]
+    device = raw[NETWORK_BYTES + KEY_BYTES : NETWORK_BYTES + 2 * KEY_BYTES]
+    label_len = raw[NETWORK_BYTES + 2 * KEY_BYTES]
     if label_len > LABEL_BYTES_MAX:
         raise EncodingError(_WHAT, f"label is {label_len} bytes, limit {LABEL_BYTES_MAX}")
     end = _PAYLOAD_MIN + label_len + SIG_BYTES
@@ -157,14 +171,16 @@ def parse_pairing_request(text: str, network: bytes | None = None) -> PairingReq
         label = label_raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise EncodingError(_WHAT, "the device label is not UTF-8") from exc
-    request = PairingRequest(req_network, device, label, raw[_PAYLOAD_MIN + label_len : end])
+    request = PairingRequest(
+        req_network, account, device, label, raw[_PAYLOAD_MIN + label_len : end]
+    )
     if not request.verify():
         raise EncodingError(_WHAT, f"bad signature (not signed by device {short(device)}…)")
     if network is not None and req_network != network:
         raise EncodingError(
             _WHAT,
-            f"made for another network ({short(req_network)}…); this wallet is on "
-            f"{short(network)}…",
+            f"made for another network ({short_id(req_network)}…); this wallet is on "
+            f"{short_id(network)}…",
         )
     return request
 
@@ -172,14 +188,28 @@ def parse_pairing_request(text: str, network: bytes | None = None) -> PairingReq
 def sign_open(request: PairingRequest, account_key: SigningKey) -> Block:
     """The paired device's ``open`` block (seq 0), signed by the account key.
 
-    Re-checks the request's signature first, since a ``PairingRequest`` can be built
-    by hand, and refuses a device key equal to the account key. Raises ``EncodingError``.
+    Re-checks the request's signature first, since a ``PairingRequest`` can be built by
+    hand, and refuses a request made for another account. Raises ``EncodingError``.
     """
     if not request.verify():
         raise EncodingError(_WHAT, f"bad signature (not signed by device {short(request.device)}…)")
     account = bytes(account_key.verify_key)
-    if request.device == account:
-        raise EncodingError(_WHAT, "the device key is the account key; a device needs its own key")
+    if request.account != account:
+        raise EncodingError(
+            _WHAT,
+            f"made for another account ({short(request.account)}…); this key is account "
+            f"{short(account)}…",
+        )
     return Block(
-        Kind.OPEN, request.network, request.device, 0, account=account, label=request.label
+        Kind.OPEN, request.network, request.device, 0, account=account, label=request.label,
+        device_sig=request.signature,
     ).signed(account_key)
+
+
+def make_open(
+    network: bytes, account_key: SigningKey, device_key: SigningKey, label: str
+) -> Block:
+    """A device's ``open`` when one party holds both keys (``init``, ``restore``, the
+    issuing device, tests): the device's pairing request, signed into its open."""
+    request = make_pairing_request(network, bytes(account_key.verify_key), device_key, label)
+    return sign_open(request, account_key)

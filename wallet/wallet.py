@@ -31,7 +31,13 @@ from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
 from wallet import keys as keyfiles
-from wallet.address import Address, PaymentRequest
+from wallet.address import (
+    ADDRESS_PREFIXES,
+    BASE32_CHARS,
+    Address,
+    PaymentRequest,
+    parse_address,
+)
 from wallet.encoding import (
     SIG_BYTES,
     ZERO_ID,
@@ -40,17 +46,32 @@ from wallet.encoding import (
     Genesis,
     Kind,
     Vote,
+    entry_hash,
+    id_text,
+    key_text,
     parse_entry,
     parse_genesis,
     short,
+    short_id,
+    signature_problem,
     verify_signed,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
-from wallet.pairing import make_pairing_request, parse_pairing_request, sign_open
+from wallet.pairing import (
+    PairingRequest,
+    make_open,
+    make_pairing_request,
+    parse_pairing_request,
+    sign_open,
+)
 from wallet.store import HistoryRow, Store
 
 DB_NAME = "wallet.db"
+SHORT_MATCH_MIN = 4
+"""The fewest characters of a device key that name a device (``tally`` shows 8)."""
+PAIRING_META = "pairing.request"
+"""The meta record that keeps this device's pairing request, to print it again."""
 LOCK_NAME = "wallet.lock"
 PARALLEL_VERIFY_MIN = 2000
 
@@ -63,6 +84,11 @@ class IngestReport:
     new: int
     changes: list[StatusChange]
     entries: tuple[Entry, ...] = ()  # the new ones
+
+
+def _seen_key(req: PairingRequest) -> str:
+    """The meta record that remembers a pairing request was added here."""
+    return "paired." + id_text(entry_hash(req.to_text().encode()))
 
 
 def verify_threads(count: int, threads: int | None = None) -> int:
@@ -110,10 +136,7 @@ def _checked(
         where.append(i)
     bad = _first_bad_signature(entries, verify_threads(len(entries), threads))
     if bad is not None:
-        e = entries[bad]
-        raise EncodingError(
-            f"entry #{where[bad]}", f"bad signature (not signed by {short(e.signer)}…)"
-        )
+        raise EncodingError(f"entry #{where[bad]}", signature_problem(entries[bad]) or "")
     if malformed is not None:
         raise malformed
     return entries
@@ -126,6 +149,8 @@ def _first_bad_signature(entries: list[Entry], threads: int) -> int | None:
         for i in span:
             e = entries[i]
             if not verify_signed(e.signer, e.signature + e.raw[:-SIG_BYTES]):
+                return i
+            if e.kind == Kind.OPEN and signature_problem(e):
                 return i
         return None
 
@@ -283,7 +308,7 @@ class Wallet:
                 "this device waits for its open: the account key's holder runs "
                 "`tally devices add REQUEST`, then bring its bundle here"
             )
-        return Address(self.account, self.device)
+        return Address.of(self.network, self.account, self.device)
 
     def _start_device(
         self,
@@ -302,10 +327,9 @@ class Wallet:
         meta = self._key_record(account_kind, account_key, passphrase, limits)
         meta |= self._key_record("device", device_key, passphrase, limits)
         meta |= {"device": bytes(device_key.verify_key), "account": bytes(account_key.verify_key)}
-        req = make_pairing_request(self.network, device_key, label)
-        open_block = sign_open(req, account_key)
+        open_block = make_open(self.network, account_key, device_key, label)
         with self._writing():
-            return req.device, self._ingest([open_block], meta=meta)
+            return open_block.device, self._ingest([open_block], meta=meta)
 
     def init(
         self, passphrase: str, *, label: str = "main",
@@ -325,23 +349,125 @@ class Wallet:
         device, _ = self._start_device(account_key, passphrase, label, limits)
         return device
 
-    def pair_request(self, passphrase: str, *, label: str = "device",
+    def pair_request(self, passphrase: str, account: Address, *, label: str = "device",
                      limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE) -> str:
-        """Make this device's key and return its pairing request text."""
+        """Make this device's key and return its request to join ``account``.
+
+        ``account`` is the address of a device of the account to join (the key holder's).
+        A request made before is returned again (it was lost? print it once more); a
+        device asks to join one account only.
+        """
+        if not account.belongs_to(self.network):
+            raise WalletError(
+                f"that address is of network {account.network_text()}…, this wallet is on "
+                f"{self.genesis.name} ({short_id(self.network)}…): ask for an address made "
+                "on this network")
+        stored = self.store.get_meta(PAIRING_META)
         if self.device is not None:
-            raise WalletError("this wallet already has a device")
+            if stored is None:
+                raise WalletError("this wallet already has a device of its own account")
+            req = parse_pairing_request(stored.decode(), self.network)
+            if req.account != account.account:
+                raise WalletError(
+                    f"this device already asked to join account {short(req.account)}…; a "
+                    "device joins one account only (use another --home for another)")
+            return stored.decode()
         device_key = SigningKey.generate()
+        text = make_pairing_request(self.network, account.account, device_key, label).to_text()
         meta = self._key_record("device", device_key, passphrase, limits)
-        self.store.set_metas(meta | {"device": bytes(device_key.verify_key)})
-        return make_pairing_request(self.network, device_key, label).to_text()
+        self.store.set_metas(meta | {"device": bytes(device_key.verify_key), PAIRING_META: text})
+        return text
 
     def pair_add(self, request_text: str, passphrase: str) -> Block:
-        """On the account key's holder: sign the open of a new device from its request."""
+        """On the account key's holder: sign the open of a new device from its request.
+
+        Refuses, each with its reason, a request of another network or for another
+        account, one added before, and one whose device is already open or revoked.
+        """
         req = parse_pairing_request(request_text, self.network)
-        account_key = self.load_key("account", passphrase)
-        block = sign_open(req, account_key)
-        self.ingest([block])
+        if not self.has_key("account") or self.account is None:
+            raise WalletError("this wallet does not hold the account key: run `tally devices "
+                              "add` on the device where `init` or `restore` ran")
+        if req.account != self.account:
+            raise WalletError(
+                f"this pairing request asks to join account {short(req.account)}…, not this "
+                f"wallet's account {short(self.account)}…: it was made for someone else")
+        with self._writing():
+            self._refuse_known_device(req)
+            account_key = self.load_key("account", passphrase)
+            block = sign_open(req, account_key)
+            self._ingest([block], meta={_seen_key(req): str(int(time.time()))})
         return block
+
+    def check_address(self, address: Address) -> None:
+        """Refuse an address made on another network, naming both networks."""
+        if not address.belongs_to(self.network):
+            raise WalletError(
+                f"that address is of another network ({address.network_text()}…); this "
+                f"wallet is on {self.genesis.name} ({short_id(self.network)}…): money sent "
+                "there could never be claimed. Ask for an address made on this network")
+
+    def knows_device(self, device: bytes) -> bool:
+        """True when this replica holds an open of the device (it can check who it is)."""
+        d = self.ledger.devices.get(device)
+        return d is not None and d.account is not None
+
+    def resolve_address(self, text: str) -> Address:
+        """An address from any form a person was shown: a full address, a device's key
+        or its short form (the first characters of the key), or a device's label.
+
+        Keys, short forms and labels name devices this replica knows (it holds their
+        open), so they are of this network by construction.
+        """
+        t = text.strip()
+        if t.lower().startswith(ADDRESS_PREFIXES):
+            address = parse_address(t)
+            self.check_address(address)
+            return address
+        hits = self.match_devices(t)
+        if len(hits) == 1:
+            d = self.ledger.devices[hits[0]]
+            assert d.account is not None
+            return Address.of(self.network, d.account, d.key)
+        if not hits:
+            raise WalletError(
+                f"{t[:20]!r} is neither an address (tly2…) nor a device this wallet knows: "
+                "ask the payee for its address (`tally address`)")
+        raise WalletError(f"{t!r} matches {len(hits)} devices; give more of the key or "
+                          "the whole address")
+
+    def match_devices(self, text: str, account: bytes | None = None) -> list[bytes]:
+        """Devices with an open here whose key starts with ``text`` (at least 4 of its
+        characters: ``tally`` shows 8) or whose label is ``text``; of ``account`` if given."""
+        t = text.strip()
+        prefix = t.lower().rstrip("…")  # a short form copied with its ellipsis
+        key_like = len(prefix) >= SHORT_MATCH_MIN and set(prefix) <= BASE32_CHARS
+        out = []
+        for k, d in self.ledger.devices.items():
+            if d.account is None or (account is not None and d.account != account):
+                continue
+            label = self.ledger.blocks[d.main[0]].label
+            if label == t or (key_like and key_text(k).startswith(prefix)):
+                out.append(k)
+        return sorted(out)
+
+    def _refuse_known_device(self, req: PairingRequest) -> None:
+        """Refuse a request added before, or for a device already open or revoked."""
+        seen = self.store.get_meta(_seen_key(req))
+        if seen is not None:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(seen.decode())))
+            raise WalletError(f"this pairing request was already added on {when}: device "
+                              f"{short(req.device)}… is open; nothing to do")
+        d = self.ledger.devices.get(req.device)
+        if d is None or not d.roots:
+            return
+        head = self.ledger.head(req.device)
+        if head is not None and head.kind == Kind.REVOKE:
+            raise WalletError(
+                f"device {short(req.device)}… was revoked; a revoked device never comes "
+                "back: pair the new install afresh (`tally devices pair` on an empty --home)")
+        raise WalletError(f"device {short(req.device)}… is already open"
+                          + (" under another account" if d.account != self.account else ""))
 
     # --------------------------------------------------------------- ledger
     @property
@@ -580,6 +706,7 @@ class Wallet:
         """Sign a send of ``amount`` minor units, funded by final credits only."""
         if self.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
+        self.check_address(to)
         if to.device == self.device:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
@@ -718,9 +845,10 @@ class Wallet:
                 deps.append(b.claim)
             stack.extend(d for d in deps if d not in seen)
             order.append(bid)
-        votes = [v.id for v in led.votes.values() if v.block_id in seen]
-        order.sort(key=lambda i: led.blocks[i].seq)
-        return order + votes
+        votes = [v for v in led.votes.values() if v.block_id in seen]
+        from wallet.bundle import dependency_order  # each entry after what it depends on
+
+        return [e.id for e in dependency_order([*(led.blocks[i] for i in order), *votes])]
 
     def export_ids(self, for_address: Address | None = None) -> list[bytes]:
         """What a bundle carries: everything, or what one payee needs from us."""
