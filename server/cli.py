@@ -2,12 +2,18 @@
 
     tally-relay --db PATH --listen HOST:PORT [--network FILE … | --open]
                 [--witness-key FILE] [--node-key FILE] [--tls-cert F --tls-key F]
-                [--peer URL …] [limits…]
+                [--peer URL …] [--log-file FILE] [limits…]
     tally-relay migrate --db PATH
     tally-relay keygen FILE [--kind witness|node]
 
 Secrets come from ``TALLY_PASSPHRASE`` or ``TALLY_PASSPHRASE_FILE``. Errors go to stderr
 with exit status 1 (2 for a bad command line) and say what to do.
+
+A start checks everything before it writes anything: the genesis files, the TLS files,
+every key file it is given (or finds) opened with the passphrase, the database; a node
+key it has to make is written only once the port is bound, so a failed start (a wrong
+passphrase, say) leaves no key file sealed with the wrong passphrase behind. SIGHUP
+reloads the TLS certificate and reopens ``--log-file``; it never stops the relay.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import ssl
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -25,6 +32,7 @@ from server.errors import RelayError
 from server.relay import Limits, Relay, RelayConfig, read_genesis_file
 from server.store import SqliteRelayStore, migrate
 from server.telemetry import Telemetry
+from server.tls import ServerTls
 from wallet import keys as keyfiles
 from wallet.encoding import key_text
 from wallet.errors import TallyError
@@ -78,6 +86,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="…and this private key")
     p.add_argument("--peer", action="append", default=[], metavar="URL",
                    help="another relay to sync with (repeatable)")
+    p.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="append the JSON event log here, not to stderr (SIGHUP reopens it)")
     p.add_argument("--max-message-bytes", type=int, default=d.message_bytes_max)
     p.add_argument("--max-connections", type=int, default=d.connections_max)
     p.add_argument("--max-connections-per-address", type=int,
@@ -104,33 +114,39 @@ def _serve_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _node_key(a: argparse.Namespace, passphrase: str) -> SigningKey:
+def _node_key(a: argparse.Namespace, passphrase: str
+              ) -> tuple[SigningKey, Callable[[], None] | None]:
+    """The relay's node key, and, when it is new, how to write it (not done yet)."""
     if a.node_key is not None:
-        return keyfiles.load_key(a.node_key, passphrase, kind="node")
+        return keyfiles.load_key(a.node_key, passphrase, kind="node"), None
     path = a.db.with_name(a.db.stem + ".node.key")
-    if path.exists():
-        return keyfiles.load_key(path, passphrase, kind="node")
+    if path.exists() or path.is_symlink():
+        return keyfiles.load_key(path, passphrase, kind="node"), None
+    if not path.parent.is_dir():
+        raise RelayError(f"cannot make the node key {path}: directory {path.parent} "
+                         "does not exist")
     key = SigningKey.generate()
-    keyfiles.save_key(path, key, passphrase, kind="node", limits=kdf_limits())
-    return key
+    sealed = keyfiles.encrypt_secret(bytes(key), passphrase, kind="node", limits=kdf_limits())
+    return key, lambda: keyfiles.write_key_file(path, sealed)
 
 
-def _tls(a: argparse.Namespace) -> ssl.SSLContext | None:
+def _tls(a: argparse.Namespace) -> ServerTls | None:
     if a.tls_cert is None and a.tls_key is None:
         return None
     if a.tls_cert is None or a.tls_key is None:
         raise RelayError("wss:// needs both --tls-cert and --tls-key")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        ctx.load_cert_chain(a.tls_cert, a.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise RelayError(f"cannot load the TLS certificate {a.tls_cert} and key "
-                         f"{a.tls_key}: {exc}") from exc
-    return ctx
+    return ServerTls(a.tls_cert, a.tls_key)
 
 
 def serve_main(argv: list[str]) -> int:
-    """Run the relay until SIGTERM or SIGINT."""
+    """Run the relay until SIGTERM or SIGINT (SIGHUP reloads; see the module's text).
+
+    Every check comes before anything is written: options, genesis files, TLS files,
+    the passphrase against every existing key file, then the database; a new node key
+    is written (atomically, 0600) only once the port is bound.
+    """
+    if hasattr(signal, "SIGHUP"):  # until the loop handles it, a SIGHUP must not kill us
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     a = _serve_parser().parse_args(argv)
     if str(a.db).startswith(("postgresql:", "postgres:")):
         raise RelayError("this tally-relay keeps its data in SQLite only: give --db a file "
@@ -142,11 +158,12 @@ def serve_main(argv: list[str]) -> int:
     genesis = [read_genesis_file(f) for f in a.network]
     tls = _tls(a)
     passphrase = keyfiles.passphrase_from_env("Relay key passphrase: ")
+    witness_key = (keyfiles.load_key(a.witness_key, passphrase, kind="witness")
+                   if a.witness_key else None)
+    node_key, write_node_key = _node_key(a, passphrase)
+    telemetry = Telemetry(path=a.log_file)
     store = SqliteRelayStore(a.db, create=True)
     try:
-        node_key = _node_key(a, passphrase)
-        witness_key = (keyfiles.load_key(a.witness_key, passphrase, kind="witness")
-                       if a.witness_key else None)
         limits = Limits(
             message_bytes_max=a.max_message_bytes, connections_max=a.max_connections,
             connections_per_address_max=a.max_connections_per_address,
@@ -157,19 +174,27 @@ def serve_main(argv: list[str]) -> int:
         )
         config = RelayConfig(
             host=a.listen[0], port=a.listen[1], node_key=node_key, genesis=genesis,
-            open=a.open, witness_key=witness_key, tls=tls, limits=limits,
+            open=a.open, witness_key=witness_key, tls_files=tls, limits=limits,
             vote_delay_s=a.vote_delay, peers=a.peer,
         )
-        relay = Relay(config, store, Telemetry())
+        relay = Relay(config, store, telemetry)
     except BaseException:
         store.close()
+        telemetry.close()
         raise
     if witness_key is not None and not any(
         bytes(witness_key.verify_key) in n.genesis.witnesses for n in relay.networks.values()
     ) and not a.open:
         relay.telemetry.log("warning", message="the witness key is not a witness of any "
                             "network served: this relay will not vote")
-    asyncio.run(relay.run())
+    try:
+        asyncio.run(relay.run(on_listening=write_node_key))
+    except BaseException:
+        if not relay.shut_down:  # it failed to start (the port taken, say)
+            store.close()
+        raise
+    finally:
+        telemetry.close()
     if relay.failure is not None:
         raise RelayError(f"the relay stopped: its database failed ({relay.failure}); what "
                          "was acknowledged is on disk, restart it once the disk is fixed")
@@ -199,6 +224,11 @@ def keygen_main(argv: list[str]) -> int:
     p.add_argument("file", type=Path, help="the key file to write (never overwritten)")
     p.add_argument("--kind", choices=("witness", "node"), default="witness")
     a = p.parse_args(argv)
+    if a.file.exists() or a.file.is_symlink():
+        raise RelayError(f"refusing to overwrite the existing key file {a.file}")
+    if not a.file.parent.is_dir():
+        raise RelayError(f"cannot write key file {a.file}: directory {a.file.parent} "
+                         "does not exist")
     passphrase = keyfiles.passphrase_from_env("Passphrase for the new key: ")
     key = SigningKey.generate()
     keyfiles.save_key(a.file, key, passphrase, kind=a.kind, limits=kdf_limits())

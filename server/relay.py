@@ -7,7 +7,8 @@ connection has to say is queued to a writer task, so fanning entries out to a sl
 subscriber never blocks anyone else (a subscriber whose queue overflows is closed, and
 resumes from its cursor). ``GET /healthz`` and ``GET /metrics`` are answered on the same
 port. ``Relay.run`` serves until SIGTERM or SIGINT, then closes every conversation with
-``CloseCode.SHUTDOWN`` and exits cleanly.
+``CloseCode.SHUTDOWN`` and exits cleanly; SIGHUP reloads the TLS certificate and reopens
+the log file, and never stops it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from server.outbox import Outbox
 from server.peering import link_forever
 from server.store import RelayStore
 from server.telemetry import Telemetry
+from server.tls import ServerTls
 from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE, ROLE_NODE, Close, Hello, encode
 from sync.protocol import (
@@ -93,6 +95,12 @@ class RelayConfig:
     limits: Limits = field(default_factory=Limits)
     vote_delay_s: float = VOTE_DELAY_S
     peers: list[str] = field(default_factory=list)
+    tls_files: ServerTls | None = None
+    """Where ``tls`` comes from, to reload on SIGHUP (``tls`` is then its ``context``)."""
+
+    def __post_init__(self) -> None:
+        if self.tls_files is not None and self.tls is None:
+            self.tls = self.tls_files.context
 
 
 class TokenBucket:
@@ -315,6 +323,7 @@ class Relay:
         self.to_ack: set[Session] = set()
         self.failure: BaseException | None = None
         self._stop: asyncio.Future[object] | None = None
+        self.shut_down = False  # shutdown() released the store
         for g in config.genesis:
             self.add_network(g)
         for raw in store.genesis_records():  # networks a --open relay took on before
@@ -500,13 +509,22 @@ class Relay:
                              "text/plain; version=0.0.4")
         return None
 
-    async def run(self, stop: asyncio.Future[None] | None = None) -> None:
-        """Serve until ``stop`` (or SIGTERM/SIGINT), then shut down cleanly."""
+    async def run(self, stop: asyncio.Future[None] | None = None, *,
+                  on_listening: Callable[[], None] | None = None) -> None:
+        """Serve until ``stop`` (or SIGTERM/SIGINT), then shut down cleanly.
+
+        Without ``stop``, SIGHUP calls ``reload``. ``on_listening`` runs once the port
+        is bound, before the ``listening`` event and before any connection is served (a
+        new node key is written then, once every check of the start has passed); if it
+        raises, the relay stops listening and the error propagates.
+        """
         loop = asyncio.get_running_loop()
         if stop is None:
             stop = loop.create_future()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, _set, stop, sig)
+            if hasattr(signal, "SIGHUP"):
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._stop = stop
         keep_gc_pauses_short()
         lim = self.config.limits
@@ -523,6 +541,13 @@ class Relay:
         self.server = server
         sock = next(iter(server.sockets), None)
         self.port = sock.getsockname()[1] if sock else self.config.port
+        if on_listening is not None:
+            try:
+                on_listening()
+            except BaseException:
+                server.close()
+                await server.wait_closed()
+                raise
         self.telemetry.log("listening", host=self.config.host, port=self.port,
                            tls=self.config.tls is not None, open=self.config.open,
                            networks=[id_text(n) for n in self.networks],
@@ -538,6 +563,34 @@ class Relay:
         await asyncio.gather(*self.peer_tasks, return_exceptions=True)  # cursors kept
         await self.shutdown()
 
+    def reload(self) -> dict[str, object]:
+        """SIGHUP: reopen the log file (if the relay logs to one) and load the TLS
+        certificate and key again (if it serves ``wss://``); what was done, also logged as
+        one ``reloaded`` event. A file that does not load is logged as an ``error`` and
+        changes nothing: the relay keeps serving as before, it never stops here."""
+        done: dict[str, object] = {"signal": "SIGHUP"}
+        try:
+            path = self.telemetry.reopen()
+            done["log_file"] = str(path) if path is not None else None
+        except RelayError as exc:
+            done["log_file"] = "kept the old one"
+            self.telemetry.log("error", where="reload", error=str(exc),
+                               message="still logging to the log file opened before")
+        tls = self.config.tls_files
+        if tls is None:
+            done["tls"] = "not served" if self.config.tls is None else "not reloadable"
+        else:
+            try:
+                done["cert_sha256"] = tls.reload()
+                done["tls"] = "reloaded"
+            except RelayError as exc:
+                done["tls"] = "kept the old certificate"
+                done["cert_sha256"] = tls.sha256
+                self.telemetry.log("error", where="reload", error=str(exc),
+                                   message="still serving the certificate loaded before")
+        self.telemetry.log("reloaded", **done)
+        return done
+
     async def shutdown(self) -> None:
         """Close every conversation with SHUTDOWN, stop listening, release the store."""
         for net in self.networks.values():
@@ -550,6 +603,7 @@ class Relay:
             self.server.close()
             await self.server.wait_closed()
         self.store.close()
+        self.shut_down = True
         self.telemetry.log("stopped")
 
     def _link(self, net: ServedNetwork) -> None:

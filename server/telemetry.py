@@ -1,4 +1,5 @@
-"""Structured logs (one JSON line per event on stderr) and Prometheus metrics."""
+"""Structured logs (one JSON line per event, on stderr or in a log file) and Prometheus
+metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import IO, Any
+
+from server.errors import RelayError
 
 METRIC_HELP = {
     "tally_relay_connections": ("gauge", "Open websocket connections."),
@@ -24,7 +28,10 @@ METRIC_HELP = {
 class Telemetry:
     """Counters and gauges for ``/metrics``, and the relay's event log."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, *, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            stream = _open_log(self.path)
         self.stream = stream if stream is not None else sys.stderr
         self.values: defaultdict[tuple[str, tuple[tuple[str, str], ...]], float] = (
             defaultdict(float))
@@ -50,6 +57,25 @@ class Telemetry:
         except (OSError, ValueError):
             pass  # a closed stderr must not stop the relay
 
+    def reopen(self) -> Path | None:
+        """Reopen the log file (after logrotate moved it away); the file, or None when
+        logging to a stream. Raises ``RelayError``, and keeps the old file, when the new
+        one cannot be opened."""
+        if self.path is None:
+            return None
+        new = _open_log(self.path)
+        old, self.stream = self.stream, new
+        try:
+            old.close()
+        except OSError as exc:
+            self.log("error", where="log file", error=f"closing the old log file: {exc}")
+        return self.path
+
+    def close(self) -> None:
+        """Close the log file (a stream given is left open)."""
+        if self.path is not None:
+            self.stream.close()
+
     def prometheus(self) -> str:
         """Every metric in the Prometheus text exposition format."""
         by_name: defaultdict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = (
@@ -72,3 +98,11 @@ class Telemetry:
 
 def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _open_log(path: Path) -> IO[str]:
+    """A log file opened to append, line by line."""
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise RelayError(f"cannot open the log file {path}: {exc.strerror or exc}") from exc

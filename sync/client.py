@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -185,6 +186,11 @@ def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BA
 
 def os_reason(exc: OSError) -> str:
     """What went wrong with a connection, for people (asyncio's texts name no cause)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = (getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+               or exc.strerror or exc)
+        return (f"TLS: {why}".lower() + " (a relay with a self-signed certificate? trust "
+                "it with --ca FILE)")
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {getattr(exc, 'reason', None) or exc.strerror or exc}".lower()
     if isinstance(exc, socket.gaierror):
@@ -192,6 +198,26 @@ def os_reason(exc: OSError) -> str:
     if isinstance(exc, ConnectionError) and exc.errno:
         return os.strerror(exc.errno).lower()
     return str(exc.strerror or exc)
+
+
+def tls_context(ca: Path | str | None = None) -> ssl.SSLContext:
+    """The TLS context for ``wss://`` URLs: the system's trust store, and also ``ca`` when
+    given (a PEM file of CA certificates, or a relay's own self-signed certificate).
+    Host names are checked as usual. Raises ``WalletError`` when ``ca`` cannot be read or
+    holds no certificate."""
+    ctx = ssl.create_default_context()
+    if ca is None:
+        return ctx
+    try:
+        ctx.load_verify_locations(cafile=os.fspath(ca))
+    except ssl.SSLError as exc:
+        raise WalletError(
+            f"{ca} holds no certificate to trust: --ca takes a PEM file of CA certificates, "
+            f"or the relay's own certificate ({getattr(exc, 'reason', None) or exc})"
+        ) from exc
+    except OSError as exc:
+        raise WalletError(f"cannot read the CA file {ca}: {exc.strerror or exc}") from exc
+    return ctx
 
 
 def check_url(url: str) -> str:
@@ -495,12 +521,16 @@ class SyncClient(WalletSync):
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
         open_timeout_s: float = OPEN_TIMEOUT_S,
+        ca: Path | str | None = None,
         **kw: float,
     ) -> None:
+        """``ca``: a PEM file (CA certificates, or a relay's self-signed certificate)
+        that ``wss://`` connections trust besides the system's store."""
         kinds = {check_url(u): "relay" for u in relays}
         kinds |= {check_url(u): "peer" for u in peers if u not in kinds}
         if not kinds:
             raise WalletError("nothing to sync with: give --relay URL or --peer URL")
+        tls = tls_context(ca)  # a bad --ca file is said before the passphrase is tried
         super().__init__(wallet, passphrase, on_event=on_event, **kw)
         self.kinds = kinds
         self.urls = list(kinds)
@@ -508,6 +538,7 @@ class SyncClient(WalletSync):
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.open_timeout_s = open_timeout_s
+        self.tls = tls
 
     async def run(self) -> list[PeerResult]:
         """Sync with every URL; with ``once`` return when each is in sync or failed,
@@ -563,7 +594,8 @@ class SyncClient(WalletSync):
         result.peer_key = b""
         try:
             cursor = await self.offload(lambda: self.wallet.store.get_meta(cursor_key)) or b""
-            async with connect(url, open_timeout=self.open_timeout_s,
+            tls = {"ssl": self.tls} if url.startswith("wss://") else {}
+            async with connect(url, open_timeout=self.open_timeout_s, **tls,
                                **websocket_options()) as ws:
                 conn = await self.offload(partial(self.connection, client=True,
                                                   cursor=cursor))

@@ -32,6 +32,7 @@ from wallet.keys import (
     read_key_info,
     save_key,
     seed_from_phrase,
+    write_key_file,
 )
 
 SEED = bytes(range(32))
@@ -123,16 +124,36 @@ def test_encrypt_refuses_bad_arguments() -> None:
         encrypt_secret(SEED, "", kind="account", limits=FAST_INSECURE)
 
 
+WRONG_ACCOUNT = r"^wrong passphrase for the account key \(or the key file is damaged"
+
+
 def test_wrong_passphrase() -> None:
     data = encrypt_secret(SEED, PASS, kind="account", limits=FAST_INSECURE)
-    with pytest.raises(KeyFileError, match="wrong passphrase for the account key file"):
+    with pytest.raises(KeyFileError, match=WRONG_ACCOUNT):
         decrypt_secret(data, PASS + "!")
 
 
 def test_wrong_passphrase_names_source() -> None:
     data = encrypt_secret(SEED, PASS, kind="device", limits=FAST_INSECURE)
-    with pytest.raises(KeyFileError, match=r"wrong passphrase for the device key file /x/d\.key"):
+    with pytest.raises(KeyFileError, match=r"wrong passphrase for the device key in /x/d\.key "):
         decrypt_secret(data, "nope", source="/x/d.key")
+
+
+@pytest.mark.parametrize("source",
+                         [None, "", "the device key", "device key", "The device key file"])
+def test_wrong_passphrase_reads_naturally_whatever_the_source(source: str | None) -> None:
+    """A source that only names the key again (as the wallet's ``load_key`` passes) is
+    not repeated: never ``... for the device key file the device key``."""
+    data = encrypt_secret(SEED, PASS, kind="device", limits=FAST_INSECURE)
+    with pytest.raises(KeyFileError) as info:
+        decrypt_secret(data, "nope", source=source)
+    assert str(info.value) == (
+        "wrong passphrase for the device key (or the key file is damaged: if the "
+        "passphrase is right, restore the key from a backup)")
+    with pytest.raises(KeyFileError) as info:
+        decrypt_secret(b"{}", "nope", source=source)
+    msg = str(info.value)
+    assert "not a Tallystick key file" in msg and "file the" not in msg and "key the" not in msg
 
 
 def test_tampered_box() -> None:
@@ -140,7 +161,7 @@ def test_tampered_box() -> None:
     box = bytearray(base64.b64decode(doc["box"]))
     box[30] ^= 1
     doc["box"] = base64.b64encode(bytes(box)).decode()
-    with pytest.raises(KeyFileError, match="wrong passphrase for the account key file"):
+    with pytest.raises(KeyFileError, match=WRONG_ACCOUNT):
         decrypt_secret(_bytes(doc), PASS)
 
 
@@ -164,7 +185,7 @@ def test_tampered_public_key() -> None:
 def test_tampered_kind_does_not_open() -> None:
     doc = _doc(kind="device")
     doc["kind"] = "account"
-    with pytest.raises(KeyFileError, match="wrong passphrase for the account key file"):
+    with pytest.raises(KeyFileError, match=WRONG_ACCOUNT):
         decrypt_secret(_bytes(doc), PASS)
 
 
@@ -316,6 +337,35 @@ def test_save_refuses_if_file_appears_during_write(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["account.key"]
 
 
+def test_write_key_file_replaces_whole_and_0600_or_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "export.key"
+    old = encrypt_secret(SEED, PASS, kind="device", limits=FAST_INSECURE)
+    new = encrypt_secret(SEED, "another passphrase", kind="device", limits=FAST_INSECURE)
+    write_key_file(path, old)
+    with pytest.raises(KeyFileError, match="refusing to overwrite"):
+        write_key_file(path, new)
+    assert path.read_bytes() == old
+    os.chmod(path, 0o644)
+    write_key_file(path, new, replace=True)  # renamed over: a new inode, mode 0600
+    assert path.read_bytes() == new and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.key"]
+    with pytest.raises(KeyFileError, match="does not exist"):
+        write_key_file(tmp_path / "no" / "a.key", new)
+
+
+def test_write_key_file_that_fails_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keys.os, "fsync", full_disk)
+    with pytest.raises(KeyFileError, match=r"cannot write key file .*No space left"):
+        save_key(tmp_path / "node.key", SigningKey.generate(), PASS, kind="node",
+                 limits=FAST_INSECURE)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_into_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="does not exist"):
         save_key(tmp_path / "no" / "a.key", SigningKey.generate(), PASS, kind="account")
@@ -336,7 +386,7 @@ def test_load_directory(tmp_path: Path) -> None:
 def test_load_wrong_passphrase_names_path(tmp_path: Path) -> None:
     path = tmp_path / "account.key"
     save_key(path, SigningKey.generate(), PASS, kind="account", limits=FAST_INSECURE)
-    with pytest.raises(KeyFileError, match="wrong passphrase for the account key file") as info:
+    with pytest.raises(KeyFileError, match="wrong passphrase for the account key in ") as info:
         load_key(path, "guess")
     assert str(path) in str(info.value)
 

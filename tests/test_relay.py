@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import sqlite3
 import ssl
+import stat
 import struct
 import subprocess
 import sys
@@ -44,7 +48,7 @@ from sync.protocol import Acked, Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
 from tests.ledgerkit import Device, Net
 from wallet import keys as keyfiles
-from wallet.encoding import Block, Entry, Vote, key_text, parse_entry
+from wallet.encoding import Block, Entry, Vote, id_text, key_text, parse_entry
 from wallet.ledger import Ledger
 
 pytestmark = pytest.mark.slow
@@ -116,23 +120,32 @@ class Relay:
 
 
 def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "relay",
-                tls: ssl.SSLContext | None = None, listen: str = "127.0.0.1:0") -> Relay:
-    """Start ``tally-relay --db … --listen LISTEN ARGS`` and wait until it is healthy."""
+                tls: ssl.SSLContext | None = None, listen: str = "127.0.0.1:0",
+                log_file: Path | None = None) -> Relay:
+    """Start ``tally-relay --db … --listen LISTEN ARGS`` and wait until it is healthy.
+
+    With ``log_file`` the relay logs there (``--log-file``), and ``Relay.log`` is it."""
     db = db or tmp / f"{name}.db"
-    log = tmp / f"{name}-{time.monotonic_ns()}.log"
-    with open(log, "wb") as err:
+    stderr = tmp / f"{name}-{time.monotonic_ns()}.log"
+    more = ("--log-file", log_file) if log_file is not None else ()
+    with open(stderr, "wb") as err:
         proc = subprocess.Popen(
-            relay_command("--db", db, "--listen", listen, *args),
+            relay_command("--db", db, "--listen", listen, *more, *args),
             stdout=subprocess.DEVNULL, stderr=err, env=relay_env(), cwd=tmp,
         )
+    log = log_file or stderr
     r = Relay(proc, db, log, tls=tls)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"tally-relay exited {proc.returncode}: {log.read_text()}")
+            raise AssertionError(f"tally-relay exited {proc.returncode}: "
+                                 f"{stderr.read_text()}")
+        if not log.exists():
+            time.sleep(0.05)
+            continue
         listening = r.events("listening")
         if listening:
-            r.port = listening[0]["port"]
+            r.port = listening[-1]["port"]
             try:
                 if r.get("/healthz")[0] == 200:
                     return r
@@ -140,7 +153,8 @@ def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "r
                 pass
         time.sleep(0.05)
     proc.kill()
-    raise AssertionError(f"tally-relay did not come up: {log.read_text()}")
+    said = log.read_text() if log.exists() else ""
+    raise AssertionError(f"tally-relay did not come up: {said}{stderr.read_text()}")
 
 
 def stored_count(db: Path) -> int:
@@ -601,12 +615,18 @@ def test_two_relays_peer_and_carry_entries_and_votes_both_ways(tmp_path: Path) -
     assert a.stop() == 0 and b.stop() == 0
 
 
-def test_wss_and_connection_limit_and_sigint(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def self_signed(tmp: Path, name: str = "") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (``openssl``): the two files."""
+    cert, key = tmp / f"{name}cert.pem", tmp / f"{name}key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", f"/CN=localhost{name}",
          "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_wss_and_connection_limit_and_sigint(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
     tls = ssl.create_default_context(cafile=str(cert))
     nw = make_network(tmp_path, witnesses=0)
     net = nw.net
@@ -633,6 +653,166 @@ def test_wss_and_connection_limit_and_sigint(tmp_path: Path) -> None:
     run(go())
     assert relay.proc.wait(10) == 0
     assert relay.events("stopped")
+
+
+def test_a_start_with_a_wrong_passphrase_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The witness key is opened before anything is written: a wrong passphrase is said,
+    naming the key file, and leaves no node key (nor database) sealed with it; the next
+    start with the right passphrase serves. A start that cannot bind its port leaves no
+    node key either."""
+    nw = make_network(tmp_path)
+    assert nw.witness_key is not None
+    db = tmp_path / "relay.db"
+    node_key = tmp_path / "relay.node.key"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    wrong = relay_env() | {"TALLY_PASSPHRASE": "not the relay passphrase"}
+    p = subprocess.run(relay_command("--db", db, "--listen", "127.0.0.1:0", "--network",
+                                     nw.genesis, "--witness-key", nw.witness_key),
+                       env=wrong, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert f"wrong passphrase for the witness key in {nw.witness_key} " in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no key, no db, no temp
+
+    with socket.socket() as taken:  # a port already in use: the start fails after the keys
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        p = subprocess.run(relay_command("--db", db, "--listen",
+                                         f"127.0.0.1:{taken.getsockname()[1]}", "--network",
+                                         nw.genesis, "--witness-key", nw.witness_key),
+                           env=relay_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "cannot listen on" in p.stderr, p.stderr
+    assert not node_key.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                        db=db)
+    assert relay.health()["status"] == "ok"
+    made = keyfiles.load_key(node_key, PASSPHRASE, kind="node")
+    assert relay.health()["node_key"] == id_text(bytes(made.verify_key))
+    assert stat.S_IMODE(node_key.stat().st_mode) == 0o600
+    assert relay.stop() == 0
+    again = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
+                        db=db)
+    assert again.health()["node_key"] == id_text(bytes(made.verify_key))  # kept, not remade
+    assert again.stop() == 0
+
+
+def served_cert_sha256(port: int) -> str:
+    """SHA-256 (hex) of the certificate a fresh TLS connection to the relay is served,
+    after checking the relay answers ``/healthz`` over it."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # fingerprints are compared instead
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw) as s:
+        der = s.getpeercert(binary_form=True)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"status": "ok"' in answer, answer
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def pem_sha256(cert: Path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+
+
+def wait_for_event(relay: Relay, event: str, count: int, timeout_s: float = 10) -> list[dict]:
+    """Wait until the relay's log holds ``count`` ``event`` events; them."""
+    deadline = time.monotonic() + timeout_s
+    while len(got := relay.events(event) if relay.log.exists() else []) < count:
+        assert relay.proc.poll() is None, f"the relay exited {relay.proc.returncode}"
+        assert time.monotonic() < deadline, f"no {event} event {count} in {relay.log}"
+        time.sleep(0.05)
+    return got
+
+
+def test_sighup_reloads_the_certificate_and_reopens_the_log_file(tmp_path: Path) -> None:
+    """SIGHUP after certbot and logrotate: new connections get the new certificate,
+    events go to a new log file, open conversations go on, and nothing stops. A
+    certificate that does not load keeps the old one served."""
+    old_cert, old_key = self_signed(tmp_path, "old-")
+    new_cert, new_key = self_signed(tmp_path, "new-")
+    cert, key = tmp_path / "live-cert.pem", tmp_path / "live-key.pem"
+    shutil.copy(old_cert, cert)
+    shutil.copy(old_key, key)
+    tls = ssl.create_default_context(cafile=str(old_cert))
+    tls.load_verify_locations(cafile=str(new_cert))
+    nw = make_network(tmp_path, witnesses=0)
+    net = nw.net
+    log = tmp_path / "relay.log"
+    relay = start_relay(tmp_path, "--network", nw.genesis, "--tls-cert", cert, "--tls-key", key,
+                        tls=tls, log_file=log)
+    assert served_cert_sha256(relay.port) == pem_sha256(old_cert)
+    alice = net.account(label="alice")
+
+    async def before() -> Client:
+        mint = await connected(relay.url, device_client(net, net.mint), tls)
+        await mint.send_acked([alice[0].open])
+        return mint
+
+    async def go() -> None:
+        mint = await before()
+        # certbot renews (files replaced whole), logrotate moves the log away, then HUP
+        shutil.copy(new_cert, tmp_path / "staged-cert.pem")
+        shutil.copy(new_key, tmp_path / "staged-key.pem")
+        os.replace(tmp_path / "staged-cert.pem", cert)
+        os.replace(tmp_path / "staged-key.pem", key)
+        os.replace(log, tmp_path / "relay.log.1")
+        relay.proc.send_signal(signal.SIGHUP)
+        [done] = await asyncio.to_thread(wait_for_event, relay, "reloaded", 1)
+        assert done["tls"] == "reloaded" and done["cert_sha256"] == pem_sha256(new_cert)
+        assert done["log_file"] == str(log)
+        assert await asyncio.to_thread(served_cert_sha256, relay.port) == pem_sha256(new_cert)
+        # the conversation opened before goes on; a new one syncs what it sent since
+        iss = net.issue(mint.ledger, alice[0], 30)
+        await mint.send_acked([iss])
+        watcher = await connected(relay.url, device_client(net, alice[0]), tls)
+        await watcher.wait(lambda: watcher.has(iss.id), what="the issue sent after SIGHUP")
+        assert mint.closed is None
+        for c in (mint, watcher):
+            await c.close()
+
+    run(go())
+    rotated = [json.loads(line)["event"] for line in
+               (tmp_path / "relay.log.1").read_text().splitlines()]
+    assert "listening" in rotated and "reloaded" not in rotated
+    assert rotated.count("ready") == 1  # the mint's, before the rotation
+    assert len(relay.events("ready")) == 1  # the watcher's, after it: in the new file
+
+    cert.write_text("not a certificate\n")  # a botched renewal: refused, the old one kept
+    relay.proc.send_signal(signal.SIGHUP)
+    _, botched = wait_for_event(relay, "reloaded", 2)
+    assert botched["tls"] == "kept the old certificate"
+    assert any(e.get("where") == "reload" and str(cert) in e["error"]
+               for e in relay.events("error"))
+    assert served_cert_sha256(relay.port) == pem_sha256(new_cert)
+    assert relay.health()["status"] == "ok"
+    assert relay.stop() == 0
+
+
+def test_sighup_without_tls_or_log_file_is_logged_and_changes_nothing(tmp_path: Path) -> None:
+    nw = make_network(tmp_path, witnesses=0)
+    net = nw.net
+    relay = start_relay(tmp_path, "--network", nw.genesis)
+    for n in (1, 2):  # twice: the handler stays installed
+        relay.proc.send_signal(signal.SIGHUP)
+        got = wait_for_event(relay, "reloaded", n)
+    assert got[-1] == got[-1] | {"signal": "SIGHUP", "tls": "not served", "log_file": None}
+    assert relay.health()["status"] == "ok"
+
+    async def go() -> None:
+        mint = await connected(relay.url, device_client(net, net.mint))
+        opened = net.account(label="after")[0].open
+        await mint.send_acked([opened])
+        assert mint.closed is None and opened.id in {e.id for e in stored_entries(relay.db)}
+        await mint.close()
+
+    run(go())
+    assert relay.stop() == 0
 
 
 def test_address_rate_limit_and_handshake_timeout(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -57,11 +58,13 @@ from tests.clikit import (
 )
 from tests.ledgerkit import Net as LedgerNet
 from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
-from tests.test_relay import start_relay
+from tests.test_relay import self_signed, start_relay
 from tests.test_sync_protocol import connect, port_with, world
 from wallet import keys as keyfiles
+from wallet.address import parse_address
 from wallet.cli import main as cli_main
 from wallet.encoding import Block, key_text
+from wallet.errors import WalletError
 from wallet.wallet import Wallet
 
 WAIT_S = 15.0
@@ -613,3 +616,51 @@ def test_connection_errors_are_named_for_people() -> None:
     tls = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] bad")
     assert os_reason(tls).startswith("tls: ")
     assert os_reason(OSError("something else")) == "something else"
+
+
+def test_a_client_trusts_a_self_signed_relay_with_ca(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SyncClient(ca=FILE)`` against a real ``tally-relay --tls-cert --tls-key`` with a
+    self-signed certificate: refused without it (the message says what to give), in sync
+    with it, and a bad ``ca`` file is refused before anything connects."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    cert, key = self_signed(tmp_path)
+    net = make_net(tmp_path, witness=False)
+    relay = start_relay(tmp_path, "--network", net.genesis, "--tls-cert", cert,
+                        "--tls-key", key, tls=ssl.create_default_context(cafile=str(cert)))
+    assert relay.url.startswith("wss://")
+    issuer, payer = Wallet.open(net.issuer), Wallet.open(net.payer)
+
+    async def sync(w: Wallet, ca: Path | None) -> tuple[PeerResult, list[Claimed]]:
+        client = SyncClient(w, PASSPHRASE, relays=[relay.url], once=True, ca=ca)
+        try:
+            [result] = await client.run()
+            return result, client.claimed
+        finally:
+            client.shutdown()
+
+    try:
+        issuer.pay(parse_address(net.payer_address), 2000, PASSPHRASE)  # an issue to send
+        refused, _ = asyncio.run(sync(issuer, None))
+        assert not refused.in_sync and refused.error is not None
+        assert refused.error.startswith(f"cannot reach {relay.url}: tls: "), refused.error
+        assert "self-signed" in refused.error and "--ca FILE" in refused.error
+        assert relay.health()["entries"] == 0  # nothing went through
+
+        trusted, _ = asyncio.run(sync(issuer, cert))
+        assert trusted.in_sync and trusted.error is None, trusted.error
+        assert relay.health()["entries"] >= 2  # the mint's open and the issue
+        got, claimed = asyncio.run(sync(payer, cert))
+        assert got.in_sync and [c.amount for c in claimed] == [2000]
+
+        with pytest.raises(WalletError, match="cannot read the CA file"):
+            SyncClient(payer, PASSPHRASE, relays=[relay.url], ca=tmp_path / "absent.pem")
+        junk = tmp_path / "junk.pem"
+        junk.write_text("not a certificate\n")
+        with pytest.raises(WalletError, match="holds no certificate to trust"):
+            SyncClient(payer, PASSPHRASE, relays=[relay.url], ca=junk)
+    finally:
+        issuer.close()
+        payer.close()
+        assert relay.stop() == 0

@@ -37,6 +37,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import unicodedata
@@ -87,6 +88,8 @@ PASSPHRASE_FILE_ENV = "TALLY_PASSPHRASE_FILE"
 _SALT_BYTES = argon2id.SALTBYTES
 _BOX_BYTES = SecretBox.NONCE_SIZE + SEED_BYTES + SecretBox.MACBYTES
 _CONTEXT = b"tallystick-key/1/"
+_NAMES_A_KEY = re.compile(rf"(?:the )?({'|'.join(KINDS)}) key(?: file)?", re.IGNORECASE)
+"""A ``source`` that only names a key (``the device key``), not where it is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +206,14 @@ def _b64(value: Any, name: str, size: int, where: str) -> bytes:
     return raw
 
 
-def _parse_doc(data: bytes, source: str | None) -> _KeyDoc:
+def _parse_doc(data: bytes, source: str | os.PathLike[str] | None) -> _KeyDoc:
     """Check a key file's structure and KDF limits without touching the passphrase."""
-    where = f"key file {source}" if source else "key file"
+    if source is None or not os.fspath(source):
+        where = "key file"
+    elif _NAMES_A_KEY.fullmatch(os.fspath(source).strip()):
+        where = os.fspath(source).strip()
+    else:
+        where = f"key file {os.fspath(source)}"
     if len(data) > KEY_FILE_BYTES_MAX:
         raise KeyFileError(f"{where}: not a Tallystick key file ({len(data)} bytes is too large)")
     try:
@@ -245,36 +253,53 @@ def _parse_doc(data: bytes, source: str | None) -> _KeyDoc:
 
 
 def decrypt_secret(
-    data: bytes, passphrase: str, *, source: str | None = None
+    data: bytes, passphrase: str, *, source: str | os.PathLike[str] | None = None
 ) -> tuple[str, SigningKey]:
     """Open a key file's bytes with ``passphrase``: its kind and its signing key.
 
-    ``source`` (a path, say) only goes into error messages. Raises ``KeyFileError`` for
-    bytes that are not a key file, an unknown version, KDF limits outside sane bounds
-    (checked before any memory is allocated), a wrong passphrase (or an edited file),
-    and a public key that does not belong to the decrypted seed.
+    ``source`` is where the key is kept, for error messages only: a path (``wrong
+    passphrase for the device key in /x/d.key``), or nothing (``wrong passphrase for the
+    device key``). Raises ``KeyFileError`` for bytes that are not a key file, an unknown
+    version, KDF limits outside sane bounds (checked before any memory is allocated), a
+    wrong passphrase (or an edited file), and a public key that does not belong to the
+    decrypted seed.
     """
     doc = _parse_doc(data, source)
     return doc.kind, _open(doc, passphrase, source)
 
 
-def _open(doc: _KeyDoc, passphrase: str, source: str | None) -> SigningKey:
-    where = f" {source}" if source else ""
+def _subject(kind: str, source: str | os.PathLike[str] | None) -> str:
+    """How an error names the key: ``the device key``, ``the witness key in /etc/w.key``.
+
+    ``source`` is where the key is kept (a path, usually). A source that only names the
+    key again (``"the device key"``) adds nothing and is not repeated.
+    """
+    text = os.fspath(source) if source is not None else ""
+    if not text:
+        return f"the {kind} key"
+    named = _NAMES_A_KEY.fullmatch(text.strip())
+    if named:
+        return f"the {named.group(1).lower()} key"
+    return f"the {kind} key in {text}"
+
+
+def _open(doc: _KeyDoc, passphrase: str, source: str | os.PathLike[str] | None) -> SigningKey:
+    subject = _subject(doc.kind, source)
     box_key = _box_key(passphrase, doc.salt, doc.opslimit, doc.memlimit, doc.kind)
     try:
         seed = SecretBox(box_key).decrypt(doc.box)
     except CryptoError as exc:
         raise KeyFileError(
-            f"wrong passphrase for the {doc.kind} key file{where} "
-            "(or the file was altered; if the passphrase is right, restore it from a backup)"
+            f"wrong passphrase for {subject} (or the key file is damaged: if the passphrase "
+            "is right, restore the key from a backup)"
         ) from exc
     key = SigningKey(seed)
     actual = bytes(key.verify_key)
     if actual != doc.public:
         raise KeyFileError(
-            f"the {doc.kind} key file{where} names public key {short(doc.public)}…, but its "
-            f"encrypted seed belongs to {short(actual)}…: the file was altered or mixed up; "
-            "restore it from a backup"
+            f"{subject} names public key {short(doc.public)}…, but its encrypted seed "
+            f"belongs to {short(actual)}…: the key file was altered or mixed up; restore "
+            "it from a backup"
         )
     return key
 
@@ -291,6 +316,59 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_key_file(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """Write a key file's bytes to ``path`` atomically, mode 0600: whole or not at all.
+
+    The bytes go to a temporary file in the same directory (created 0600), which is
+    flushed and fsynced, then moved into place and the directory fsynced, so a crash
+    or a full disk leaves either no file or the old one, never a torn or half-written
+    key. Without ``replace`` an existing file is never overwritten: the temporary file
+    is hard-linked into place, which fails if a file appeared meanwhile (on file
+    systems without hard links it falls back to ``os.replace`` after checking). With
+    ``replace`` it is renamed over the target (a key exported again, say).
+
+    Every key file the project writes goes through here. Raises ``KeyFileError`` for an
+    existing file (without ``replace``), a missing directory, or a failed write.
+    """
+    path = Path(path)
+    if not replace and (path.exists() or path.is_symlink()):
+        raise KeyFileError(f"refusing to overwrite the existing key file {path}")
+    if not path.parent.is_dir():
+        raise KeyFileError(f"cannot write key file {path}: directory {path.parent} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                        dir=path.parent)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror or exc}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise KeyFileError(f"refusing to overwrite the existing key file {path}") from exc
+            except OSError:
+                if path.exists() or path.is_symlink():
+                    raise KeyFileError(
+                        f"refusing to overwrite the existing key file {path}") from None
+                os.replace(tmp, path)
+    except KeyFileError:
+        raise
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
 def save_key(
     path: Path,
     key: SigningKey,
@@ -301,38 +379,16 @@ def save_key(
 ) -> None:
     """Write ``key`` encrypted to a new file at ``path``, mode 0600, atomically.
 
-    The file appears whole or not at all: it is written to a temporary file in the same
-    directory, flushed to disk, then linked into place, which also refuses to overwrite
-    a file that appeared meanwhile (on file systems without hard links it falls back to
-    ``os.replace`` after checking). Raises ``KeyFileError`` if ``path`` already exists or
-    its directory does not.
+    See ``write_key_file``: the file appears whole or not at all, and an existing file
+    (or one that appears meanwhile) is never overwritten. Raises ``KeyFileError`` if
+    ``path`` already exists or its directory does not.
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
         raise KeyFileError(f"refusing to overwrite the existing key file {path}")
     if not path.parent.is_dir():
         raise KeyFileError(f"cannot write key file {path}: directory {path.parent} does not exist")
-    data = encrypt_secret(bytes(key), passphrase, kind=kind, limits=limits)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError as exc:
-            raise KeyFileError(f"refusing to overwrite the existing key file {path}") from exc
-        except OSError:
-            if path.exists():
-                raise KeyFileError(f"refusing to overwrite the existing key file {path}") from None
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    write_key_file(path, encrypt_secret(bytes(key), passphrase, kind=kind, limits=limits))
 
 
 def _read(path: Path) -> bytes:
@@ -470,4 +526,5 @@ __all__ = [
     "read_key_info",
     "save_key",
     "seed_from_phrase",
+    "write_key_file",
 ]
