@@ -9,18 +9,34 @@ Layout (all integers big-endian)::
     entries   count × (u16 length, entry bytes)
     checksum  32 bytes BLAKE2b-256 of everything before it
 
-Entries are ordered dependencies first, so a receiver merges the file in one pass.
+Entries are ordered dependencies first (``dependency_order``), so a receiver merges the
+file in one pass.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
+import heapq
+import operator
 import os
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from wallet.encoding import ENTRY_BYTES_MAX, id_text
+from wallet.encoding import (
+    ENTRY_BYTES_MAX,
+    ZERO_ID,
+    Block,
+    Entry,
+    Kind,
+    Vote,
+    entry_hash,
+    id_text,
+    parse_entry,
+    short,
+)
 from wallet.errors import BundleError
 
 MAGIC = b"TSBNDL"
@@ -121,3 +137,259 @@ def read_bundle(path: Path, network: bytes) -> list[bytes]:
     if len(data) > BUNDLE_BYTES_MAX:
         raise BundleError(f"oversized bundle: more than the {BUNDLE_BYTES_MAX}-byte limit")
     return decode_bundle(data, network)
+
+
+# ------------------------------------------------------------ dependency order
+# What an entry depends on, among the entries at hand (DESIGN §2, §3):
+#   - a block at seq > 0: its ``prev``, and its device's ``open`` (every seq-0 block of
+#     that device: a forked open is a dependency too);
+#   - a ``receive``: the entry it claims, and — when that claim is a payment (or revoke)
+#     addressed to another device e — the ``revoke`` of e that names the receiving
+#     device, which routes the claim to it (every such revoke held);
+#   - a vote: the block it names.
+# Dependencies on entries not at hand are ignored. The ones named by id (prev, claim, a
+# vote's block) cannot form a cycle (an id is a hash of bytes that name the other id);
+# neither can the opens (an open depends on nothing). The routing revokes can, in a
+# hostile set (a revoke whose own chain claims a send the receive's device made later):
+# such an edge is given up only when nothing else can go next, and the smallest
+# entry that waits on routing alone goes first.
+
+
+def _entry_id(e: Entry) -> bytes:
+    if e.id:
+        return e.id
+    return entry_hash(e.raw or e.body() + e.signature)
+
+
+_RECEIVE = Kind.RECEIVE
+_REVOKE = Kind.REVOKE
+_ID = operator.attrgetter("id")
+_SEQ = operator.attrgetter("seq")
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic collections while the order's objects pile up (none of them form a
+    cycle, and each collection would walk every entry the process holds)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def dependency_order(entries: Iterable[Entry]) -> list[Entry]:
+    """The entries in an order that lists each one after everything it depends on that
+    is among them: a deterministic topological order (the same list whatever order they
+    come in), ties broken by (seq, id).
+
+    Kahn's algorithm over integer nodes, without recursion, in O(n log n): a device's
+    opens and the revokes that route a claim are one shared node each, so no entry has
+    more than four edges in, whatever the set holds. An entry given twice (the same id)
+    is listed twice, side by side. Raises RuntimeError if the result were not a
+    permutation of the input.
+    """
+    items = list(entries)
+    with _gc_paused():
+        out = _dependency_order(items)
+    if len(out) != len(items):
+        raise RuntimeError(f"dependency_order gave {len(out)} entries for {len(items)}")
+    given = set(map(id, items))
+    if len(given) == len(items):
+        same = set(map(id, out)) == given
+    else:  # the same object more than once: count them
+        same = sorted(map(id, out)) == sorted(map(id, items))
+    if not same:
+        raise RuntimeError("dependency_order lost some entries and repeated others")
+    return out
+
+
+def _dependency_order(items: list[Entry]) -> list[Entry]:
+    id_of = _ID if all(map(_ID, items)) else _entry_id  # hand-made entries lack ids
+    by_id: dict[bytes, Entry] = {}
+    extra: dict[bytes, list[Entry]] = {}
+    for e in items:
+        eid = id_of(e)
+        if eid in by_id:
+            extra.setdefault(eid, []).append(e)
+        else:
+            by_id[eid] = e
+    # Nodes are numbered in tie-break order, (seq, id), so the heaps hold plain ints.
+    nodes = list(by_id.values())
+    nodes.sort(key=id_of)
+    nodes.sort(key=_SEQ)  # stable: by id within a seq
+    ids = list(map(id_of, nodes))
+    node_of = {eid: i for i, eid in enumerate(ids)}
+    n = len(nodes)
+    opens_of: dict[bytes, list[int]] = {}
+    routes_of: dict[tuple[bytes, bytes], list[int]] = {}
+    for i, e in enumerate(nodes):
+        if type(e) is Block:
+            if e.seq == 0:
+                opens_of.setdefault(e.device, []).append(i)
+            elif e.kind == _REVOKE:
+                routes_of.setdefault((e.device, e.to_device), []).append(i)
+
+    # Successors of node i, and how many of its dependencies are not listed yet: hard
+    # ones (named by id, and the device's opens) and soft ones (the routing revokes).
+    # Numbers from n on are shared nodes: the opens of one device, or the revokes of one
+    # device naming one sibling; each stands for all of them in the count of its
+    # successors (``shared_in``: how many of its members are not listed yet).
+    succ: list[list[int]] = [[] for _ in range(n)]
+    hard_in = [0] * n
+    soft_in = [0] * n
+    shared_succ: list[list[int]] = []
+    shared_in: list[int] = []
+    shared_soft: list[bool] = []
+    shared_of: dict[object, int] = {}
+    get = node_of.get
+    for i, e in enumerate(nodes):
+        if type(e) is Vote:
+            j = get(e.block_id)
+            if j is not None:
+                succ[j].append(i)
+                hard_in[i] = 1
+            continue
+        hard = 0
+        tags: list[tuple[object, list[int], bool]] = []
+        if e.seq:
+            j = get(e.prev)
+            if j is not None:
+                succ[j].append(i)
+                hard = 1
+            opens = opens_of.get(e.device)
+            if opens:
+                tags.append((e.device, opens, False))
+                hard += 1
+        if e.kind == _RECEIVE:
+            j = get(e.claim)
+            if j is not None:
+                succ[j].append(i)
+                hard += 1
+                c = nodes[j]
+                if type(c) is Block and c.to_device and c.to_device != e.device:
+                    route = (c.to_device, e.device)
+                    revokes = routes_of.get(route)
+                    if revokes:
+                        tags.append((route, revokes, True))
+                        soft_in[i] = 1
+        hard_in[i] = hard
+        for tag, members, soft in tags:
+            k = shared_of.get(tag)
+            if k is None:
+                k = shared_of[tag] = len(shared_succ)
+                shared_succ.append([])
+                shared_in.append(len(members))
+                shared_soft.append(soft)
+                for m in members:
+                    succ[m].append(n + k)
+            shared_succ[k].append(i)
+
+    ready = [i for i in range(n) if not hard_in[i] and not soft_in[i]]  # sorted: a heap
+    waits_on_routes = [i for i in range(n) if not hard_in[i] and soft_in[i]]
+    last_resort = 0  # for a hand-made set whose ids form a cycle: the smallest not done
+    done = bytearray(n)
+    out: list[Entry] = []
+    push, pop = heapq.heappush, heapq.heappop
+    for _ in range(n):
+        if ready:
+            i = pop(ready)
+        else:  # a cycle through a routing revoke: the first entry waiting on one alone
+            i = -1
+            while waits_on_routes:
+                j = pop(waits_on_routes)
+                if not done[j]:
+                    i = j
+                    break
+            if i < 0:
+                while done[last_resort]:
+                    last_resort += 1
+                i = last_resort
+        done[i] = 1
+        out.append(nodes[i])
+        if extra and ids[i] in extra:
+            out.extend(extra[ids[i]])
+        for s in succ[i]:
+            if s < n:
+                if not done[s]:
+                    hard_in[s] -= 1
+                    if not hard_in[s]:
+                        push(waits_on_routes if soft_in[s] else ready, s)
+                continue
+            k = s - n
+            shared_in[k] -= 1
+            if shared_in[k]:
+                continue
+            if shared_soft[k]:
+                for t in shared_succ[k]:
+                    if not done[t]:
+                        soft_in[t] -= 1
+                        if not soft_in[t] and not hard_in[t]:
+                            push(ready, t)
+            else:
+                for t in shared_succ[k]:
+                    if not done[t]:
+                        hard_in[t] -= 1
+                        if not hard_in[t]:
+                            push(waits_on_routes if soft_in[t] else ready, t)
+    return out
+
+
+def dependency_faults(entries: Iterable[Entry | bytes]) -> list[tuple[int, int, str]]:
+    """Where a list breaks dependency order: (position, position of a dependency listed
+    after it, which dependency). Bytes are parsed (signatures unchecked). Written apart
+    from ``dependency_order``, by positions, so that tests can check one with the other.
+    """
+    seq: list[Entry] = [
+        parse_entry(e, verify=False) if isinstance(e, bytes | bytearray) else e
+        for e in entries
+    ]
+    first: dict[bytes, int] = {}
+    last_open: dict[bytes, int] = {}
+    last_route: dict[tuple[bytes, bytes], int] = {}
+    for p, e in enumerate(seq):
+        first.setdefault(_entry_id(e), p)
+        if type(e) is Block and e.seq == 0:
+            last_open[e.device] = p
+        elif type(e) is Block and e.kind == Kind.REVOKE:
+            last_route[(e.device, e.to_device)] = p
+    faults: list[tuple[int, int, str]] = []
+
+    def after(p: int, q: int | None, what: str) -> None:
+        if q is not None and q > p:
+            faults.append((p, q, what))
+
+    for p, e in enumerate(seq):
+        if type(e) is Vote:
+            after(p, first.get(e.block_id), "the block it votes for")
+            continue
+        if e.seq:
+            if e.prev != ZERO_ID:
+                after(p, first.get(e.prev), "its prev")
+            after(p, last_open.get(e.device), "its device's open")
+        if e.kind == Kind.RECEIVE:
+            q = first.get(e.claim)
+            after(p, q, "the entry it claims")
+            c = seq[q] if q is not None else None
+            if type(c) is Block and c.to_device and c.to_device != e.device:
+                after(p, last_route.get((c.to_device, e.device)), "the revoke that routes it")
+    return faults
+
+
+def check_dependency_order(entries: Iterable[Entry | bytes]) -> None:
+    """Raise BundleError naming the first entries listed before a dependency of theirs."""
+    seq = [parse_entry(e, verify=False) if isinstance(e, bytes | bytearray) else e
+           for e in entries]
+    faults = dependency_faults(seq)
+    if not faults:
+        return
+
+    def name(p: int) -> str:
+        e = seq[p]
+        return f"#{p} {e.kind.name.lower()} {short(e.device)}…/{e.seq}"
+
+    shown = "; ".join(f"{name(p)} before {what} {name(q)}" for p, q, what in faults[:5])
+    more = f" (and {len(faults) - 5} more)" if len(faults) > 5 else ""
+    raise BundleError(f"entries out of dependency order: {shown}{more}")
