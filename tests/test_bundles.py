@@ -256,7 +256,7 @@ def test_replayed_bundle_is_refused_and_a_newer_one_is_not(tmp_path: Path) -> No
     assert (doc["entries"], doc["new"]) == (exported2["entries"], 1)
     assert store_snapshot(bob.path)["entries"] == before["entries"] + 1
     got = tj(bob.path, "receive")["received"]
-    assert sorted(r["amount"] for r in got) == [100, 200]
+    assert sorted(r["amount_minor"] for r in got) == [100, 200]
 
 
 def test_good_bundle_still_imports_after_the_bad_ones(world: World, tmp_path: Path) -> None:
@@ -268,4 +268,4 @@ def test_good_bundle_still_imports_after_the_bad_ones(world: World, tmp_path: Pa
     assert doc["new"] == doc["entries"] == len(_entries(world.good, world.network))
     assert store_snapshot(world.bob.path)["entries"] == before["entries"] + doc["new"]
     got = tj(world.bob.path, "receive")["received"]
-    assert sorted(r["amount"] for r in got) == [100, 250, 300]
+    assert sorted(r["amount_minor"] for r in got) == [100, 250, 300]

@@ -38,9 +38,12 @@ from wallet import keys as keyfiles
 from wallet.address import Address, PaymentRequest, parse_address, parse_request
 from wallet.cli import build_parser
 from wallet.encoding import id_from_text, key_from_text, key_text
+from wallet.ledger import ACCEPTED_WORD
 from wallet.pairing import make_pairing_request
 from wallet.wallet import Wallet
 from wallet.witness import SqliteClaims, Witness
+
+ACC = ACCEPTED_WORD  # what a valid block reads on a network with no witnesses
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +225,7 @@ def test_request_uri_parses(net: Net, tmp_path: Path) -> None:
     assert req.address == parse_address(w.address)
     assert (req.amount, req.memo, req.request_id) == (1250, "coffee & cake", b"\x0a\x1b\x2c")
     assert before + 600 <= req.expires <= int(time.time()) + 600
-    assert (doc["amount"], doc["request_id"], doc["expires"]) == (1250, "0a1b2c", req.expires)
+    assert (doc["amount_minor"], doc["request_id"], doc["expires"]) == (1250, "0a1b2c", req.expires)
 
     plain = parse_request(ok(w.path, "request", "3").strip())
     assert plain.amount == 300 and len(plain.request_id) == 8 and plain.expires == 0
@@ -238,8 +241,9 @@ def test_request_uri_parses(net: Net, tmp_path: Path) -> None:
 def test_issue_bundle_receive_balance(net: Net, tmp_path: Path) -> None:
     (alice,) = new_wallets(net.genesis, tmp_path / "alice")
     issued = tj(net.issuer, "issue", "--yes", alice.address, "100")
-    assert (issued["amount"], issued["status"], issued["final"]) == (10000, "final", True)
-    assert tj(alice.path, "balance")["spendable"] == 0
+    assert (issued["amount_minor"], issued["status"], issued["final"]) == (10000, ACC, False)
+    assert (issued["amount"], issued["currency"]) == ("100.00", "EUR")
+    assert tj(alice.path, "balance")["spendable_minor"] == 0
 
     f = tmp_path / "issue.bundle"
     exported = tj(net.issuer, "bundle", "export", f, "--for", alice.address)
@@ -249,21 +253,21 @@ def test_issue_bundle_receive_balance(net: Net, tmp_path: Path) -> None:
     assert "run `tally receive`" in text
     # Imported but not claimed yet: not the device's money until it receives.
     bal = tj(alice.path, "balance")
-    assert (bal["spendable"], bal["incoming"]) == (0, 0)
+    assert (bal["spendable_minor"], bal["incoming_minor"]) == (0, 0)
 
     got = tj(alice.path, "receive")["received"]
-    assert [(r["claims"], r["amount"], r["status"]) for r in got] == [
-        (issued["id"], 10000, "final")
+    assert [(r["claims"], r["amount_minor"], r["status"]) for r in got] == [
+        (issued["id"], 10000, ACC)
     ]
     bal = tj(alice.path, "balance")
-    assert (bal["spendable"], bal["incoming"], bal["currency"], bal["decimals"]) == (
+    assert (bal["spendable_minor"], bal["incoming_minor"], bal["currency"], bal["decimals"]) == (
         10000, 0, "EUR", 2)
-    assert [d["spendable"] for d in bal["devices"]] == [10000]
+    assert [d["spendable_minor"] for d in bal["devices"]] == [10000]
     assert "spendable 100.00 EUR" in ok(alice.path, "balance")
     assert tj(alice.path, "receive") == {"received": []}
     assert ok(alice.path, "receive").strip() == "nothing to receive"
     assert [(h["kind"], h["status"]) for h in _history(alice.path)] == [
-        ("receive", "final"), ("open", "final")]
+        ("receive", ACC), ("open", ACC)]
     assert "replayed" in fail(alice.path, "bundle", "import", f)
     assert "only the wallet that created the network" in fail(
         alice.path, "issue", "--yes", alice.address, "1")
@@ -274,11 +278,11 @@ def test_pay_address_and_request(net: Net, tmp_path: Path) -> None:
     api_fund(net.issuer, alice, 10000)
 
     by_address = tj(alice.path, "pay", "--yes", bob.address, "12.50", "--memo", "lunch")
-    assert (by_address["amount"], by_address["status"]) == (1250, "final")
+    assert (by_address["amount_minor"], by_address["status"]) == (1250, ACC)
     uri = tj(bob.path, "request", "7.25", "--memo", "for the cake", "--id", "beef")["request"]
     assert "asks for 7.25 EUR, not 7.30 EUR" in fail(alice.path, "pay", "--yes", uri, "7.30")
     by_request = tj(alice.path, "pay", "--yes", uri)
-    assert (by_request["amount"], by_request["status"]) == (725, "final")
+    assert (by_request["amount_minor"], by_request["status"]) == (725, ACC)
 
     net_id = id_from_text(net.network)
     b = parse_address(bob.address)
@@ -297,10 +301,10 @@ def test_pay_address_and_request(net: Net, tmp_path: Path) -> None:
 
     carry(alice.path, bob.path, tmp_path / "pay.bundle", for_address=bob.address)
     got = tj(bob.path, "receive")["received"]
-    assert sorted((r["claims"], r["amount"], r["status"]) for r in got) == sorted(
-        [(by_address["id"], 1250, "final"), (by_request["id"], 725, "final")])
-    assert tj(bob.path, "balance")["spendable"] == 1975
-    assert tj(alice.path, "balance")["spendable"] == 10000 - 1975
+    assert sorted((r["claims"], r["amount_minor"], r["status"]) for r in got) == sorted(
+        [(by_address["id"], 1250, ACC), (by_request["id"], 725, ACC)])
+    assert tj(bob.path, "balance")["spendable_minor"] == 1975
+    assert tj(alice.path, "balance")["spendable_minor"] == 10000 - 1975
 
     # The memos are sealed to bob, and the request id rides in the send.
     w = Wallet.open(bob.path)
@@ -332,8 +336,8 @@ def test_overspend_is_refused_and_changes_nothing(net: Net, tmp_path: Path) -> N
     assert (_history(alice.path), store_snapshot(alice.path)) == before
 
     # Exactly the spendable balance is fine; after it, one cent more is not.
-    assert tj(alice.path, "pay", "--yes", payee, "10.00")["status"] == "final"
-    assert tj(alice.path, "balance")["spendable"] == 0
+    assert tj(alice.path, "pay", "--yes", payee, "10.00")["status"] == ACC
+    assert tj(alice.path, "balance")["spendable_minor"] == 0
     assert "spendable 0.00, need 0.01" in fail(alice.path, "pay", "--yes", payee, "0.01")
     assert store_snapshot(alice.path)["entries"] == before[1]["entries"] + 1
 
@@ -352,7 +356,7 @@ def test_history_paging_and_status_filter(net: Net, tmp_path: Path) -> None:
     rows = full["history"]
     assert [r["seq"] for r in rows] == [6, 5, 4, 3, 2, 1, 0]
     assert [r["kind"] for r in rows] == ["send"] * 5 + ["receive", "open"]
-    assert [r["amount"] for r in rows[:5]] == [104, 103, 102, 101, 100]
+    assert [r["amount_minor"] for r in rows[:5]] == [104, 103, 102, 101, 100]
     assert full["next_before"] is None
 
     pages, before = [], None
@@ -368,10 +372,12 @@ def test_history_paging_and_status_filter(net: Net, tmp_path: Path) -> None:
     assert pages[:3] == [[6, 5, 4], [3, 2, 1], [0]]
     assert all(p == [] for p in pages[3:])
 
-    assert len(_history(alice.path, "--status", "final")) == 7
-    for s in ("pending", "disputed"):
+    # q = 0: every valid block reads "accepted, no witness"; none is final or valid.
+    assert len(_history(alice.path, "--status", "accepted")) == 7
+    assert len(_history(alice.path, "--status", "not-final")) == 7
+    for s in ("pending", "disputed", "final", "valid"):
         assert _history(alice.path, "--status", s) == []
-    assert [r["seq"] for r in tj(alice.path, "history", "--status", "final", "--limit",
+    assert [r["seq"] for r in tj(alice.path, "history", "--status", "accepted", "--limit",
                                  "2")["history"]] == [6, 5]
     assert "give 1 or more" in fail(alice.path, "history", "--limit", "0")
     assert len(ok(alice.path, "history").splitlines()) == 7
@@ -420,7 +426,7 @@ def test_witness_makes_payments_final(tmp_path: Path) -> None:
     (got,) = tj(alice.path, "receive")["received"]
     assert got["status"] == "valid"
     bal = tj(alice.path, "balance")
-    assert (bal["spendable"], bal["incoming"]) == (0, 10000)  # incoming until final
+    assert (bal["spendable_minor"], bal["incoming_minor"]) == (0, 10000)  # incoming until final
     msg = fail(alice.path, "pay", "--yes", bob.address, "1")
     assert "spendable 0.00, need 1.00" in msg and "100.00 more is incoming" in msg
 
@@ -428,7 +434,7 @@ def test_witness_makes_payments_final(tmp_path: Path) -> None:
     assert {r["status"] for r in _history(alice.path)} == {"final"}
     assert {r["status"] for r in _history(issuer)} == {"final"}
     bal = tj(alice.path, "balance")
-    assert (bal["spendable"], bal["incoming"]) == (10000, 0)
+    assert (bal["spendable_minor"], bal["incoming_minor"]) == (10000, 0)
 
     paid = tj(alice.path, "pay", "--yes", bob.address, "12.50")
     assert (paid["status"], paid["final"]) == ("valid", False)
@@ -443,11 +449,11 @@ def test_witness_makes_payments_final(tmp_path: Path) -> None:
     (got,) = tj(bob.path, "receive")["received"]
     assert got["claims"] == paid["id"]
     bal = tj(bob.path, "balance")
-    assert (bal["spendable"], bal["incoming"]) == (1250, 0)  # the send is final
+    assert (bal["spendable_minor"], bal["incoming_minor"]) == (1250, 0)  # the send is final
     assert [r["status"] for r in _history(bob.path)] == ["valid", "final"]
     witness_round(bob.path)
     assert [r["status"] for r in _history(bob.path)] == ["final", "final"]
-    assert tj(alice.path, "balance")["spendable"] == 10000 - 1250
+    assert tj(alice.path, "balance")["spendable_minor"] == 10000 - 1250
 
 
 def test_concurrent_commands_on_one_home_never_fork(net: Net, tmp_path: Path) -> None:
@@ -456,24 +462,25 @@ def test_concurrent_commands_on_one_home_never_fork(net: Net, tmp_path: Path) ->
     alice, bob = api_wallets(net.genesis, tmp_path / "alice", tmp_path / "bob")
     api_fund(net.issuer, alice, 1000)
     amounts = [1, 2, 3, 4, 5, 6]
-    procs = run_many([(alice.path, "pay", "--yes", bob.address, f"0.0{a}", "--json") for a in amounts])
+    procs = run_many([(alice.path, "pay", "--yes", bob.address, f"0.0{a}", "--json")
+                      for a in amounts])
     for p in procs:
         check_ok(p)
     docs = [one_json(p.stdout) for p in procs]
     assert sorted(d["seq"] for d in docs) == [2, 3, 4, 5, 6, 7]
-    assert {d["status"] for d in docs} == {"final"}
+    assert {d["status"] for d in docs} == {ACC}
     assert tj(alice.path, "frauds") == {"frauds": []}
-    assert {r["status"] for r in _history(alice.path)} == {"final"}
-    assert tj(alice.path, "balance")["spendable"] == 1000 - sum(amounts)
+    assert {r["status"] for r in _history(alice.path)} == {ACC}
+    assert tj(alice.path, "balance")["spendable_minor"] == 1000 - sum(amounts)
 
     carry(alice.path, bob.path, tmp_path / "pay.bundle")
     procs = run_many([(bob.path, "receive", "--json")] * 3)
     for p in procs:
         check_ok(p)
     got = [r for p in procs for r in one_json(p.stdout)["received"]]
-    assert sorted(r["amount"] for r in got) == amounts  # each claimed exactly once
-    assert {r["status"] for r in _history(bob.path)} == {"final"}
-    assert tj(bob.path, "balance")["spendable"] == sum(amounts)
+    assert sorted(r["amount_minor"] for r in got) == amounts  # each claimed exactly once
+    assert {r["status"] for r in _history(bob.path)} == {ACC}
+    assert tj(bob.path, "balance")["spendable_minor"] == sum(amounts)
 
 
 # ------------------------------------------------------------------ devices
@@ -503,24 +510,25 @@ def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     assert sorted((d["label"], d["this"]) for d in devs) == [("main", True), ("tablet", False)]
 
     # Move escrow to the tablet; it receives and can pay; and back again.
-    assert tj(alice.path, "move", "20", "--to", "tablet")["status"] == "final"
+    assert tj(alice.path, "move", "20", "--to", "tablet")["status"] == ACC
     carry(alice.path, tab.path, tmp_path / "m1.bundle")
     (got,) = tj(tab.path, "receive")["received"]
-    assert got["amount"] == 2000
+    assert got["amount_minor"] == 2000
     bal = tj(tab.path, "balance")
-    assert bal["spendable"] == 10000  # the account, as the tablet knows it
-    assert {d["label"]: d["spendable"] for d in bal["devices"]} == {"main": 8000,
+    assert bal["spendable_minor"] == 10000  # the account, as the tablet knows it
+    assert {d["label"]: d["spendable_minor"] for d in bal["devices"]} == {"main": 8000,
                                                                     "tablet": 2000}
     tj(tab.path, "pay", "--yes", _somebody(net), "3")
     tj(tab.path, "move", "5", "--to", "main")
     carry(tab.path, alice.path, tmp_path / "m2.bundle")
     (got,) = tj(alice.path, "receive")["received"]
-    assert got["amount"] == 500
+    assert got["amount_minor"] == 500
     bal = tj(alice.path, "balance")
-    assert {d["label"]: d["spendable"] for d in bal["devices"]} == {"main": 8500,
+    assert {d["label"]: d["spendable_minor"] for d in bal["devices"]} == {"main": 8500,
                                                                     "tablet": 1200}
-    mine = {r["device"] for r in _history(alice.path)}
-    every = {r["device"] for r in _history(alice.path, "--all")}
+    mine = {r["device"] for r in _history(alice.path, "--device", "main")}
+    every = {r["device"] for r in _history(alice.path)}
+    assert every == {r["device"] for r in _history(alice.path, "--all")}
     assert mine == {key_text(parse_address(alice.address).device)}
     assert every == mine | {key_text(parse_address(tab.address).device)}
 
@@ -532,12 +540,12 @@ def test_devices_pair_move_and_revoke(net: Net, tmp_path: Path) -> None:
     rv = tj(alice.path, "devices", "revoke", "tablet")
     assert rv["device"] == key_text(parse_address(tab.address).device)
     assert rv["to"] == key_text(parse_address(alice.address).device)
-    assert rv["status"] == "final"
+    assert rv["status"] == ACC
     (got,) = tj(alice.path, "receive")["received"]
     assert got["claims"] == rv["id"]
     bal = tj(alice.path, "balance")
-    assert {d["label"]: d["spendable"] for d in bal["devices"]} == {"main": 9700, "tablet": 0}
-    assert bal["spendable"] == 10000 - 300  # only what went to somebody else left
+    assert {d["label"]: d["spendable_minor"] for d in bal["devices"]} == {"main": 9700, "tablet": 0}
+    assert bal["spendable_minor"] == 10000 - 300  # only what went to somebody else left
     assert "already revoked" in fail(alice.path, "devices", "revoke", "tablet")
 
     carry(alice.path, tab.path, tmp_path / "m3.bundle")
@@ -554,8 +562,8 @@ def test_revoke_passes_payments_the_device_never_claimed(net: Net, tmp_path: Pat
     rv = tj(alice.path, "devices", "revoke", "lost")
     got = tj(alice.path, "receive")["received"]
     assert sorted(r["claims"] for r in got) == sorted([rv["id"], moved["id"]])
-    assert {r["status"] for r in got} == {"final"}
-    assert tj(alice.path, "balance")["spendable"] == 5000
+    assert {r["status"] for r in got} == {ACC}
+    assert tj(alice.path, "balance")["spendable_minor"] == 5000
     assert tj(alice.path, "receive") == {"received": []}
 
 
@@ -593,7 +601,7 @@ def test_restore_makes_a_new_device(net: Net, tmp_path: Path) -> None:
     tj(homes[0], "devices", "revoke", key_text(old.device)[:12])
     tj(homes[0], "receive")
     bal = tj(homes[0], "balance")
-    assert {d["device"]: d["spendable"] for d in bal["devices"]} == {
+    assert {d["device"]: d["spendable_minor"] for d in bal["devices"]} == {
         key_text(old.device): 0, key_text(new.device): 3000}
 
 
@@ -606,7 +614,7 @@ def test_cloned_device_fork_is_a_fraud_proof(net: Net, tmp_path: Path) -> None:
     one = tj(alice.path, "pay", "--yes", payee, "1")
     two = tj(clone, "pay", "--yes", payee, "2")
     assert one["seq"] == two["seq"] == 2 and one["id"] != two["id"]
-    assert one["status"] == two["status"] == "final"  # each copy alone sees no fork
+    assert one["status"] == two["status"] == ACC  # each copy alone sees no fork
 
     carol = tmp_path / "carol"
     tj(carol, "network", "join", net.genesis)
@@ -631,8 +639,8 @@ def test_cloned_device_fork_is_a_fraud_proof(net: Net, tmp_path: Path) -> None:
     both = sorted([one["id"], two["id"]])
     assert sorted(r["id"] for r in _history(alice.path, "--status", "disputed")) == both
     assert sorted(r["id"] for r in _history(alice.path, "--status", "conflicted")) == both
-    assert [r["kind"] for r in _history(alice.path, "--status", "final")] == ["receive",
-                                                                               "open"]
+    assert [r["kind"] for r in _history(alice.path, "--status", "accepted")] == ["receive",
+                                                                                  "open"]
     before = store_snapshot(alice.path)
     assert "forked at seq 2" in fail(alice.path, "pay", "--yes", payee, "1")
     assert store_snapshot(alice.path) == before
@@ -692,7 +700,7 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     assert demo["payment_status"] == "final"
     # --json may come before the command too; TALLY_HOME stands for --home.
     doc = one_json(ok(None, "--json", "balance", env=tally_env(TALLY_HOME=str(a))))
-    assert doc["spendable"] == 1000 - 150 - 100 - 100
+    assert doc["spendable_minor"] == 1000 - 150 - 100 - 100
     # the app itself (no command) is not built yet: an error, as one JSON document.
     p = run(a, "--json")
     assert "not built yet" in check_failed(p, as_json=True)

@@ -471,7 +471,7 @@ class Reference:
             final = all(self.certified(x) for x in chain[: i + 1])
             st = self._rules(b, i, chain, tot, claimed, final, issuing)
             if st is None:
-                st = Status(VALID, "", final or self.q == 0)
+                st = Status(VALID, "", final or self.q == 0, witnessed=self.q > 0)
             self.status[b.id] = st
 
     def _rules(self, b, i, chain, tot, claimed, final, issuing) -> Status | None:
@@ -602,12 +602,33 @@ class Reference:
         return f, i, sent
 
     def balance(self, dev: bytes) -> Balance:
+        moving, to_claim = self.unclaimed(dev)
         chain = self.main.get(dev, [])
         valid = [b for b in chain if self.status_of(b).state == VALID]
         if valid and self.blocks[valid[-1]].kind == Kind.REVOKE:
-            return Balance(0, 0)
+            return Balance(0, 0, moving, to_claim)
         f, i, sent = self.device_totals(dev)
-        return Balance(f - sent, i)
+        return Balance(f - sent, i, moving, to_claim)
+
+    def unclaimed(self, dev: bytes) -> tuple[int, int]:
+        """(moving, to claim): valid payments and revokes to dev no valid receive claims,
+        from dev's own account (and revokes) and from others (DESIGN §3, balances)."""
+        claimed = {b.claim for b in self.blocks.values()
+                   if b.kind == Kind.RECEIVE and self.status_of(b.id).state == VALID}
+        account = self.account.get(dev)
+        moving = to_claim = 0
+        for p in self.blocks.values():
+            if (p.kind not in (Kind.SEND, Kind.ISSUE, Kind.REVOKE) or p.to_device != dev
+                    or p.id in claimed or self.status_of(p.id).state != VALID):
+                continue
+            if p.kind == Kind.REVOKE:
+                f, i, sent = self.device_totals(p.device)
+                moving += f - sent + i
+            elif account is not None and self.account.get(p.device) == account:
+                moving += p.amount
+            else:
+                to_claim += p.amount
+        return moving, to_claim
 
 
 # ----------------------------------------------------------------- invariants

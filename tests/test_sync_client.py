@@ -170,7 +170,7 @@ def receipts(home: Path) -> list[dict[str, Any]]:
 def holdings(home: Path) -> int:
     """What the wallet's device holds: spendable plus incoming, in minor units."""
     bal = tj(home, "balance")
-    return bal["spendable"] + bal["incoming"]
+    return bal["spendable_minor"] + bal["incoming_minor"]
 
 
 def same_entries(a: Path, b: Path) -> bool:
@@ -188,11 +188,11 @@ def test_payer_syncs_with_till_which_claims(tmp_path: Path, procs: list[Proc],
         # No witness votes, so nothing turns final and a payer cannot spend what it
         # was issued: the issuing device pays the till itself.
         payer = net.issuer
-        tj(payer, "issue", net.till_address, "12.50")
+        tj(payer, "issue", "--yes", net.till_address, "12.50")
     else:
         payer = net.payer
         api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
-        tj(payer, "pay", net.till_address, "12.50")
+        tj(payer, "pay", "--yes", net.till_address, "12.50")
     _, url = serve(procs, net.till)
 
     doc = tj(payer, "sync", "--peer", url, "--once")
@@ -204,9 +204,9 @@ def test_payer_syncs_with_till_which_claims(tmp_path: Path, procs: list[Proc],
     [got] = wait_for("the till's claim", lambda: receipts(net.till))
     # q = 0: final at once; q = 1 without a running witness: valid, never final.
     expected = "valid" if witness else "final"
-    assert got["amount"] == 1250 and got["status"] == expected
+    assert got["amount_minor"] == 1250 and got["status"] == expected
     assert holdings(net.till) == 1250
-    assert tj(net.till, "balance")["spendable"] == (0 if witness else 1250)
+    assert tj(net.till, "balance")["spendable_minor"] == (0 if witness else 1250)
 
     # The claim goes back to the payer on its next sync (it is the till's new entry).
     doc = tj(payer, "sync", "--peer", url, "--once")
@@ -222,7 +222,7 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
                                                       procs: list[Proc]) -> None:
     net = make_net(tmp_path, witness=False)
     api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
-    tj(net.payer, "pay", net.till_address, "3.00")  # offline: no till yet
+    tj(net.payer, "pay", "--yes", net.till_address, "3.00")  # offline: no till yet
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
     syncer = Proc(net.payer, "sync", "--peer", url)
@@ -233,7 +233,7 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
 
     wait_for("the offline payment at the till", lambda: holdings(net.till) == 300)
     # Signed by another process while sync runs: goes out live, and is claimed.
-    tj(net.payer, "pay", net.till_address, "1.25")
+    tj(net.payer, "pay", "--yes", net.till_address, "1.25")
     wait_for("the live payment at the till", lambda: holdings(net.till) == 425)
     assert len(receipts(net.till)) == 2
     # The till's claims come back to the payer live.
@@ -242,7 +242,7 @@ def test_offline_work_goes_out_when_the_till_comes_up(tmp_path: Path,
     # The till goes down (a clean stop); a payment made meanwhile goes out on return.
     code, _, err = till.stop()
     assert code == 0, err
-    tj(net.payer, "pay", net.till_address, "0.75")
+    tj(net.payer, "pay", "--yes", net.till_address, "0.75")
     serve(procs, net.till, f"127.0.0.1:{port}")
     wait_for("the payment made while the till was down", lambda: holdings(net.till) == 500)
     wait_for("the third claim at the payer", lambda: same_entries(net.payer, net.till))
@@ -310,21 +310,21 @@ def test_through_a_witnessing_relay_payments_turn_final(tmp_path: Path,
     net = make_net(tmp_path, witness=True, witness_key=wkey)
     relay = start_relay(tmp_path, "--network", net.genesis, "--witness-key", key_file)
     try:
-        tj(net.issuer, "issue", net.payer_address, "20.00")
+        tj(net.issuer, "issue", "--yes", net.payer_address, "20.00")
         doc = tj(net.issuer, "sync", "--relay", relay.url, "--once")
         assert doc["peers"][0]["in_sync"]
         # Both stay connected: the payer claims the issue by itself, the witness votes.
         for home in (net.payer, net.till):
             procs.append(Proc(home, "sync", "--relay", relay.url))
         wait_for("the issue claimed and final at the payer",
-                 lambda: tj(net.payer, "balance")["spendable"] == 2000)
-        tj(net.payer, "pay", net.till_address, "12.50")  # goes out live
+                 lambda: tj(net.payer, "balance")["spendable_minor"] == 2000)
+        tj(net.payer, "pay", "--yes", net.till_address, "12.50")  # goes out live
         wait_for("the payment claimed and final at the till",
-                 lambda: tj(net.till, "balance")["spendable"] == 1250)
+                 lambda: tj(net.till, "balance")["spendable_minor"] == 1250)
         [got] = receipts(net.till)
-        assert got["status"] == "final" and got["amount"] == 1250
+        assert got["status"] == "final" and got["amount_minor"] == 1250
         wait_for("the payer's send final",
-                 lambda: tj(net.payer, "balance")["spendable"] == 750)
+                 lambda: tj(net.payer, "balance")["spendable_minor"] == 750)
         for p in procs:
             code, out, err = p.stop()
             assert code == 0, err
@@ -346,11 +346,11 @@ def test_a_till_takes_a_payment_offline_and_it_turns_final_at_the_relay(
     relay_url = f"ws://127.0.0.1:{free_port()}"  # nothing listens there yet
     msg = fail(net.issuer, "sync", "--relay", relay_url, "--once")
     assert msg.startswith(f"cannot reach {relay_url}: "), msg  # no relay reachable
-    tj(net.issuer, "issue", net.till_address, "7.00")  # the mint pays the till directly
+    tj(net.issuer, "issue", "--yes", net.till_address, "7.00")  # the mint pays the till directly
     till, till_url = serve(procs, net.till)
     assert tj(net.issuer, "sync", "--peer", till_url, "--once")["peers"][0]["in_sync"]
     [got] = wait_for("the till's claim", lambda: receipts(net.till))
-    assert got["status"] == "valid" and got["amount"] == 700  # taken, not final yet
+    assert got["status"] == "valid" and got["amount_minor"] == 700  # taken, not final yet
     code, _, err = till.stop()
     assert code == 0, err
 
@@ -361,7 +361,7 @@ def test_a_till_takes_a_payment_offline_and_it_turns_final_at_the_relay(
         wait_for("the till's receipt final", lambda: tj(
             net.till, "sync", "--relay", relay.url, "--once") and receipts(
             net.till)[0]["status"] == "final")
-        assert tj(net.till, "balance")["spendable"] == 700
+        assert tj(net.till, "balance")["spendable_minor"] == 700
         # a new device joins the network and makes its first sync through the relay
         newcomer = tmp_path / "newcomer"
         tj(newcomer, "network", "join", net.genesis)
@@ -389,18 +389,18 @@ def test_a_relay_restarted_in_the_middle_of_a_sync(tmp_path: Path, procs: list[P
     args = ("--network", net.genesis, "--witness-key", key_file)
     relay = start_relay(tmp_path, *args, listen=listen)
     try:
-        tj(net.issuer, "issue", net.payer_address, "20.00")
+        tj(net.issuer, "issue", "--yes", net.payer_address, "20.00")
         for home in (net.issuer, net.payer, net.till):
             procs.append(Proc(home, "sync", "--relay", relay.url))
         wait_for("the issue claimed and final at the payer",
-                 lambda: tj(net.payer, "balance")["spendable"] == 2000)
+                 lambda: tj(net.payer, "balance")["spendable_minor"] == 2000)
         assert relay.stop() == 0  # mid-conversation: every client is told SHUTDOWN
-        tj(net.payer, "pay", net.till_address, "5.00")  # made while the relay is down
+        tj(net.payer, "pay", "--yes", net.till_address, "5.00")  # made while the relay is down
         relay = start_relay(tmp_path, *args, listen=listen, db=relay.db)
         wait_for("the payment claimed and final at the till after the restart",
-                 lambda: tj(net.till, "balance")["spendable"] == 500)
+                 lambda: tj(net.till, "balance")["spendable_minor"] == 500)
         wait_for("the payer's send final",
-                 lambda: tj(net.payer, "balance")["spendable"] == 1500)
+                 lambda: tj(net.payer, "balance")["spendable_minor"] == 1500)
         for i, p in enumerate(procs):
             code, out, err = p.stop()
             assert code == 0, err
@@ -516,7 +516,7 @@ def test_client_and_listener_in_process(tmp_path: Path) -> None:
     """Events, cursors kept on both sides, the till's automatic claim, and a resume."""
     net = make_net(tmp_path, witness=False)
     api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
-    tj(net.payer, "pay", net.till_address, "2.00")
+    tj(net.payer, "pay", "--yes", net.till_address, "2.00")
     payer, till = Wallet.open(net.payer), Wallet.open(net.till)
     till_events: list[SyncEvent] = []
     payer_events: list[SyncEvent] = []

@@ -29,6 +29,7 @@ from wallet.address import (
 from wallet.amounts import format_amount, parse_amount
 from wallet.bundle import read_bundle, write_bundle
 from wallet.encoding import (
+    Block,
     Genesis,
     Kind,
     Policy,
@@ -36,11 +37,13 @@ from wallet.encoding import (
     id_text,
     key_from_text,
     key_text,
+    parse_entry,
     short,
     short_id,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
-from wallet.ledger import Status
+from wallet.ledger import Balance, Status
+from wallet.store import STATUS_FILTERS
 from wallet.wallet import Wallet, error_text
 
 FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
@@ -88,7 +91,34 @@ class Out:
 def _status_doc(st: Status | None) -> dict[str, Any]:
     if st is None:
         return {"status": "unknown"}
-    return {"status": st.label, "state": st.state, "reason": st.reason, "final": st.final}
+    return {"status": st.label, "state": st.state, "reason": st.reason,
+            "final": st.shown_final}
+
+
+def _money(w: Wallet, **amounts: int) -> dict[str, Any]:
+    """Amounts for scripts, each twice: ``name`` as a decimal string in the currency
+    (``"12.50"``) and ``name_minor`` as integer minor units (1250), with the currency."""
+    doc: dict[str, Any] = {"currency": w.genesis.currency}
+    for name, minor in amounts.items():
+        doc[name] = format_amount(minor, w.genesis.decimals)
+        doc[f"{name}_minor"] = minor
+    return doc
+
+
+def _when(unix: int) -> str:
+    """A local time as people read it, to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
+
+
+def _unclaimed_note(w: Wallet, out: Out) -> None:
+    """Say what this account has waiting to be claimed, and where to claim it."""
+    for k, label, b in w.devices():
+        waiting = b.moving + b.to_claim
+        if not waiting:
+            continue
+        where = "here" if k == w.device else f"on {label or short(k) + '…'}"
+        out.say(f"{_fmt(w, waiting)} waits to be claimed {where}: `tally receive` or "
+                "`tally sync` there claims it")
 
 
 def _passphrase() -> str:
@@ -228,7 +258,8 @@ def cmd_request(a: argparse.Namespace, out: Out) -> None:
         raise WalletError(f"request id is {len(rid)} bytes; at most 32")
     req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
                          a.memo or "")
-    out.put(request=req.uri(), request_id=rid.hex(), amount=req.amount, expires=expires)
+    out.put(request=req.uri(), request_id=rid.hex(), **_money(w, amount=req.amount),
+            expires=expires or None, expires_at=_when(expires) if expires else None)
     out.say(req.uri())
     if a.qr and not out.as_json:
         import segno
@@ -285,8 +316,10 @@ def cmd_pay(a: argparse.Namespace, out: Out) -> None:
     w.check_address(to)
     _confirm_unknown_payee(w, to, a.yes)
     memo = a.memo if a.memo is not None else (req.memo if req else "")
-    block, st = w.pay(to, amount, _passphrase(), memo=memo, request=req)
-    out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
+    block, st = w.pay(to, amount, _passphrase(), memo=memo, request=req, again=a.again)
+    out.put(id=id_text(block.id), seq=block.seq, **_money(w, amount=amount),
+            to=to.text(), to_device=key_text(to.device), to_account=key_text(to.account),
+            request_id=req.request_id.hex() if req else None, **_status_doc(st))
     out.say(f"paid {_fmt(w, amount)} to {short(to.device)}…: {st.label} (id {id_text(block.id)})")
 
 
@@ -299,7 +332,8 @@ def cmd_issue(a: argparse.Namespace, out: Out) -> None:
     amount = _amount(w, a.amount)
     _confirm_unknown_payee(w, to, a.yes)
     block, st = w.pay(to, amount, _passphrase())
-    out.put(id=id_text(block.id), seq=block.seq, amount=amount, **_status_doc(st))
+    out.put(id=id_text(block.id), seq=block.seq, **_money(w, amount=amount), to=to.text(),
+            to_device=key_text(to.device), **_status_doc(st))
     out.say(f"issued {_fmt(w, amount)} to {short(to.device)}…: {st.label}")
 
 
@@ -311,9 +345,13 @@ def cmd_receive(a: argparse.Namespace, out: Out) -> None:
     items = []
     for block, st in done:
         claimed = led.blocks[block.claim]
+        value = led.revoke_value(claimed.id) if claimed.kind == Kind.REVOKE else claimed.amount
         items.append({"id": id_text(block.id), "claims": id_text(claimed.id),
-                      "amount": claimed.amount, **_status_doc(st)})
-        what = _fmt(w, claimed.amount) if claimed.amount else "a revoked device's balance"
+                      "kind": claimed.kind.name.lower(), "from": key_text(claimed.device),
+                      **_money(w, amount=value), **_status_doc(st),
+                      "payment_status": _status_doc(led.status.get(claimed.id))["status"]})
+        what = (f"{_fmt(w, value)}, a revoked device's balance," if claimed.kind == Kind.REVOKE
+                else _fmt(w, value))
         out.say(f"received {what} from {short(claimed.device)}…: {st.label}")
     out.put(received=items)
     if not done:
@@ -321,44 +359,80 @@ def cmd_receive(a: argparse.Namespace, out: Out) -> None:
 
 
 def cmd_balance(a: argparse.Namespace, out: Out) -> None:
-    """Spendable and incoming, per device and for the account."""
+    """Spendable, incoming, moving and to claim: per device and for the account."""
     w = Wallet.open(a.home)
     bal = w.balance()
     labels = {k: lbl for k, lbl, _ in w.devices()}
     devs = []
+    total = Balance(0, 0)
     for k, b in sorted(bal.items()):
-        devs.append({"device": key_text(k), "label": labels.get(k, ""),
-                     "spendable": b.spendable, "incoming": b.incoming, "this": k == w.device})
+        total = total + b
+        devs.append({"device": key_text(k), "label": labels.get(k, ""), "this": k == w.device,
+                     **_money(w, spendable=b.spendable, incoming=b.incoming, moving=b.moving,
+                              to_claim=b.to_claim, total=b.total)})
         mark = "*" if k == w.device else " "
+        extra = "".join(f"  {name} {_fmt(w, v)}" for name, v in
+                        (("moving in", b.moving), ("to claim", b.to_claim)) if v)
         out.say(f"{mark} {short(k)}… {labels.get(k, ''):12} spendable "
-                f"{_fmt(w, b.spendable):>16}  incoming {_fmt(w, b.incoming):>16}")
-    spend = sum(b.spendable for b in bal.values())
-    inc = sum(b.incoming for b in bal.values())
-    out.put(devices=devs, spendable=spend, incoming=inc, currency=w.genesis.currency,
-            decimals=w.genesis.decimals)
-    out.say(f"account: spendable {_fmt(w, spend)}, incoming {_fmt(w, inc)}")
+                f"{_fmt(w, b.spendable):>16}  incoming {_fmt(w, b.incoming):>16}{extra}")
+    out.put(devices=devs, decimals=w.genesis.decimals, witnessed=w.genesis.quorum > 0,
+            **_money(w, spendable=total.spendable, incoming=total.incoming,
+                     moving=total.moving, to_claim=total.to_claim, total=total.total))
+    out.say(f"account: total {_fmt(w, total.total)} = spendable {_fmt(w, total.spendable)}"
+            f" + incoming {_fmt(w, total.incoming)} (not final yet)"
+            f" + moving between its devices {_fmt(w, total.moving)}"
+            f" + to claim {_fmt(w, total.to_claim)}")
+    if w.genesis.quorum == 0:
+        out.say("this network has no witnesses: nothing here is ever final")
+    _unclaimed_note(w, out)
 
 
 def cmd_history(a: argparse.Namespace, out: Out) -> None:
-    """This device's blocks with their statuses, newest first."""
+    """The account's blocks and the payments sent to it, with statuses, newest first."""
     if a.limit < 1:
         raise WalletError(f"--limit {a.limit}: give 1 or more rows per page")
     w = Wallet.open(a.home)
-    rows = w.history(limit=a.limit, before=a.before, status=a.status, all_devices=a.all)
+    device = _resolve_device(w, a.device) if a.device else None
+    rows = w.history(limit=a.limit, before=a.before, status=a.status, device=device)
+    labels = {k: lbl for k, lbl, _ in w.devices()}
+    several = len({r.device for r in rows if not r.incoming}) > 1 or a.all
     items = []
     for r in rows:
-        items.append({"ref": r.ref, "id": id_text(r.id), "kind": r.kind.name.lower(),
-                      "device": key_text(r.device), "seq": r.seq, "amount": r.amount,
-                      "peer": key_text(r.peer) if r.peer else None, "status": r.status,
-                      "reason": r.reason, "seen": r.seen})
+        block = parse_entry(r.body, verify=False)
+        assert isinstance(block, Block), "history lists blocks, not votes"
+        request_id = block.request_id.hex() if block.is_payment() else None
+        direction = ("in" if r.incoming or r.kind == Kind.RECEIVE
+                     else "out" if r.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE) else "")
+        doc = {"ref": r.ref, "id": id_text(r.id), "kind": r.kind.name.lower(),
+               "direction": direction, "device": key_text(r.device),
+               "device_label": labels.get(r.device, ""), "seq": r.seq,
+               "peer": key_text(r.peer) if r.peer else None, "status": r.status,
+               "reason": r.reason, "final": r.final and r.witnessed and r.state == "valid",
+               "seen": r.seen, "date": _when(r.seen), "memo": r.memo,
+               "request_id": request_id or None,
+               "claims": id_text(r.claim) if r.claim else None, "unclaimed": r.incoming}
+        if r.amount is not None:
+            doc |= _money(w, amount=r.amount)
+        items.append(doc)
         amt = _fmt(w, r.amount) if r.amount else ""
-        arrow = "←" if r.kind == Kind.RECEIVE else "→"
-        peer = f"{arrow} {short(r.peer)}…" if r.peer else ""
+        arrow = "←" if direction == "in" else "→"
+        peer = f"{arrow} {short(r.peer)}…" if r.peer and direction else ""
         why = f" ({r.reason})" if r.reason else ""
-        out.say(f"{r.seq:>6} {r.kind.name.lower():8} {amt:>16} {peer:14} {r.status}{why}")
-    out.put(history=items, next_before=rows[-1].ref if len(rows) == a.limit else None)
+        who = f"{labels.get(r.device) or short(r.device) + '…':10} " if several else ""
+        if r.incoming:
+            who = f"{'from ' + short(r.device) + '…':10} " if several else ""
+        kind = "payment" if r.incoming else r.kind.name.lower()
+        note = f"  “{r.memo}”" if r.memo else ""
+        note += f"  request {request_id}" if request_id else ""
+        note += "  (not claimed yet)" if r.incoming and r.state == "valid" else ""
+        out.say(f"{r.ref:>7} {_when(r.seen)} {who}{kind:8} {amt:>14} {peer:12} "
+                f"{r.status}{why}{note}")
+    nxt = rows[-1].ref if len(rows) == a.limit else None
+    out.put(history=items, next_before=nxt)
     if not rows:
         out.say("no blocks")
+    elif nxt is not None:
+        out.say(f"more: tally history --before {nxt}")
 
 
 def cmd_frauds(a: argparse.Namespace, out: Out) -> None:
@@ -550,7 +624,7 @@ def cmd_sync(a: argparse.Namespace, out: Out) -> None:
     if not relays and not peers:
         raise WalletError("nothing to sync with: give --relay URL or --peer URL")
     w = Wallet.open(a.home)
-    client = SyncClient(w, _passphrase(), relays=relays, peers=peers, once=a.once,
+    client = SyncClient(w, _passphrase(), relays=relays, peers=peers, once=a.once, ca=a.ca,
                         on_event=_SyncPrinter(w, out, quiet_failures=a.once))
     results = _run_until_signal(client, client.run)
     out.put(peers=[r.doc() for r in results], claimed=_claimed_docs(w, client))
@@ -637,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--memo")
     sp.add_argument("--yes", action="store_true",
                     help="do not ask (a payee this wallet does not know yet)")
+    sp.add_argument("--again", action="store_true",
+                    help="pay a request this account has paid before once more")
     sp = add("issue", cmd_issue)
     sp.add_argument("to", metavar="ADDRESS")
     sp.add_argument("amount")
@@ -645,10 +721,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("balance", cmd_balance)
     sp = add("history", cmd_history)
     sp.add_argument("--limit", type=int, default=50)
-    sp.add_argument("--before", type=int, help="page: the ref of the last row seen")
-    sp.add_argument("--status", choices=["final", "valid", "pending", "invalid", "conflicted",
-                                         "lost", "disputed"])
-    sp.add_argument("--all", action="store_true", help="every device of the account")
+    sp.add_argument("--before", type=int, help="page: the ref (first column) of the last row seen")
+    sp.add_argument("--status", choices=STATUS_FILTERS,
+                    help="one status (accepted: 'accepted, no witness'), or a group: "
+                         "not-final, conflicted (lost or disputed)")
+    sp.add_argument("--device", metavar="DEVICE",
+                    help="only this device of the account (label, key or its short form)")
+    sp.add_argument("--all", action="store_true",
+                    help="every device of the account, with the device shown (the default)")
     add("frauds", cmd_frauds)
 
     dev = sub.add_parser("devices", help="devices of this account").add_subparsers(
@@ -678,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--peer", action="append", metavar="URL", help="a peer, like a till")
     sp.add_argument("--once", action="store_true",
                     help="stop once in sync with each (else run and push new entries live)")
+    sp.add_argument("--ca", type=Path, metavar="FILE",
+                    help="also trust this certificate (PEM) for wss:// (a self-signed relay)")
     sp = add("serve", cmd_serve)
     sp.add_argument("--listen", required=True, metavar="HOST:PORT",
                     help="where to accept peers (port 0: any free port)")

@@ -55,26 +55,56 @@ R_DISPUTED = "disputed"  # a fork with no side certified
 R_EQUIVOCATION = "equivocation"  # a witness-equivocation proof covers this slot
 
 
+# What people see (DESIGN §3, §5): on a network with no witnesses (q = 0) nothing is ever
+# final, so a valid block reads "accepted, no witness" there, in every output.
+FINAL_WORD = "final"
+VALID_WORD = "valid"
+ACCEPTED_WORD = "accepted, no witness"
+STATUS_WORDS = (FINAL_WORD, VALID_WORD, ACCEPTED_WORD, PENDING, INVALID, "lost", "disputed")
+"""Every word a status reads as; ``status_word`` gives exactly one of them."""
+
+
+def status_word(state: str, reason: str, final: bool, witnessed: bool) -> str:
+    """The one word a status reads as. ``witnessed`` is False on a network with q = 0,
+    where ``final`` means valid (rule 3) but is never shown as final to anyone."""
+    if state == VALID:
+        if not witnessed:
+            return ACCEPTED_WORD
+        return FINAL_WORD if final else VALID_WORD
+    if state == CONFLICTED:
+        return R_LOST if reason == R_LOST else R_DISPUTED
+    return state
+
+
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A block's status: state, reason code (empty when valid) and finality."""
+    """A block's status: state, reason code (empty when valid) and finality.
+
+    ``final`` is finality as the rules use it (with q = 0 it means valid); ``witnessed``
+    is False on a network with no witnesses, where no status ever reads as final.
+    """
 
     state: str
     reason: str = ""
     final: bool = False
+    witnessed: bool = True
 
     @property
     def label(self) -> str:
-        """One word for people: final, valid, pending, invalid, lost or disputed."""
-        if self.state == VALID:
-            return "final" if self.final else "valid"
-        if self.state == CONFLICTED:
-            return R_LOST if self.reason == R_LOST else R_DISPUTED
-        return self.state
+        """One word for people: final, valid, accepted (no witness), pending, invalid, lost
+        or disputed."""
+        return status_word(self.state, self.reason, self.final, self.witnessed)
+
+    @property
+    def shown_final(self) -> bool:
+        """Final as people and scripts are told: certified by witnesses, never with q = 0."""
+        return self.final and self.witnessed and self.state == VALID
 
 
 S_VALID = Status(VALID)
 S_FINAL = Status(VALID, "", True)
+S_ACCEPTED = Status(VALID, "", True, witnessed=False)
+"""A valid block on a network with no witnesses: final for rule 3, never shown as final."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +121,26 @@ class StatusChange:
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """A device's balances in minor units (DESIGN §3)."""
+    """A device's balances in minor units (DESIGN §3).
+
+    ``moving`` is money a sibling device of its account sent it (a move, a revoke's
+    balance) and ``to_claim`` money other accounts sent it, that no receive claims yet:
+    counted here, and nowhere else, so a move never makes money vanish from the total.
+    """
 
     spendable: int
     incoming: int
+    moving: int = 0
+    to_claim: int = 0
+
+    @property
+    def total(self) -> int:
+        """Everything the device holds or has coming: spendable + incoming + unclaimed."""
+        return self.spendable + self.incoming + self.moving + self.to_claim
+
+    def __add__(self, other: Balance) -> Balance:
+        return Balance(self.spendable + other.spendable, self.incoming + other.incoming,
+                       self.moving + other.moving, self.to_claim + other.to_claim)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +222,8 @@ class Ledger:
         self._waiting: defaultdict[bytes, set[bytes]] = defaultdict(set)
         self._routed: defaultdict[tuple[bytes, bytes], set[bytes]] = defaultdict(set)
         self._below_cache: dict[bytes, frozenset[bytes] | bool] = {}
+        # Payments and revokes by recipient device that no valid receive claims yet.
+        self._unclaimed: defaultdict[bytes, set[bytes]] = defaultdict(set)
         self._dirty: dict[bytes, int] = {}
         self._changes: list[StatusChange] = []
 
@@ -251,6 +299,8 @@ class Ledger:
                 self._mark(waiter)
         if b.kind == Kind.RECEIVE:
             self._claimers[b.claim].add(b.id)
+        elif b.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
+            self._unclaimed[b.to_device].add(b.id)
         for waiter in self._waiting.pop(b.id, ()):
             self._mark(waiter)
         bits = 0
@@ -470,7 +520,9 @@ class Ledger:
             d.cf[i], d.ci[i] = cf, ci
             d.tot_final += cf
             d.tot_incoming += ci
-        return S_FINAL if (final or self.quorum == 0) else S_VALID
+        if self.quorum == 0:
+            return S_ACCEPTED
+        return S_FINAL if final else S_VALID
 
     def _check_claim(self, d: _Device, r: Block, i: int) -> Status | None:
         """Rule 4, or None when the claim holds; finality never excuses a double claim."""
@@ -667,16 +719,62 @@ class Ledger:
         self._changes.append(StatusChange(bid, b.device, b.seq, b.kind, old, st))
         if b.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
             self._recredit_claimers(bid)
+        elif b.kind == Kind.RECEIVE:
+            was = old is not None and old.state == VALID
+            if (st.state == VALID) != was:
+                claimed = self.blocks[b.claim]  # a receive is valid only with its claim here
+                if st.state == VALID:
+                    self._unclaimed[claimed.to_device].discard(claimed.id)
+                elif not self._validly_claimed(claimed.id):
+                    self._unclaimed[claimed.to_device].add(claimed.id)
+
+    def _validly_claimed(self, entry_id: bytes) -> bool:
+        """True when some valid receive claims the entry."""
+        return any(self.status[r].state == VALID for r in self._claimers.get(entry_id, ())
+                   if r in self.status)
 
     # ----------------------------------------------------------------- queries
     def balance(self, device: bytes) -> Balance:
-        """A device's spendable and incoming balances (zero for an unknown device)."""
+        """A device's balances (zero for an unknown device); see ``Balance``."""
+        moving, to_claim = self._unclaimed_value(device)
         d = self.devices.get(device)
         if d is None:
-            return Balance(0, 0)
+            return Balance(0, 0, moving, to_claim)
         if d.frontier and self.blocks[d.main[d.frontier - 1]].kind == Kind.REVOKE:
-            return Balance(0, 0)  # a valid revoke passed the whole balance on
-        return Balance(d.tot_final - d.tot_sent, d.tot_incoming)
+            return Balance(0, 0, moving, to_claim)  # a valid revoke passed the balance on
+        return Balance(d.tot_final - d.tot_sent, d.tot_incoming, moving, to_claim)
+
+    def _unclaimed_value(self, device: bytes) -> tuple[int, int]:
+        """(moving, to claim): what valid payments and revokes addressed to the device
+        that no valid receive claims are worth, from its own account and from others.
+
+        Only valid ones: a pending send is still in its sender's spendable balance."""
+        moving = to_claim = 0
+        d = self.devices.get(device)
+        account = d.account if d is not None else None
+        for pid in self._unclaimed.get(device, ()):
+            st = self.status.get(pid)
+            if st is None or st.state != VALID:
+                continue
+            p = self.blocks[pid]
+            if p.kind == Kind.REVOKE:
+                moving += sum(self._revoke_credit(p))
+                continue
+            sender = self.devices[p.device].account
+            if account is not None and sender == account:
+                moving += p.amount
+            else:
+                to_claim += p.amount
+        return moving, to_claim
+
+    def revoke_value(self, revoke_id: bytes) -> int:
+        """What a revoke passes to its sibling (final and incoming parts together)."""
+        return sum(self._revoke_credit(self.blocks[revoke_id]))
+
+    def unclaimed_ids(self, device: bytes) -> list[bytes]:
+        """Payments and revokes addressed to the device that no valid receive claims,
+        whatever their status (what a merchant must see, refused ones too)."""
+        return sorted(self._unclaimed.get(device, ()))
 
     def account_devices(self, account: bytes) -> list[bytes]:
         """The devices whose main open names this account, ordered by key."""
@@ -684,12 +782,10 @@ class Ledger:
 
     def account_balance(self, account: bytes) -> Balance:
         """The sum of the balances of the account's devices."""
-        spend = inc = 0
+        total = Balance(0, 0)
         for k in self.account_devices(account):
-            b = self.balance(k)
-            spend += b.spendable
-            inc += b.incoming
-        return Balance(spend, inc)
+            total = total + self.balance(k)
+        return total
 
     def chain(self, device: bytes) -> list[bytes]:
         """The device's main chain, open first."""

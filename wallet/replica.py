@@ -163,11 +163,13 @@ class Replica:
         return set(self.ledger.blocks) | set(self.ledger.votes)
 
     def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
-        """The signed bytes of held entries, dependencies (lower seq) first."""
+        """The signed bytes of held entries, each after what it depends on
+        (``bundle.dependency_order``)."""
+        from wallet.bundle import dependency_order
+
         led = self.ledger
         found = [led.blocks.get(i) or led.votes.get(i) for i in ids]
-        entries = sorted((e for e in found if e is not None), key=lambda e: (e.kind == 16, e.seq))
-        return [e.raw for e in entries]
+        return [e.raw for e in dependency_order(e for e in found if e is not None)]
 
 
 def sync_pair(a: Replica, b: Replica) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nacl.exceptions import CryptoError
 from nacl.public import SealedBox
 from nacl.signing import SigningKey
 
@@ -284,10 +285,7 @@ class Wallet:
         data = self.store.get_meta(f"key.{kind}")
         if data is None:
             raise WalletError(f"this wallet holds no {kind} key")
-        tmp = Path(path).with_name(Path(path).name + ".part")
-        tmp.write_bytes(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        keyfiles.write_key_file(Path(path), data, replace=True)
 
     @property
     def device(self) -> bytes | None:
@@ -568,12 +566,16 @@ class Wallet:
             if isinstance(e, Block) and e.kind == Kind.OPEN
         }
         claimed: dict[bytes, tuple[int | None, bytes]] = {}
+        revoked: dict[bytes, int] = {}
         for e in fresh.values():
             if isinstance(e, Block) and e.kind == Kind.RECEIVE:
                 c = led.blocks.get(e.claim)
                 if c is not None:
-                    claimed[c.id] = (c.amount if c.kind != Kind.REVOKE else None, c.device)
-        self.store.save(fresh.values(), changes, balances, accounts, meta, claimed)
+                    value = c.amount if c.kind != Kind.REVOKE else led.revoke_value(c.id)
+                    claimed[c.id] = (value, c.device)
+            elif isinstance(e, Block) and e.kind == Kind.REVOKE:
+                revoked[e.id] = led.revoke_value(e.id)
+        self.store.save(fresh.values(), changes, balances, accounts, meta, claimed, revoked)
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes, tuple(fresh.values()))
 
@@ -618,13 +620,17 @@ class Wallet:
         return self.store.account_devices(self.account) if self.account else []
 
     def history(self, *, limit: int = 50, before: int | None = None,
-                status: str | None = None, all_devices: bool = False) -> list[HistoryRow]:
-        """This device's blocks (or the account's), newest first, paged and filtered."""
-        if all_devices and self.account:
-            devs = [k for k, _, _ in self.devices()]
+                status: str | None = None, device: bytes | None = None) -> list[HistoryRow]:
+        """The account's blocks (or one device's) and the payments sent to them that no
+        valid receive claims yet, whatever their status; newest first, paged, filtered."""
+        if device is not None:
+            devs = [device]
+        elif self.account:
+            devs = sorted({k for k, _, _ in self.devices()} | {self.device or b""} - {b""})
         else:
             devs = [self.device] if self.device else []
-        return self.store.history(devs, limit=limit, before=before, status=status)
+        return self.store.history(devs, limit=limit, before=before, status=status,
+                                  witnessed=self.genesis.quorum > 0)
 
     def frauds(self) -> list[FraudProof]:
         """Every fraud proof held."""
@@ -702,15 +708,30 @@ class Wallet:
         *,
         memo: str = "",
         request: PaymentRequest | None = None,
+        again: bool = False,
     ) -> tuple[Block, Status]:
-        """Sign a send of ``amount`` minor units, funded by final credits only."""
+        """Sign a send of ``amount`` minor units, funded by final credits only.
+
+        Refuses an address of another network, an expired request, and a request this
+        account paid before unless ``again``. The memo is kept here in the clear (the
+        send carries it sealed to the payee, whom only it can open).
+        """
         if self.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
         self.check_address(to)
         if to.device == self.device:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
-            raise WalletError("the payment request has expired")
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(request.expires))
+            raise WalletError(f"the payment request expired on {when}: ask the payee for a "
+                              "new one")
+        if request is not None and not again:
+            paid = self.paid_for(request)
+            if paid:
+                raise WalletError(
+                    f"this request was paid already ({len(paid)} time"
+                    f"{'s' if len(paid) > 1 else ''}, payment {id_text(paid[0].id)}): pass "
+                    "--again to pay it once more")
         _check_memo(memo)
         device = self.device
         key = self._device_key(passphrase)
@@ -736,7 +757,7 @@ class Wallet:
             sealed = SealedBox(VerifyKey(to.device).to_curve25519_public_key()).encrypt(
                 memo.encode()
             )
-        return self._sign(
+        block, st = self._sign(
             key,
             lambda seq, prev: Block(
                 Kind.ISSUE if self.ledger.devices[device].issuing else Kind.SEND,
@@ -746,6 +767,23 @@ class Wallet:
             ),
             funded,
         )
+        if memo:
+            self.store.put_memo(block.id, memo)
+        return block, st
+
+    def paid_for(self, request: PaymentRequest) -> list[Block]:
+        """This account's sends that name the request (same payee device and request id)."""
+        if not request.request_id or self.account is None:
+            return []
+        led = self.ledger
+        out = []
+        for k in led.account_devices(self.account):
+            for bid in led.chain(k):
+                b = led.blocks[bid]
+                if (b.is_payment() and b.request_id == request.request_id
+                        and b.to_device == request.address.device):
+                    out.append(b)
+        return out
 
     def receive(self, passphrase: str) -> list[tuple[Block, Status]]:
         """Claim every payment and revoke addressed to this device that it has not claimed."""
@@ -755,6 +793,7 @@ class Wallet:
         out = []
         with self._writing():  # what is unclaimed, as the store has it now
             todo = self.ledger.unclaimed_to(self.device) + self._unclaimed_via_revokes()
+            self._open_memos(key, todo)
             for s in todo:
                 out.append(self._sign(
                     key,
@@ -763,6 +802,17 @@ class Wallet:
                     ),
                 ))
         return out
+
+    def _open_memos(self, key: SigningKey, payments: list[Block]) -> None:
+        """Open the sealed memos of payments to this device and keep them for history."""
+        box = SealedBox(key.to_curve25519_private_key())
+        for p in payments:
+            if p.memo and p.to_device == self.device:
+                try:
+                    text = box.decrypt(p.memo).decode("utf-8")
+                except (CryptoError, UnicodeDecodeError):
+                    text = "(a memo that does not open: damaged or not sealed to this device)"
+                self.store.put_memo(p.id, text)
 
     def _unclaimed_via_revokes(self) -> list[Block]:
         """Payments to a device whose valid revoke names this one, that neither claimed.
