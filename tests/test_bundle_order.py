@@ -344,5 +344,5 @@ def test_bundle_for_a_payee_lists_the_issue_before_the_receive_claiming_it(
     # And the bundle does its job: Bob merges it and claims Alice's payment (and the
     # mint's four issues to him, which it carries too).
     tj(bob.path, "bundle", "import", f)
-    got = sorted(r["amount"] for r in tj(bob.path, "receive")["received"])
+    got = sorted(r["amount_minor"] for r in tj(bob.path, "receive")["received"])
     assert got == [100, 100, 100, 100, 250]
