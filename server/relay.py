@@ -47,7 +47,7 @@ from sync.protocol import (
     Ready,
     Received,
 )
-from wallet.encoding import Genesis, id_text, parse_genesis, short
+from wallet.encoding import Genesis, id_text, key_text, parse_genesis, short
 from wallet.errors import EncodingError
 
 
@@ -492,8 +492,8 @@ class Relay:
             "networks": len(self.networks),
             "connections": len(self.sessions),
             "entries": sum(len(n.ledger) for n in self.networks.values()),
-            "node_key": id_text(bytes(self.config.node_key.verify_key)),
-            "witness_key": (id_text(bytes(self.config.witness_key.verify_key))
+            "node_key": key_text(bytes(self.config.node_key.verify_key)),
+            "witness_key": (key_text(bytes(self.config.witness_key.verify_key))
                             if self.config.witness_key else None),
         }
 
@@ -551,7 +551,7 @@ class Relay:
         self.telemetry.log("listening", host=self.config.host, port=self.port,
                            tls=self.config.tls is not None, open=self.config.open,
                            networks=[id_text(n) for n in self.networks],
-                           node_key=id_text(bytes(self.config.node_key.verify_key)))
+                           node_key=key_text(bytes(self.config.node_key.verify_key)))
         for net in self.networks.values():
             net.vote_all_soon()  # what arrived before a crash, unvoted, is voted now
         for net in self.networks.values():

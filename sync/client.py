@@ -66,6 +66,9 @@ HELLO_TIMEOUT_S = 10.0
 SETTLE_TIMEOUT_S = 30.0
 """With ``once``: how long after the catch-up the two sets may still differ."""
 WATCH_S = 0.5
+VOTES_TIMEOUT_S = 10.0
+"""With ``once``: how long to wait, once in sync with a witness, for its votes on what
+this device signed (so a person does not see "valid" and have to sync again)."""
 CLAIMABLE = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
 
@@ -102,6 +105,24 @@ class Pushed:
 
     url: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitingVotes:
+    """In sync with a witness; waiting (at most ``timeout_s``) for its votes on the
+    ``blocks`` of this device that are valid but not final yet."""
+
+    url: str
+    blocks: int
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class VotesIn:
+    """The wait for votes ended: ``waiting`` blocks of this device are still not final."""
+
+    url: str
+    waiting: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +187,8 @@ class _Session:
     caught_up_at: float = 0.0
     from_peer: set[bytes] = field(default_factory=set)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
+    witness: bytes = b""
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +267,7 @@ class WalletSync:
         poll_s: float = POLL_S,
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         settle_timeout_s: float = SETTLE_TIMEOUT_S,
+        votes_timeout_s: float = VOTES_TIMEOUT_S,
     ) -> None:
         if wallet.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
@@ -253,6 +277,7 @@ class WalletSync:
         self.poll_s = poll_s
         self.hello_timeout_s = hello_timeout_s
         self.settle_timeout_s = settle_timeout_s
+        self.votes_timeout_s = votes_timeout_s
         self.device: bytes = wallet.device
         self.key: SigningKey = wallet.load_key("device", passphrase)
         if bytes(self.key.verify_key) != self.device:
@@ -326,8 +351,9 @@ class WalletSync:
     def _receive(self) -> list[Claimed]:
         out = []
         for block, st in self.wallet.receive(self.passphrase):
-            paid = self.wallet.ledger.blocks[block.claim]
-            amount = paid.amount if paid.kind != Kind.REVOKE else None
+            led = self.wallet.ledger
+            paid = led.blocks[block.claim]
+            amount = paid.amount if paid.kind != Kind.REVOKE else led.revoke_value(paid.id)
             out.append(Claimed(block.id, paid.id, amount, paid.device, st.label))
         return out
 
@@ -378,8 +404,10 @@ class WalletSync:
                         ) -> None:
         if isinstance(e, Ready):
             s.result.peer_key = e.peer_key
+            s.witness = e.witness
             self.on_event(Linked(s.name, e.peer_key, ROLES.get(e.role, f"role {e.role}")))
         elif isinstance(e, Received):
+            s.arrived.set()
             s.result.received += len(e.entries)
             s.from_peer.update(x.id for x in e.entries)
             if not s.caught_up:
@@ -438,10 +466,30 @@ class WalletSync:
         if s.live:
             await self.claims_done()
             await self._push(link, s)  # the claims (and anything new) go out first
+            if once and s.witness and not self.stopping.is_set():
+                await self._await_votes(link, s)
         if self.stopping.is_set():
             await link.call(lambda c: c.close(stop_code, "stopping"))
         else:
             await link.call(lambda c: c.close(CloseCode.DONE, "in sync"))
+
+    async def _await_votes(self, link: Link, s: _Session) -> None:
+        """Wait, up to ``votes_timeout_s``, until this device's valid blocks are final:
+        the witness votes what it received; its votes come back as live updates."""
+        loop = asyncio.get_running_loop()
+        waiting = await self.offload(self.wallet.unfinal_own)
+        if not waiting:
+            return
+        self.on_event(AwaitingVotes(s.name, waiting, self.votes_timeout_s))
+        deadline = loop.time() + self.votes_timeout_s
+        while waiting and loop.time() < deadline and not self.stopping.is_set():
+            s.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(s.arrived.wait(), min(WATCH_S, deadline - loop.time()))
+            await self.claims_done()
+            await self._push(link, s)  # a claim of a payment the votes made final
+            waiting = await self.offload(self.wallet.unfinal_own)
+        self.on_event(VotesIn(s.name, waiting))
 
     async def _push_loop(self, link: Link, s: _Session) -> None:
         while True:

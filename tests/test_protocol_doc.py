@@ -115,11 +115,11 @@ def test_memo_limit_counts_the_sealed_box() -> None:
         crypto_box_SEALBYTES)
     recipient = key(6).verify_key.to_curve25519_public_key()
     assert len(SealedBox(recipient).encrypt(b"x" * room)) == encoding.MEMO_BYTES_MAX
-    from wallet.wallet import _check_memo
+    from wallet.wallet import check_memo
 
-    _check_memo("é" * (room // 2))  # UTF-8 bytes count, not characters
+    check_memo("é" * (room // 2))  # UTF-8 bytes count, not characters
     with pytest.raises(WalletError, match=str(room)):
-        _check_memo("é" * (room // 2) + "x")
+        check_memo("é" * (room // 2) + "x")
     assert "fit in 464 bytes of UTF-8" in section("Payment request URI")
 
 

@@ -689,12 +689,12 @@ def test_a_start_with_a_wrong_passphrase_leaves_nothing_behind(tmp_path: Path) -
                         db=db)
     assert relay.health()["status"] == "ok"
     made = keyfiles.load_key(node_key, PASSPHRASE, kind="node")
-    assert relay.health()["node_key"] == id_text(bytes(made.verify_key))
+    assert relay.health()["node_key"] == key_text(bytes(made.verify_key))
     assert stat.S_IMODE(node_key.stat().st_mode) == 0o600
     assert relay.stop() == 0
     again = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
                         db=db)
-    assert again.health()["node_key"] == id_text(bytes(made.verify_key))  # kept, not remade
+    assert again.health()["node_key"] == key_text(bytes(made.verify_key))  # kept, not remade
     assert again.stop() == 0
 
 

@@ -65,6 +65,7 @@ from wallet.address import parse_address
 from wallet.cli import main as cli_main
 from wallet.encoding import Block, key_text
 from wallet.errors import WalletError
+from wallet.ledger import ACCEPTED_WORD
 from wallet.wallet import Wallet
 
 WAIT_S = 15.0
@@ -202,8 +203,8 @@ def test_payer_syncs_with_till_which_claims(tmp_path: Path, procs: list[Proc],
 
     # The till claimed the payment by itself.
     [got] = wait_for("the till's claim", lambda: receipts(net.till))
-    # q = 0: final at once; q = 1 without a running witness: valid, never final.
-    expected = "valid" if witness else "final"
+    # q = 0: accepted at once, never final; q = 1 without a running witness: valid.
+    expected = "valid" if witness else ACCEPTED_WORD
     assert got["amount_minor"] == 1250 and got["status"] == expected
     assert holdings(net.till) == 1250
     assert tj(net.till, "balance")["spendable_minor"] == (0 if witness else 1250)
@@ -550,7 +551,7 @@ def test_client_and_listener_in_process(tmp_path: Path) -> None:
         kinds = [type(e).__name__ for e in payer_events]
         assert kinds[:2] == ["Linked", "Progress"] and "Synced" in kinds
         claims = [e for e in till_events if isinstance(e, Claimed)]
-        assert [c.amount for c in claims] == [200] and claims[0].status == "final"
+        assert [c.amount for c in claims] == [200] and claims[0].status == ACCEPTED_WORD
         assert payer.store.get_meta(f"cursor:{first.url}") is not None
         assert till.store.get_meta(f"cursor:{key_text(payer.device or b'')}") is not None
     finally:

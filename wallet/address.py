@@ -101,7 +101,10 @@ def parse_address(text: str) -> Address:
     if hashlib.blake2b(raw[:-_CHECK_BYTES], digest_size=_CHECK_BYTES).digest() != raw[-4:]:
         raise EncodingError("address", "checksum failed: a character is wrong")
     n = NETWORK_CHECK_BYTES
-    return Address(raw[:n], raw[n : n + KEY_BYTES], raw[n + KEY_BYTES : n + 2 * KEY_BYTES])
+    address = Address(raw[:n], raw[n : n + KEY_BYTES], raw[n + KEY_BYTES : n + 2 * KEY_BYTES])
+    if address.text() != ADDRESS_PREFIX + body:  # the last character's spare bits are zero
+        raise EncodingError("address", "its last character is wrong (not one an address ends in)")
+    return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,7 @@ def parse_request(uri: str) -> PaymentRequest:
 
     def num(name: str) -> int:
         v = fields.get(name, "0")
-        if not v.isdigit() or (len(v) > 1 and v[0] == "0"):
+        if not (v.isascii() and v.isdigit()) or (len(v) > 1 and v[0] == "0"):
             raise EncodingError("payment request", f"{name}={v!r} is not a whole number")
         return int(v)
 

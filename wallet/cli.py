@@ -44,7 +44,7 @@ from wallet.encoding import (
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.wallet import Wallet, error_text
+from wallet.wallet import Wallet, check_memo, error_text
 
 FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
 
@@ -105,6 +105,42 @@ def _money(w: Wallet, **amounts: int) -> dict[str, Any]:
     return doc
 
 
+_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_expiry(text: str, now: float) -> int:
+    """``--expires T`` as a Unix time: a duration from now (``90s``, ``30m``, ``2h``,
+    ``7d``; a bare number is seconds) or a local time (``2026-12-24 18:00``, a date for
+    its midnight). Refuses a time that is not in the future."""
+    import datetime as dt
+
+    t = text.strip().lower()
+    unit = t[-1:] if t[-1:] in _DURATION_UNITS_S else "s"
+    number = t[:-1] if t[-1:] in _DURATION_UNITS_S else t
+    if number.isdigit():
+        seconds = int(number) * _DURATION_UNITS_S[unit]
+        if seconds <= 0:
+            raise WalletError(f"--expires {text}: give a time in the future, like 30m")
+        return int(now) + seconds
+    try:
+        when = dt.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError as exc:
+        raise WalletError(f"--expires {text!r}: give a duration (30m, 2h, 7d) or a local "
+                          "time like 2026-12-24 18:00") from exc
+    if when <= now:
+        raise WalletError(f"--expires {text}: that time is past ({_when(int(when))}); "
+                          "give one in the future")
+    return int(when)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 entry``, ``2 entries``: a count with its noun in the right number."""
+    if n == 1:
+        return f"1 {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {plural}"
+
+
 def _when(unix: int) -> str:
     """A local time as people read it, to the minute."""
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
@@ -112,13 +148,17 @@ def _when(unix: int) -> str:
 
 def _unclaimed_note(w: Wallet, out: Out) -> None:
     """Say what this account has waiting to be claimed, and where to claim it."""
+    docs = []
     for k, label, b in w.devices():
         waiting = b.moving + b.to_claim
         if not waiting:
             continue
+        docs.append({"device": key_text(k), "label": label, "this": k == w.device,
+                     **_money(w, amount=waiting)})
         where = "here" if k == w.device else f"on {label or short(k) + '…'}"
         out.say(f"{_fmt(w, waiting)} waits to be claimed {where}: `tally receive` or "
                 "`tally sync` there claims it")
+    out.put(waiting=docs)
 
 
 def _passphrase() -> str:
@@ -174,10 +214,16 @@ def cmd_network_create(a: argparse.Namespace, out: Out) -> None:
 
 
 def _witness_key(text: str) -> bytes:
+    """A witness key given as a key file (`tally-relay keygen`) or as its public key."""
     p = Path(text)
     if p.exists():
         return keyfiles.read_key_info(p)[1]
-    return key_from_text(text, "witness key")
+    try:
+        return key_from_text(text, "witness key")
+    except EncodingError as exc:
+        raise WalletError(
+            f"--witness {text}: no such key file, and not a 52-character public key "
+            "(`tally-relay keygen FILE --kind witness` prints one)") from exc
 
 
 def _proposed_quorum(n: int) -> int:
@@ -227,11 +273,18 @@ def cmd_init(a: argparse.Namespace, out: Out) -> None:
 
 
 def cmd_restore(a: argparse.Namespace, out: Out) -> None:
-    """Rebuild the account key from its phrase; make a new device under it."""
+    """Rebuild the account key from its phrase (TALLY_PHRASE, a prompt, or one line of
+    standard input); make a new device under it."""
     w = Wallet.open(a.home)
-    phrase = os.environ.get("TALLY_PHRASE") or (
-        input("recovery phrase: ") if sys.stdin.isatty() else sys.stdin.readline()
-    )
+    phrase = os.environ.get("TALLY_PHRASE")
+    if not phrase:
+        if sys.stdin.isatty():
+            phrase = input("recovery phrase (24 words): ")
+        else:
+            phrase = sys.stdin.readline()
+    if not phrase.strip():
+        raise WalletError("no recovery phrase given: type it at the prompt, pipe it in "
+                          "(`tally restore < phrase.txt`), or set TALLY_PHRASE")
     w.restore(phrase, _passphrase(), label=a.label, limits=kdf_limits())
     out.put(address=w.address().text())
     out.say(f"account restored; this is a new device: {w.address().text()}")
@@ -249,22 +302,39 @@ def cmd_address(a: argparse.Namespace, out: Out) -> None:
 def cmd_request(a: argparse.Namespace, out: Out) -> None:
     """Print a payment request."""
     w = Wallet.open(a.home)
-    expires = int(time.time()) + a.expires if a.expires else 0
+    expires = parse_expiry(a.expires, time.time()) if a.expires else 0
     try:
         rid = bytes.fromhex(a.id) if a.id else os.urandom(8)
     except ValueError as exc:
         raise WalletError(f"request id {a.id!r} is not hex (like 0a1b2c)") from exc
     if len(rid) > 32:
         raise WalletError(f"request id is {len(rid)} bytes; at most 32")
+    check_memo(a.memo or "")
     req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
                          a.memo or "")
     out.put(request=req.uri(), request_id=rid.hex(), **_money(w, amount=req.amount),
             expires=expires or None, expires_at=_when(expires) if expires else None)
     out.say(req.uri())
-    if a.qr and not out.as_json:
+    if expires:
+        out.say(f"expires {_when(expires)}")
+    if a.qr or a.qr_file:
+        import io
+
         import segno
 
-        segno.make(req.uri(), error="m").terminal(compact=True)
+        qr = segno.make(req.uri(), error="m")
+        if a.qr_file:
+            path = Path(a.qr_file)
+            if path.suffix.lower() not in (".svg", ".png"):
+                raise WalletError(f"--qr-file {path}: name an .svg or .png file")
+            qr.save(str(path), scale=8, border=2)
+            out.put(qr_file=str(path))
+            out.say(f"QR code written to {path}")
+        if a.qr:
+            drawing = io.StringIO()
+            qr.terminal(out=drawing, compact=True)
+            out.put(qr_text=drawing.getvalue())
+            out.say(drawing.getvalue().rstrip("\n"))
 
 
 # ---------------------------------------------------------------- payments
@@ -506,6 +576,7 @@ def cmd_devices_revoke(a: argparse.Namespace, out: Out) -> None:
     block, st = w.revoke(dev, to, _passphrase())
     out.put(id=id_text(block.id), device=key_text(dev), to=key_text(to), **_status_doc(st))
     out.say(f"revoked {short(dev)}…; its balance passes to {short(to)}…: {st.label}")
+    _unclaimed_note(w, out)
 
 
 def cmd_move(a: argparse.Namespace, out: Out) -> None:
@@ -516,8 +587,10 @@ def cmd_move(a: argparse.Namespace, out: Out) -> None:
         raise WalletError("this wallet has no account yet")
     amount = _amount(w, a.amount)
     block, st = w.pay(Address.of(w.network, w.account, to), amount, _passphrase())
-    out.put(id=id_text(block.id), amount=amount, to=key_text(to), **_status_doc(st))
+    out.put(id=id_text(block.id), **_money(w, amount=amount), to=key_text(to),
+            **_status_doc(st))
     out.say(f"moved {_fmt(w, amount)} to {short(to)}…: {st.label}")
+    _unclaimed_note(w, out)
 
 
 # ---------------------------------------------------------------- bundles
@@ -528,7 +601,7 @@ def cmd_bundle_export(a: argparse.Namespace, out: Out) -> None:
     ids = w.export_ids(target)
     size = write_bundle(Path(a.file), w.network, w.bodies(ids))
     out.put(file=a.file, entries=len(ids), bytes=size)
-    out.say(f"wrote {len(ids)} entries ({size} bytes) to {a.file}")
+    out.say(f"wrote {_count(len(ids), 'entry')} ({size} bytes) to {a.file}")
 
 
 def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:
@@ -536,16 +609,14 @@ def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:
     w = Wallet.open(a.home)
     bodies = read_bundle(Path(a.file), w.network)
     report = w.ingest_bodies(bodies)
-    if report.new == 0 and bodies:
-        raise WalletError(
-            f"nothing new: all {len(bodies)} entries of {a.file} are already here "
-            "(a replayed bundle)"
-        )
     out.put(entries=len(bodies), new=report.new, changes=len(report.changes))
-    out.say(f"imported {report.new} new entries of {len(bodies)}; "
-            f"{len(report.changes)} status changes")
-    if w.device is not None and w.ledger.unclaimed_to(w.device):
-        out.say("payments wait for you: run `tally receive`")
+    if report.new == 0 and bodies:
+        out.say(f"nothing new: all {_count(len(bodies), 'entry')} of {a.file} are already "
+                "here (imported before)")
+    else:
+        out.say(f"imported {report.new} new of {_count(len(bodies), 'entry')}; "
+                f"{_count(len(report.changes), 'status change')}")
+    _unclaimed_note(w, out)
 
 
 # ---------------------------------------------------------------- sync
@@ -573,12 +644,21 @@ class _SyncPrinter:
                 print(f"tally: {e.url}: {e.received} entries received…", file=sys.stderr,
                       flush=True)
         elif isinstance(e, sc.Synced):
-            self.out.say(f"in sync with {e.url}: {e.count} entries ({e.received} new)")
+            self.out.say(f"in sync with {e.url}: {_count(e.count, 'entry')} ({e.received} new)")
         elif isinstance(e, sc.Pushed):
-            self.out.say(f"sent {e.count} new entries to {e.url}")
+            self.out.say(f"sent {_count(e.count, 'new entry')} to {e.url}")
         elif isinstance(e, sc.Claimed):
-            what = _fmt(self.w, e.amount) if e.amount else "a revoked device's balance"
-            self.out.say(f"received {what} from {short(e.payer)}…: {e.status}")
+            self.out.say(f"received {_fmt(self.w, e.amount or 0)} from {short(e.payer)}…: "
+                         f"{e.status}")
+        elif isinstance(e, sc.AwaitingVotes):
+            self.out.say(f"waiting up to {e.timeout_s:g} s for the witness to vote "
+                         f"{_count(e.blocks, 'block')} of this device…")
+        elif isinstance(e, sc.VotesIn):
+            if e.waiting:
+                self.out.say(f"{_count(e.waiting, 'block')} of this device still wait for "
+                             "votes (valid, not final yet): sync again later")
+            else:
+                self.out.say("the witness voted: this device's blocks are final")
         elif isinstance(e, sc.Down) and not self.quiet_failures:
             retry = f"; retrying in {e.retry_s:.1f} s" if e.retry_s is not None else ""
             print(f"tally: {e.reason}{retry}", file=sys.stderr, flush=True)
@@ -612,25 +692,67 @@ def _run_until_signal(runner: Any, start: Callable[[], Any]) -> Any:
 
 
 def _claimed_docs(w: Wallet, runner: Any) -> list[dict[str, Any]]:
-    return [{"id": id_text(c.block_id), "claims": id_text(c.claims), "amount": c.amount,
-             "payer": key_text(c.payer), "status": c.status} for c in runner.claimed]
+    return [{"id": id_text(c.block_id), "claims": id_text(c.claims),
+             **_money(w, amount=c.amount or 0), "payer": key_text(c.payer),
+             "status": c.status} for c in runner.claimed]
 
 
 def cmd_sync(a: argparse.Namespace, out: Out) -> None:
     """Sync with relays and peers; with --once, until in sync with each."""
-    from sync.client import SyncClient
+    from sync.client import SyncClient, check_url
 
     relays, peers = a.relay or [], a.peer or []
-    if not relays and not peers:
-        raise WalletError("nothing to sync with: give --relay URL or --peer URL")
     w = Wallet.open(a.home)
+    given = ({check_url(u): "relay" for u in relays}
+             | {check_url(u): "peer" for u in peers if u not in relays})
+    if not given:
+        known = w.links()
+        relays = [u for u, k in known.items() if k == "relay"]
+        peers = [u for u, k in known.items() if k == "peer"]
+        if not known:
+            raise WalletError("nothing to sync with: give --relay URL or --peer URL (they "
+                              "are remembered), or `tally relays add URL`")
     client = SyncClient(w, _passphrase(), relays=relays, peers=peers, once=a.once, ca=a.ca,
                         on_event=_SyncPrinter(w, out, quiet_failures=a.once))
     results = _run_until_signal(client, client.run)
+    linked = {r.url: given[r.url] for r in results if r.url in given and r.peer_key}
+    if linked:  # remembered once they answered: a typo is not kept
+        w.remember_links(linked)
     out.put(peers=[r.doc() for r in results], claimed=_claimed_docs(w, client))
     failed = [r for r in results if r.error]
     if a.once and failed:
         raise WalletError("; ".join(r.error or "" for r in failed))
+
+
+def cmd_relays_add(a: argparse.Namespace, out: Out) -> None:
+    """Remember a relay (or with --peer, a peer) that `tally sync` uses."""
+    from sync.client import check_url
+
+    w = Wallet.open(a.home)
+    url = check_url(a.url)
+    known = w.remember_links({url: "peer" if a.peer else "relay"})
+    out.put(links=[{"url": u, "kind": k} for u, k in sorted(known.items())])
+    out.say(f"remembered {url}; `tally sync` with no URL syncs with "
+            f"{_count(len(known), 'relay or peer')}")
+
+
+def cmd_relays_remove(a: argparse.Namespace, out: Out) -> None:
+    """Forget a remembered relay or peer."""
+    w = Wallet.open(a.home)
+    w.forget_link(a.url)
+    out.put(links=[{"url": u, "kind": k} for u, k in sorted(w.links().items())])
+    out.say(f"forgot {a.url}")
+
+
+def cmd_relays_list(a: argparse.Namespace, out: Out) -> None:
+    """The relays and peers `tally sync` uses when given none."""
+    w = Wallet.open(a.home)
+    known = w.links()
+    out.put(links=[{"url": u, "kind": k} for u, k in sorted(known.items())])
+    for u, k in sorted(known.items()):
+        out.say(f"{k:5} {u}")
+    if not known:
+        out.say("none remembered: `tally relays add URL`, or sync once with --relay URL")
 
 
 def cmd_serve(a: argparse.Namespace, out: Out) -> None:
@@ -702,9 +824,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("request", cmd_request)
     sp.add_argument("amount")
     sp.add_argument("--memo")
-    sp.add_argument("--expires", type=int, help="seconds from now")
+    sp.add_argument("--expires", metavar="T",
+                    help="when it expires: a duration (90s, 30m, 2h, 7d) or a local time "
+                         "(2026-12-24 18:00, or a date)")
     sp.add_argument("--id", help="request id (hex; default: random)")
-    sp.add_argument("--qr", action="store_true", help="also draw the request as a QR code")
+    sp.add_argument("--qr", action="store_true",
+                    help="also draw the request as a QR code (in --json: qr_text)")
+    sp.add_argument("--qr-file", metavar="FILE", help="also write the QR code to FILE.svg/.png")
     sp = add("pay", cmd_pay)
     sp.add_argument("to", metavar="ADDRESS_OR_REQUEST")
     sp.add_argument("amount", nargs="?")
@@ -760,6 +886,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop once in sync with each (else run and push new entries live)")
     sp.add_argument("--ca", type=Path, metavar="FILE",
                     help="also trust this certificate (PEM) for wss:// (a self-signed relay)")
+    rel = sub.add_parser("relays", help="the relays and peers sync remembers").add_subparsers(
+        dest="sub", metavar="SUB", required=True)
+    sp = add("add", cmd_relays_add, rel)
+    sp.add_argument("url", metavar="URL")
+    sp.add_argument("--peer", action="store_true", help="a peer (a till), not a relay")
+    add("remove", cmd_relays_remove, rel).add_argument("url", metavar="URL")
+    add("list", cmd_relays_list, rel)
     sp = add("serve", cmd_serve)
     sp.add_argument("--listen", required=True, metavar="HOST:PORT",
                     help="where to accept peers (port 0: any free port)")

@@ -176,6 +176,8 @@ def parse_pairing_request(text: str, network: bytes | None = None) -> PairingReq
     )
     if not request.verify():
         raise EncodingError(_WHAT, f"bad signature (not signed by device {short(device)}…)")
+    if device == account:
+        raise EncodingError(_WHAT, "the device key is the account key; a device needs its own key")
     if network is not None and req_network != network:
         raise EncodingError(
             _WHAT,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -71,6 +72,9 @@ from wallet.store import HistoryRow, Store
 DB_NAME = "wallet.db"
 SHORT_MATCH_MIN = 4
 """The fewest characters of a device key that name a device (``tally`` shows 8)."""
+LINKS_META = "links"
+"""The meta record of the relays and peers ``tally sync`` uses when given none."""
+LINK_KINDS = frozenset({"relay", "peer"})
 PAIRING_META = "pairing.request"
 """The meta record that keeps this device's pairing request, to print it again."""
 LOCK_NAME = "wallet.lock"
@@ -632,6 +636,38 @@ class Wallet:
         return self.store.history(devs, limit=limit, before=before, status=status,
                                   witnessed=self.genesis.quorum > 0)
 
+    # --------------------------------------------------------------- links
+    def links(self) -> dict[str, str]:
+        """The relays and peers this wallet syncs with: URL → ``relay`` or ``peer``."""
+        raw = self.store.get_meta(LINKS_META)
+        return dict(json.loads(raw)) if raw else {}
+
+    def remember_links(self, links: dict[str, str]) -> dict[str, str]:
+        """Add relays and peers (URL → kind) to those remembered; returns them all."""
+        assert set(links.values()) <= LINK_KINDS, links
+        known = self.links() | links
+        self.store.set_meta(LINKS_META, json.dumps(known, sort_keys=True))
+        return known
+
+    def forget_link(self, url: str) -> None:
+        """Forget a remembered relay or peer; say so when it was not remembered."""
+        known = self.links()
+        if url not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise WalletError(f"{url} is not a remembered relay or peer (remembered: {listed})")
+        del known[url]
+        self.store.set_meta(LINKS_META, json.dumps(known, sort_keys=True))
+
+    def unfinal_own(self) -> int:
+        """How many of this device's valid blocks wait for witness votes (0 with q = 0,
+        where nothing is ever final)."""
+        if self.device is None or self.genesis.quorum == 0:
+            return 0
+        led = self.ledger
+        return sum(1 for bid in led.chain(self.device)
+                   if (st := led.status.get(bid)) is not None and st.state == VALID
+                   and not st.final)
+
     def frauds(self) -> list[FraudProof]:
         """Every fraud proof held."""
         return self.ledger.fraud_proofs()
@@ -732,7 +768,7 @@ class Wallet:
                     f"this request was paid already ({len(paid)} time"
                     f"{'s' if len(paid) > 1 else ''}, payment {id_text(paid[0].id)}): pass "
                     "--again to pay it once more")
-        _check_memo(memo)
+        check_memo(memo)
         device = self.device
         key = self._device_key(passphrase)
 
@@ -921,8 +957,9 @@ class Wallet:
         return [(led.blocks.get(i) or led.votes[i]).raw for i in ids]
 
 
-def _check_memo(memo: str) -> None:
-    """Refuse a memo that will not fit in a send once sealed, saying how much fits."""
+def check_memo(memo: str) -> None:
+    """Refuse a memo that will not fit in a send once sealed, saying how much fits (a
+    request's memo too: the payment copies it)."""
     from nacl.bindings import crypto_box_SEALBYTES
 
     from wallet.encoding import MEMO_BYTES_MAX
