@@ -48,7 +48,7 @@ from sync.protocol import Acked, Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
 from tests.ledgerkit import Device, Net
 from wallet import keys as keyfiles
-from wallet.encoding import Block, Entry, Vote, id_text, key_text, parse_entry
+from wallet.encoding import Block, Entry, Vote, key_text, parse_entry
 from wallet.ledger import Ledger
 
 pytestmark = pytest.mark.slow
