@@ -339,18 +339,26 @@ def _dependency_order(items: list[Entry]) -> list[Entry]:
 
 def dependency_faults(entries: Iterable[Entry | bytes]) -> list[tuple[int, int, str]]:
     """Where a list breaks dependency order: (position, position of a dependency listed
-    after it, which dependency). Bytes are parsed (signatures unchecked). Written apart
-    from ``dependency_order``, by positions, so that tests can check one with the other.
+    after it, which dependency). Bytes are parsed (signatures unchecked). A dependency
+    listed more than once counts where it is first listed (a receiver has it from then
+    on). Written apart from ``dependency_order``, by positions, so that tests can check
+    one with the other.
     """
     seq: list[Entry] = [
         parse_entry(e, verify=False) if isinstance(e, bytes | bytearray) else e
         for e in entries
     ]
+    # An entry listed more than once is at hand from its first copy on: every kind of
+    # dependency is placed where it is first listed. For the opens of a device and the
+    # revokes of a route (all of them needed) that is the latest of their first copies.
     first: dict[bytes, int] = {}
     last_open: dict[bytes, int] = {}
     last_route: dict[tuple[bytes, bytes], int] = {}
     for p, e in enumerate(seq):
-        first.setdefault(_entry_id(e), p)
+        eid = _entry_id(e)
+        if eid in first:  # a later copy: already at hand
+            continue
+        first[eid] = p
         if type(e) is Block and e.seq == 0:
             last_open[e.device] = p
         elif type(e) is Block and e.kind == Kind.REVOKE:
