@@ -307,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     total += sum(b.amount for b in led.blocks.values() if b.is_payment() and b.id not in claimed)
     if total != 0:
         raise SystemExit(f"money not conserved: balances sum to {total}")
+    held = sum(led.balance(k).total for k in led.devices)  # unclaimed money counted once
+    if held != 0:
+        raise SystemExit(f"money not conserved: balance totals (with moving, to claim) sum to "
+                         f"{held}")
     want = {key_text(k): led.balance(k) for k in led.account_devices(w.account or b"")}
     w.store.checkpoint()
     w.close()
@@ -315,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     disk = dir_bytes(home)
 
     reopen_s, doc = tally_balance(home)
-    got = {d["device"]: (d["spendable"], d["incoming"]) for d in doc["devices"]}
-    if got != {k: (b.spendable, b.incoming) for k, b in want.items()}:
+    got = {d["device"]: (d["spendable_minor"], d["incoming_minor"], d["moving_minor"],
+                         d["to_claim_minor"]) for d in doc["devices"]}
+    if got != {k: (b.spendable, b.incoming, b.moving, b.to_claim) for k, b in want.items()}:
         raise SystemExit(f"tally balance disagrees with the ledger: {got} != {want}")
     more = sorted(tally_balance(home)[0] for _ in range(3))
 
