@@ -266,7 +266,7 @@ def test_issue_bundle_receive_balance(net: Net, tmp_path: Path) -> None:
         10000, 0, "EUR", 2)
     assert [d["spendable_minor"] for d in bal["devices"]] == [10000]
     assert "spendable 100.00 EUR" in ok(alice.path, "balance")
-    assert tj(alice.path, "receive") == {"received": []}
+    assert tj(alice.path, "receive") == {"received": [], "refused": []}
     assert ok(alice.path, "receive").strip() == "nothing to receive"
     assert [(h["kind"], h["status"]) for h in _history(alice.path)] == [
         ("receive", ACC), ("open", ACC)]
@@ -568,7 +568,7 @@ def test_revoke_passes_payments_the_device_never_claimed(net: Net, tmp_path: Pat
     assert sorted(r["claims"] for r in got) == sorted([rv["id"], moved["id"]])
     assert {r["status"] for r in got} == {ACC}
     assert tj(alice.path, "balance")["spendable_minor"] == 5000
-    assert tj(alice.path, "receive") == {"received": []}
+    assert tj(alice.path, "receive") == {"received": [], "refused": []}
 
 
 def test_restore_makes_a_new_device(net: Net, tmp_path: Path) -> None:

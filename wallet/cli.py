@@ -42,7 +42,7 @@ from wallet.encoding import (
     short_id,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
-from wallet.ledger import Balance, Status
+from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
 from wallet.wallet import Wallet, check_memo, error_text
 
@@ -241,7 +241,11 @@ def cmd_network_join(a: argparse.Namespace, out: Out) -> None:
         raise WalletError(f"cannot read {a.file}: {exc.strerror}") from exc
     w = Wallet.join(a.home, raw)
     out.put(network=id_text(w.network), name=w.genesis.name)
-    out.say(f"joined network {w.genesis.name} ({id_text(w.network)}); next: `tally init`")
+    out.say(f"joined network {w.genesis.name} ({id_text(w.network)}); next, one of:")
+    out.say("  `tally init`                      a new account")
+    out.say("  `tally restore`                   an account from its recovery phrase")
+    out.say("  `tally devices pair ADDRESS`      a device of an account you have "
+            "(ADDRESS: `tally address` there)")
 
 
 def cmd_network_show(a: argparse.Namespace, out: Out) -> None:
@@ -426,6 +430,25 @@ def cmd_receive(a: argparse.Namespace, out: Out) -> None:
     out.put(received=items)
     if not done:
         out.say("nothing to receive")
+    _refused_note(w, out)
+
+
+def _refused_note(w: Wallet, out: Out) -> None:
+    """Name the payments addressed to this device that the ledger refused (invalid): a
+    merchant must see them, and why, not only an empty receive."""
+    led = w.ledger
+    refused = sorted((b for b in led.blocks.values()
+                      if b.is_payment() and b.to_device == w.device
+                      and led.status[b.id].state == INVALID),
+                     key=lambda b: (b.device, b.seq))
+    out.put(refused=[{"id": id_text(b.id), "from": key_text(b.device),
+                      **_money(w, amount=b.amount), "reason": led.status[b.id].reason}
+                     for b in refused])
+    if refused:
+        reasons = ", ".join(sorted({led.status[b.id].reason for b in refused}))
+        were, them = ("was", "it") if len(refused) == 1 else ("were", "them")
+        out.say(f"{_count(len(refused), 'payment')} to this device {were} refused "
+                f"({reasons}): `tally history --status invalid` lists {them}")
 
 
 def cmd_balance(a: argparse.Namespace, out: Out) -> None:
@@ -466,10 +489,15 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
     rows = w.history(limit=a.limit, before=a.before, status=a.status, device=device)
     labels = {k: lbl for k, lbl, _ in w.devices()}
     several = len({r.device for r in rows if not r.incoming}) > 1 or a.all
+    # A receive shows the request id of the payment it claims: what a merchant matches.
+    claimed = w.store.bodies_of({r.claim for r in rows if r.kind == Kind.RECEIVE and r.claim})
     items = []
     for r in rows:
         block = parse_entry(r.body, verify=False)
         assert isinstance(block, Block), "history lists blocks, not votes"
+        if r.kind == Kind.RECEIVE and r.claim in claimed:
+            block = parse_entry(claimed[r.claim], verify=False)
+            assert isinstance(block, Block), "a receive claims a block"
         request_id = block.request_id.hex() if block.is_payment() else None
         direction = ("in" if r.incoming or r.kind == Kind.RECEIVE
                      else "out" if r.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE) else "")
@@ -486,11 +514,13 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
         items.append(doc)
         amt = _fmt(w, r.amount) if r.amount else ""
         arrow = "←" if direction == "in" else "→"
-        peer = f"{arrow} {short(r.peer)}…" if r.peer and direction else ""
+        # An unclaimed payment's block is the payer's: the arrow names the payer, and the
+        # device column this account's device it is addressed to.
+        mine, theirs = (r.peer, r.device) if r.incoming else (r.device, r.peer)
+        peer = f"{arrow} {short(theirs)}…" if theirs and direction else ""
         why = f" ({r.reason})" if r.reason else ""
-        who = f"{labels.get(r.device) or short(r.device) + '…':10} " if several else ""
-        if r.incoming:
-            who = f"{'from ' + short(r.device) + '…':10} " if several else ""
+        who = (f"{(labels.get(mine) or short(mine) + '…') if mine else '':10} "
+               if several else "")
         kind = "payment" if r.incoming else r.kind.name.lower()
         note = f"  “{r.memo}”" if r.memo else ""
         note += f"  request {request_id}" if request_id else ""
