@@ -388,6 +388,7 @@ class Reference:
         self.totals: dict[bytes, list[int]] = {}  # final, incoming, sent over valid prefix
         self.claimed: dict[bytes, set[bytes]] = {}
         self.credits: dict[bytes, tuple[int, int]] = {}
+        self.revoked_to: dict[bytes, list[bytes]] | None = None  # sibling → revoked devices
         self.busy: set[bytes] = set()
 
     def parent(self, b: Block) -> Block | None:
@@ -601,12 +602,27 @@ class Reference:
         f, i, sent = self.totals.get(dev, (0, 0, 0))
         return f, i, sent
 
+    def revoked_by(self, dev: bytes) -> Block | None:
+        """The revoke that is the last valid block of dev's main chain, or None."""
+        valid = [b for b in self.main.get(dev, []) if self.status_of(b).state == VALID]
+        last = self.blocks[valid[-1]] if valid else None
+        return last if last is not None and last.kind == Kind.REVOKE else None
+
     def balance(self, dev: bytes) -> Balance:
-        moving, to_claim = self.unclaimed(dev)
-        chain = self.main.get(dev, [])
-        valid = [b for b in chain if self.status_of(b).state == VALID]
-        if valid and self.blocks[valid[-1]].kind == Kind.REVOKE:
+        # What waits unclaimed at a revoked device is its revoke's sibling's to claim.
+        if self.revoked_to is None:
+            self.revoked_to = {}
+            for x in self.main:
+                if (rv := self.revoked_by(x)) is not None:
+                    self.revoked_to.setdefault(rv.to_device, []).append(x)
+        moving = to_claim = 0
+        for x in self.revoked_to.get(dev, []):
+            m, c = self.unclaimed(x)
+            moving, to_claim = moving + m, to_claim + c
+        if self.revoked_by(dev) is not None:
             return Balance(0, 0, moving, to_claim)
+        m, c = self.unclaimed(dev)
+        moving, to_claim = moving + m, to_claim + c
         f, i, sent = self.device_totals(dev)
         return Balance(f - sent, i, moving, to_claim)
 

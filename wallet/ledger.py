@@ -125,7 +125,8 @@ class Balance:
 
     ``moving`` is money a sibling device of its account sent it (a move, a revoke's
     balance) and ``to_claim`` money other accounts sent it, that no receive claims yet:
-    counted here, and nowhere else, so a move never makes money vanish from the total.
+    counted here, and nowhere else, so a move never makes money vanish from the total
+    (what so waits at a revoked device is counted at the sibling that claims it).
     """
 
     spendable: int
@@ -224,6 +225,8 @@ class Ledger:
         self._below_cache: dict[bytes, frozenset[bytes] | bool] = {}
         # Payments and revokes by recipient device that no valid receive claims yet.
         self._unclaimed: defaultdict[bytes, set[bytes]] = defaultdict(set)
+        # Revokes by the sibling they name (whatever their status).
+        self._revokes_to: defaultdict[bytes, set[bytes]] = defaultdict(set)
         self._dirty: dict[bytes, int] = {}
         self._changes: list[StatusChange] = []
 
@@ -295,6 +298,7 @@ class Ledger:
             d.fork_slots.add(b.seq + 1)
         if b.kind == Kind.REVOKE:
             d.revokes.append(b.id)
+            self._revokes_to[b.to_device].add(b.id)
             for waiter in self._waiting.pop(b.device, ()):
                 self._mark(waiter)
         if b.kind == Kind.RECEIVE:
@@ -735,14 +739,39 @@ class Ledger:
 
     # ----------------------------------------------------------------- queries
     def balance(self, device: bytes) -> Balance:
-        """A device's balances (zero for an unknown device); see ``Balance``."""
-        moving, to_claim = self._unclaimed_value(device)
+        """A device's balances (zero for an unknown device); see ``Balance``.
+
+        What waits unclaimed at a device retired by a valid revoke is counted at the
+        revoke's sibling, the one device that can claim it (DESIGN §4)."""
+        moving, to_claim = self._passed_on(device) if device in self._revokes_to else (0, 0)
         d = self.devices.get(device)
+        if d is not None and self._revoked_head(d) is not None:
+            return Balance(0, 0, moving, to_claim)  # a valid revoke passed it all on
+        own_moving, own_to_claim = self._unclaimed_value(device)
+        moving, to_claim = moving + own_moving, to_claim + own_to_claim
         if d is None:
             return Balance(0, 0, moving, to_claim)
-        if d.frontier and self.blocks[d.main[d.frontier - 1]].kind == Kind.REVOKE:
-            return Balance(0, 0, moving, to_claim)  # a valid revoke passed the balance on
         return Balance(d.tot_final - d.tot_sent, d.tot_incoming, moving, to_claim)
+
+    def _revoked_head(self, d: _Device) -> Block | None:
+        """The valid revoke that ends the device's main chain, or None."""
+        if d.frontier:
+            head = self.blocks[d.main[d.frontier - 1]]
+            if head.kind == Kind.REVOKE:
+                return head
+        return None
+
+    def _passed_on(self, device: bytes) -> tuple[int, int]:
+        """(moving, to claim) waiting unclaimed at the devices whose valid revoke names
+        this one: this device claims it."""
+        moving = to_claim = 0
+        for rid in self._revokes_to.get(device, ()):
+            x = self.devices[self.blocks[rid].device]
+            head = self._revoked_head(x)
+            if head is not None and head.id == rid:
+                m, c = self._unclaimed_value(x.key)
+                moving, to_claim = moving + m, to_claim + c
+        return moving, to_claim
 
     def _unclaimed_value(self, device: bytes) -> tuple[int, int]:
         """(moving, to claim): what valid payments and revokes addressed to the device
