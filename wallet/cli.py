@@ -44,7 +44,7 @@ from wallet.encoding import (
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.wallet import Wallet, check_memo, error_text
+from wallet.wallet import Wallet, check_memo, error_text, local_minute
 
 FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
 
@@ -128,7 +128,7 @@ def parse_expiry(text: str, now: float) -> int:
         raise WalletError(f"--expires {text!r}: give a duration (30m, 2h, 7d) or a local "
                           "time like 2026-12-24 18:00") from exc
     if when <= now:
-        raise WalletError(f"--expires {text}: that time is past ({_when(int(when))}); "
+        raise WalletError(f"--expires {text}: that time is past ({local_minute(int(when))}); "
                           "give one in the future")
     return int(when)
 
@@ -139,11 +139,6 @@ def _count(n: int, noun: str) -> str:
         return f"1 {noun}"
     plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
     return f"{n} {plural}"
-
-
-def _when(unix: int) -> str:
-    """A local time as people read it, to the minute."""
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
 
 
 def _unclaimed_note(w: Wallet, out: Out) -> None:
@@ -317,10 +312,10 @@ def cmd_request(a: argparse.Namespace, out: Out) -> None:
     req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
                          a.memo or "")
     out.put(request=req.uri(), request_id=rid.hex(), **_money(w, amount=req.amount),
-            expires=expires or None, expires_at=_when(expires) if expires else None)
+            expires=expires or None, expires_at=local_minute(expires) if expires else None)
     out.say(req.uri())
     if expires:
-        out.say(f"expires {_when(expires)}")
+        out.say(f"expires {local_minute(expires)}")
     if a.qr or a.qr_file:
         import io
 
@@ -506,7 +501,7 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
                "device_label": labels.get(r.device, ""), "seq": r.seq,
                "peer": key_text(r.peer) if r.peer else None, "status": r.status,
                "reason": r.reason, "final": r.final and r.witnessed and r.state == "valid",
-               "seen": r.seen, "date": _when(r.seen), "memo": r.memo,
+               "seen": r.seen, "date": local_minute(r.seen), "memo": r.memo,
                "request_id": request_id or None,
                "claims": id_text(r.claim) if r.claim else None, "unclaimed": r.incoming}
         if r.amount is not None:
@@ -525,7 +520,7 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
         note = f"  “{r.memo}”" if r.memo else ""
         note += f"  request {request_id}" if request_id else ""
         note += "  (not claimed yet)" if r.incoming and r.state == "valid" else ""
-        out.say(f"{r.ref:>7} {_when(r.seen)} {who}{kind:8} {amt:>14} {peer:12} "
+        out.say(f"{r.ref:>7} {local_minute(r.seen)} {who}{kind:8} {amt:>14} {peer:12} "
                 f"{r.status}{why}{note}")
     nxt = rows[-1].ref if len(rows) == a.limit else None
     out.put(history=items, next_before=nxt)

@@ -800,11 +800,6 @@ class Ledger:
         """What a revoke passes to its sibling (final and incoming parts together)."""
         return sum(self._revoke_credit(self.blocks[revoke_id]))
 
-    def unclaimed_ids(self, device: bytes) -> list[bytes]:
-        """Payments and revokes addressed to the device that no valid receive claims,
-        whatever their status (what a merchant must see, refused ones too)."""
-        return sorted(self._unclaimed.get(device, ()))
-
     def account_devices(self, account: bytes) -> list[bytes]:
         """The devices whose main open names this account, ordered by key."""
         return sorted(k for k, d in self.devices.items() if d.account == account)

@@ -91,6 +91,11 @@ class IngestReport:
     entries: tuple[Entry, ...] = ()  # the new ones
 
 
+def local_minute(unix: int) -> str:
+    """A Unix time as people read it: local time, to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
+
+
 def _seen_key(req: PairingRequest) -> str:
     """The meta record that remembers a pairing request was added here."""
     return "paired." + id_text(entry_hash(req.to_text().encode()))
@@ -457,7 +462,7 @@ class Wallet:
         """Refuse a request added before, or for a device already open or revoked."""
         seen = self.store.get_meta(_seen_key(req))
         if seen is not None:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(seen.decode())))
+            when = local_minute(int(seen.decode()))
             raise WalletError(f"this pairing request was already added on {when}: device "
                               f"{short(req.device)}… is open; nothing to do")
         d = self.ledger.devices.get(req.device)
@@ -758,7 +763,7 @@ class Wallet:
         if to.device == self.device:
             raise WalletError("that address is this device: use another device's address")
         if request is not None and request.expires and request.expires < time.time():
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(request.expires))
+            when = local_minute(request.expires)
             raise WalletError(f"the payment request expired on {when}: ask the payee for a "
                               "new one")
         if request is not None and not again:
