@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ VOTES_TIMEOUT_S = 10.0
 """With ``once``: how long to wait, once in sync with a witness, for its votes on what
 this device signed (so a person does not see "valid" and have to sync again)."""
 CLAIMABLE = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
+CLAIMED_KEPT_CLAIMS = 10_000
+"""Automatic claims a ``WalletSync`` keeps in ``claimed`` (the most recent ones, a few
+MB at most): a till that runs for months must not grow without end. Every claim is also
+reported as its ``Claimed`` event when it happens; the summary ``tally sync`` and
+``tally serve`` print at the end lists only the claims kept."""
 
 
 # ------------------------------------------------------------------- events
@@ -288,7 +294,8 @@ class WalletSync:
         self._claim_again = False
         self._moved = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.claimed: list[Claimed] = []
+        self.claimed: deque[Claimed] = deque(maxlen=CLAIMED_KEPT_CLAIMS)
+        """The most recent automatic claims, oldest first (``CLAIMED_KEPT_CLAIMS``)."""
 
     def _own_open(self) -> bytes:
         """(On the worker) this device's open, for the hello; empty while it has none

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -27,6 +28,10 @@ from wallet.wallet import Wallet
 
 CONNECTIONS_MAX = 64
 """Peers served at once; more are turned away with ``CloseCode.OVERLOADED``."""
+RESULTS_KEPT_SESSIONS = 1_000
+"""Peer sessions whose ``PeerResult`` a ``Listener`` keeps in ``results`` (the most
+recent ones): a till serving payers for months must not grow without end. A session's
+failure is also reported as its event when it happens."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -56,12 +61,14 @@ class Listener(WalletSync):
         self.host = host
         self.port_number = port
         self.connections_max = connections_max
-        self.results: list[PeerResult] = []
+        self.results: deque[PeerResult] = deque(maxlen=RESULTS_KEPT_SESSIONS)
+        """The most recent sessions, oldest first (``RESULTS_KEPT_SESSIONS``)."""
         self.url: str | None = None
         self._active = 0
 
     async def run(self, ready: Callable[[str], None] | None = None) -> list[PeerResult]:
-        """Listen until ``stop()``; ``ready`` gets the URL once the socket is bound."""
+        """Listen until ``stop()``; ``ready`` gets the URL once the socket is bound.
+        Returns the sessions kept in ``results`` (at most ``RESULTS_KEPT_SESSIONS``)."""
         try:
             async with serve(self._serve_one, self.host, self.port_number,
                              **websocket_options()) as server:
@@ -82,7 +89,7 @@ class Listener(WalletSync):
                               f"{exc.strerror or exc}") from exc
         finally:
             await self.claims_done()
-        return self.results
+        return list(self.results)
 
     async def _serve_one(self, ws: ServerConnection) -> None:
         """One peer, from its hello to the end of the conversation."""
