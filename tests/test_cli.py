@@ -694,6 +694,8 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     j(a, "balance")
     j(a, "history")
     j(a, "frauds")
+    doc = j(a, "doctor")
+    assert doc["ok"] and doc["differences"] == 0 and doc["entries"] > 0
     j(a, "relays add", "ws://127.0.0.1:9")
     assert j(a, "relays list")["links"] == [{"url": "ws://127.0.0.1:9", "kind": "relay"}]
     j(a, "relays remove", "ws://127.0.0.1:9")

@@ -357,7 +357,7 @@ class Reference:
     """
 
     def __init__(self, led: Ledger) -> None:
-        self.blocks = led.blocks
+        self.blocks = {b.id: b for b in led.blocks.values()}
         self.q = led.genesis.quorum
         self.issuer = led.genesis.issuer
         self.kids: dict[bytes, list[bytes]] = {}

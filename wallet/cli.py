@@ -545,6 +545,44 @@ def cmd_frauds(a: argparse.Namespace, out: Out) -> None:
         out.say("no fraud proofs")
 
 
+def cmd_doctor(a: argparse.Namespace, out: Out) -> None:
+    """Rebuild the ledger's state from the entries alone and compare with the store."""
+    from wallet.doctor import examine
+
+    w = Wallet.open(a.home)
+    _ = w.ledger  # a store of an older schema is rebuilt first
+    from wallet.doctor import REBUILD_BATCH as step_min
+
+    step = max(step_min, w.store.count() // 10)
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        if total < 2 * step_min or getattr(a, "json", False):
+            return  # quick, or a script reads stdout: no progress to show
+        if done - shown[0] >= step or done == total:
+            shown[0] = done
+            print(f"tally: rebuilt {done:,} of {total:,} entries…", file=sys.stderr, flush=True)
+
+    report = examine(w.store, w.genesis, progress=progress)
+    out.put(entries=report.entries, integrity=report.integrity, ok=report.ok,
+            differences=report.count, shown=report.differences)
+    if report.integrity != "ok":
+        out.say(f"SQLite integrity check: {report.integrity}")
+    for d in report.differences:
+        out.say(d)
+    if report.count > len(report.differences):
+        out.say(f"… and {report.count - len(report.differences)} more differences")
+    if report.ok:
+        out.say(f"checked {_count(report.entries, 'entry')}: the stored state "
+                "equals a rebuild from the entries alone")
+    else:
+        raise WalletError(
+            f"the stored state differs from a rebuild in {report.count} places (listed "
+            "above): keep a copy of the wallet home and report it; the entries themselves "
+            "are intact" if report.integrity == "ok" else
+            "the wallet file is damaged: restore it from a backup or re-sync into a new home")
+
+
 # ---------------------------------------------------------------- devices
 def _resolve_device(w: Wallet, text: str) -> bytes:
     if text.strip().lower().startswith(ADDRESS_PREFIXES):
@@ -881,6 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true",
                     help="every device of the account, with the device shown (the default)")
     add("frauds", cmd_frauds)
+    add("doctor", cmd_doctor)
 
     dev = sub.add_parser("devices", help="devices of this account").add_subparsers(
         dest="sub", metavar="SUB", required=True)

@@ -26,16 +26,38 @@ claimers are re-priced whenever that device is refreshed.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from wallet.encoding import Block, Genesis, Kind, Vote
+from wallet.crdt import item_client_id
+from wallet.encoding import Block, Entry, Genesis, Kind, Vote
+from wallet.ledger_tables import (
+    DEVICE_CACHE_BLOCKS_MAX,
+    SET_CACHE_MAX,
+    STATUS_CACHE_MAX,
+    LedgerTables,
+    _trim,
+    transaction,
+)
+
+CHECK = os.environ.get("TALLY_CHECK") == "1"
+"""Assert the ledger's invariants after every batch (tests set it; ``TALLY_CHECK=1``)."""
+
+E = TypeVar("E", Block, Vote)
+V = TypeVar("V")
 
 PENDING = "pending"
 VALID = "valid"
 INVALID = "invalid"
 CONFLICTED = "conflicted"
+STATE_CODES = {PENDING: 0, VALID: 1, INVALID: 2, CONFLICTED: 3}
+"""How a state is stored (``entries.state``)."""
+STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
 
 # Reason codes, named after DESIGN's wording.
 R_PREV = "prev"  # prev (or an ancestor) is missing, pending, invalid or conflicted
@@ -76,6 +98,10 @@ def status_word(state: str, reason: str, final: bool, witnessed: bool) -> str:
     return state
 
 
+class LedgerInvariantBroken(AssertionError):
+    """A promise of DESIGN §3 does not hold in the ledger's state: a bug, named."""
+
+
 @dataclass(frozen=True, slots=True)
 class Status:
     """A block's status: state, reason code (empty when valid) and finality.
@@ -99,6 +125,19 @@ class Status:
     def shown_final(self) -> bool:
         """Final as people and scripts are told: certified by witnesses, never with q = 0."""
         return self.final and self.witnessed and self.state == VALID
+
+
+def _many(conn: sqlite3.Connection, sql: str, rows: list) -> None:
+    """``executemany``, skipped when there is nothing to write (it costs a statement)."""
+    if rows:
+        conn.executemany(sql, rows)
+
+
+def _status_row(st: Status | None) -> tuple[int | None, str | None, int | None]:
+    """A status as its three stored columns (state, reason, final)."""
+    if st is None:
+        return None, None, None
+    return STATE_CODES[st.state], st.reason or None, int(st.final)
 
 
 S_VALID = Status(VALID)
@@ -154,8 +193,16 @@ class FraudProof:
     equivocation: bool
 
 
+_NO_LOW = 1 << 62
+
+
 class _Device:
-    """What the ledger keeps per device; see the module docstring."""
+    """What the ledger keeps per device; see the module docstring.
+
+    Loaded from the tables when first needed (``_Devices``); ``low`` is the lowest main
+    chain index whose booking (main, cf, ci, sent) changed since the last flush, and
+    ``dropped`` the blocks that left the main chain since then.
+    """
 
     __slots__ = (
         "account",
@@ -164,14 +211,18 @@ class _Device:
         "cf",
         "ci",
         "claimed",
+        "dropped",
         "fork_slots",
         "frontier",
         "index",
         "issuing",
         "key",
+        "label",
+        "low",
         "main",
         "revokes",
         "roots",
+        "saved",
         "sent",
         "tail_done",
         "tot_final",
@@ -182,6 +233,7 @@ class _Device:
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.account: bytes | None = None
+        self.label = ""
         self.issuing = False
         self.block_ids: set[bytes] = set()
         self.roots: list[bytes] = []
@@ -199,82 +251,413 @@ class _Device:
         self.fork_slots: set[int] = set()
         self.revokes: list[bytes] = []
         self.tail_done = 0
+        self.low = _NO_LOW
+        self.dropped: list[bytes] = []
+        self.saved: tuple = ()
+
+    def scalars(self) -> tuple:
+        """What the device's row holds (compared at a flush to write only changes)."""
+        return (self.account, self.label, int(self.issuing), len(self.block_ids),
+                self.frontier, self.cert_top, self.tail_done, self.tot_final,
+                self.tot_incoming, self.tot_sent,
+                ",".join(map(str, sorted(self.fork_slots))) or None)
+
+    def touch(self, i: int) -> None:
+        """Main chain index ``i`` (and what follows) changed: write it at the flush."""
+        if i < self.low:
+            self.low = i
+
+
+_DEVICE_COLS = ("account, label, issuing, nblocks, frontier, cert_top, tail_done, tot_final, "
+                "tot_incoming, tot_sent, forks")
+
+
+class _Devices:
+    """Device key → ``_Device``, loaded from the tables on demand, kept in a bounded
+    cache (by blocks held) between batches."""
+
+    def __init__(self, tables: LedgerTables) -> None:
+        self.t = tables
+        self._cache: dict[bytes, _Device] = {}
+        self._weight = 0
+
+    def get(self, key: bytes) -> _Device | None:
+        """The device, or None when no block of it is held."""
+        d = self._cache.get(key)
+        if d is None:
+            d = self._load(key)
+            if d is not None:
+                self._cache[key] = d
+                self._weight += len(d.block_ids)
+        return d
+
+    def __getitem__(self, key: bytes) -> _Device:
+        d = self.get(key)
+        if d is None:
+            raise KeyError(key)
+        return d
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key) is not None
+
+    def create(self, key: bytes) -> _Device:
+        """A new device (its first block arrives), with its row made."""
+        self.t.ref(key)
+        d = self._cache[key] = _Device(key)
+        d.saved = d.scalars()
+        return d
+
+    def keys(self) -> list[bytes]:
+        """Every device with a block held (O(devices): tests and audits)."""
+        rows = self.t.conn.execute("SELECT key FROM devices WHERE nblocks > 0")
+        out = {bytes(k) for (k,) in rows}
+        out.update(k for k, d in self._cache.items() if d.block_ids)
+        return sorted(out)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def items(self) -> Iterator[tuple[bytes, _Device]]:
+        """(key, device) for every device (O(devices))."""
+        for k in self.keys():
+            yield k, self[k]
+
+    def values(self) -> Iterator[_Device]:
+        """Every device (O(devices))."""
+        for k in self.keys():
+            yield self[k]
+
+    def loaded(self) -> list[_Device]:
+        """The devices in memory now."""
+        return list(self._cache.values())
+
+    def _load(self, key: bytes) -> _Device | None:
+        t = self.t
+        ref = t.dev_refs.get(key)
+        if ref is None:
+            return None
+        row = t.conn.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE ref = ?",
+                             (ref,)).fetchone()
+        if row is None or not row[3]:
+            return None
+        d = _Device(key)
+        acct, label, issuing, _, d.frontier, d.cert_top, d.tail_done, d.tot_final, \
+            d.tot_incoming, d.tot_sent, forks = row
+        d.account = bytes(acct) if acct is not None else None
+        d.label = label or ""
+        d.issuing = bool(issuing)
+        d.fork_slots = {int(s) for s in forks.split(",")} if forks else set()
+        main: list[tuple[int, bytes, int, int, int]] = []
+        revoke = int(Kind.REVOKE)
+        receive = int(Kind.RECEIVE)
+        rows = t.conn.execute(
+            "SELECT id, seq, kind, main, cf, ci, sent, target FROM entries "
+            "WHERE dev = ? AND kind != ? ORDER BY ref", (ref, int(Kind.VOTE)))
+        claims = []
+        for i, seq, kind, on_main, cf, ci, sent, target in rows:
+            bid = bytes(i)
+            d.block_ids.add(bid)
+            if seq == 0:
+                d.roots.append(bid)
+            if kind == revoke:
+                d.revokes.append(bid)
+            if on_main:
+                main.append((seq, bid, cf or 0, ci or 0, sent or 0))
+                if kind == receive and seq < d.frontier:
+                    claims.append((bytes(target), seq))
+        main.sort()
+        for n, (seq, bid, cf, ci, sent) in enumerate(main):
+            assert seq == n, f"device {key.hex()[:16]}: main chain has a gap at {n}"
+            d.main.append(bid)
+            d.index[bid] = n
+            d.cf.append(cf)
+            d.ci.append(ci)
+            d.sent.append(sent)
+        d.claimed = dict(claims)
+        d.saved = d.scalars()
+        return d
+
+    def flush(self, booked: dict[bytes, tuple]) -> None:
+        """Write changed device rows; put each changed main-chain booking in ``booked``
+        (id → (main, cf, ci, sent)) for the entry rows."""
+        t = self.t
+        rows = []
+        for d in self._cache.values():
+            if d.low != _NO_LOW:
+                for i in range(d.low, len(d.main)):
+                    booked[d.main[i]] = (1, d.cf[i], d.ci[i], d.sent[i])
+                d.low = _NO_LOW
+            for bid in d.dropped:
+                if bid not in d.index:
+                    booked[bid] = (None, None, None, None)
+            d.dropped = []
+            now = d.scalars()
+            if now != d.saved:
+                rows.append((*now, t.ref(d.key)))
+                self._weight += now[3] - (d.saved[3] if d.saved else 0)
+                d.saved = now
+        _many(t.conn,
+            "UPDATE devices SET account = ?, label = ?, issuing = ?, nblocks = ?, "
+            "frontier = ?, cert_top = ?, tail_done = ?, tot_final = ?, tot_incoming = ?, "
+            "tot_sent = ?, forks = ? WHERE ref = ?", rows)
+
+    def trim(self) -> None:
+        """Bound the devices held after a flush (all of them are clean then)."""
+        if self._weight > DEVICE_CACHE_BLOCKS_MAX:
+            for k in list(self._cache):
+                self._weight -= len(self._cache.pop(k).block_ids)
+                if self._weight <= DEVICE_CACHE_BLOCKS_MAX // 2:
+                    break
+
+    def forget(self) -> None:
+        """Drop every loaded device (after a rollback)."""
+        self._cache, self._weight = {}, 0
+
+
+class _Entries(Mapping[bytes, E]):
+    """The held blocks (or votes) by id, read from the tables on demand."""
+
+    def __init__(self, tables: LedgerTables, vote: bool) -> None:
+        self.t = tables
+        self.vote = vote
+
+    def get(self, key: bytes, default: object = None):  # type: ignore[override]
+        """The entry, or ``default``."""
+        e = self.t.entry(key)
+        if e is None or (e.kind == Kind.VOTE) != self.vote:
+            return default
+        return e
+
+    def __getitem__(self, key: bytes) -> E:
+        e = self.get(key)
+        if e is None:
+            raise KeyError(key)
+        return e
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.t.all_ids(vote=self.vote))
+
+    def __len__(self) -> int:
+        return len(self.t.all_ids(vote=self.vote))
+
+    def values(self) -> Iterator[E]:  # type: ignore[override]
+        """Every held entry of this kind (O(n): tests and audits)."""
+        return self.t.scan(self.vote)  # type: ignore[return-value]
+
+
+class _Column(Mapping[bytes, V]):
+    """A per-entry derived value (a status, cover bits) read from the entry rows on
+    demand, cached, and written back by the flush."""
+
+    def __init__(self, tables: LedgerTables, read: Callable[[bytes], V | None]) -> None:
+        self.t = tables
+        self._read = read
+        self._cache: dict[bytes, V | None] = {}
+        self.dirty: dict[bytes, V] = {}
+
+    def get(self, key: bytes, default: V | None = None) -> V | None:
+        """The value, or ``default`` when none is set."""
+        if key in self._cache:
+            v = self._cache[key]
+        else:
+            v = self._cache[key] = None if key in self.t.fresh else self._read(key)
+        return default if v is None else v
+
+    def __getitem__(self, key: bytes) -> V:
+        v = self.get(key)
+        if v is None:
+            raise KeyError(key)
+        return v
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key) is not None
+
+    def __setitem__(self, key: bytes, value: V) -> None:
+        self._cache[key] = value
+        self.dirty[key] = value
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Every block with a value (O(n): tests and audits)."""
+        for i in self.t.all_ids(vote=False):
+            if self.get(i) is not None:
+                yield i
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def trim(self) -> None:
+        """Forget the batch's writes (flushed) and bound the cache."""
+        self.dirty = {}
+        _trim(self._cache, STATUS_CACHE_MAX)
+
+    def forget(self) -> None:
+        """Drop everything held in memory (after a rollback)."""
+        self._cache, self.dirty = {}, {}
+
+
+class Arrivals(Sequence[Entry]):
+    """Every entry in the order it was added, read from the tables: lets a follower
+    (the witness, a port's log) take only what is new, O(new), however large the set."""
+
+    def __init__(self, tables: LedgerTables) -> None:
+        self.t = tables
+
+    def __len__(self) -> int:
+        return self.t.count
+
+    def since(self, start: int) -> list[Entry]:
+        """The entries added after the first ``start``."""
+        rows = self.t.conn.execute("SELECT body FROM entries WHERE ref > ? ORDER BY ref",
+                                   (start,))
+        out = [self.t.entry_from(bytes(b)) for (b,) in rows]
+        stored = self.t.count - len(self.t.fresh)
+        out.extend(list(self.t.fresh.values())[max(0, start - stored):])
+        return out
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            assert step == 1, "arrivals slice with a step"
+            return self.since(start)[: stop - start]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return self.since(i)[0]
 
 
 class Ledger:
-    """A network's set of entries with every status and balance derived from it."""
+    """A network's set of entries with every status and balance derived from it.
 
-    def __init__(self, genesis: Genesis) -> None:
+    The set and its derived state live in ``LedgerTables`` (a wallet's store, or a
+    private in-memory database when none is given): opening a ledger reads nothing but
+    its count, and each query reads what it needs. ``add`` writes the batch and its
+    consequences in one transaction (the caller's, when one is open).
+    """
+
+    def __init__(self, genesis: Genesis, tables: LedgerTables | None = None) -> None:
         self.genesis = genesis
         self.network = genesis.network_id
         self.quorum = genesis.quorum
         self.witness_bit = {w: 1 << i for i, w in enumerate(genesis.witnesses)}
-        self.blocks: dict[bytes, Block] = {}
-        self.votes: dict[bytes, Vote] = {}
-        # Every entry in the order it was added: lets a follower (the replica's Doc, the
-        # witness) take only what is new, O(new), however large the set.
-        self.arrivals: list[Block | Vote] = []
-        self.status: dict[bytes, Status] = {}
-        self.cover: dict[bytes, int] = {}
-        self.devices: dict[bytes, _Device] = {}
-        self._by_prev: defaultdict[bytes, list[bytes]] = defaultdict(list)
-        self._votes_for: defaultdict[bytes, list[bytes]] = defaultdict(list)
-        self._claimers: defaultdict[bytes, set[bytes]] = defaultdict(set)
-        self._waiting: defaultdict[bytes, set[bytes]] = defaultdict(set)
-        self._routed: defaultdict[tuple[bytes, bytes], set[bytes]] = defaultdict(set)
+        t = self.tables = tables if tables is not None else LedgerTables.memory()
+        self.blocks: _Entries[Block] = _Entries(t, vote=False)
+        self.votes: _Entries[Vote] = _Entries(t, vote=True)
+        self.arrivals = Arrivals(t)
+        witnessed = self.quorum > 0
+        statuses: dict[tuple, Status] = {}
+
+        def read_status(bid: bytes) -> Status | None:
+            row = t.conn.execute("SELECT state, reason, final FROM entries WHERE id = ?",
+                                 (bid,)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            st = statuses.get(row)
+            if st is None:
+                state = STATE_NAMES[row[0]]
+                st = statuses[row] = Status(state, row[1] or "", bool(row[2]),
+                                            witnessed or state != VALID)
+            return st
+
+        def read_cover(bid: bytes) -> int | None:
+            row = t.conn.execute("SELECT cover FROM entries WHERE id = ?", (bid,)).fetchone()
+            return None if row is None else row[0]
+
+        self.status: _Column[Status] = _Column(t, read_status)
+        self.cover: _Column[int] = _Column(t, read_cover)
+        self.devices = _Devices(t)
+        self._claimers = t.claimers
+        self._votes_for = t.votes_for
+        self._at_slot = t.at_slot
+        self._waiting = t.waiting
+        self._routed = t.routed
+        self._unclaimed = t.unclaimed
+        self._revokes_to = t.revokes_to
         self._below_cache: dict[bytes, frozenset[bytes] | bool] = {}
-        # Payments and revokes by recipient device that no valid receive claims yet.
-        self._unclaimed: defaultdict[bytes, set[bytes]] = defaultdict(set)
-        # Revokes by the sibling they name (whatever their status).
-        self._revokes_to: defaultdict[bytes, set[bytes]] = defaultdict(set)
+        self._below_new: dict[bytes, frozenset[bytes] | bool] = {}
         self._dirty: dict[bytes, int] = {}
         self._changes: list[StatusChange] = []
+        self._refreshed: set[bytes] = set()
 
     # ------------------------------------------------------------------ adding
     def __contains__(self, entry_id: bytes) -> bool:
-        return entry_id in self.blocks or entry_id in self.votes
+        return self.tables.has(entry_id)
 
     def __len__(self) -> int:
-        return len(self.blocks) + len(self.votes)
+        return self.tables.count
 
-    def add(self, entries: Iterable[Block | Vote]) -> list[StatusChange]:
+    def held(self, ids: Iterable[bytes]) -> set[bytes]:
+        """Which of ``ids`` the set holds (in few reads)."""
+        return self.tables.held(ids)
+
+    def add(self, entries: Iterable[Entry]) -> list[StatusChange]:
         """Merge entries (parsed and signature-checked); return the status changes.
 
         A batch holding an entry of another network, or a vote by a key outside the
-        genesis, raises ValueError and changes nothing.
+        genesis, raises ValueError and changes nothing. The batch and everything it
+        changes are written in one transaction (the caller's, if one is open): a failure
+        rolls it back and the ledger reads the tables afresh.
         """
-        fresh: dict[bytes, Block | Vote] = {}
+        batch: dict[bytes, Entry] = {}
         for e in entries:
-            if e.id in self.blocks or e.id in self.votes:
+            if e.id in batch:
                 continue
             if e.network != self.network:
                 raise ValueError("entry of another network reached the ledger")
             if isinstance(e, Vote) and e.witness not in self.witness_bit:
                 raise ValueError("vote by a key outside the genesis reached the ledger")
-            fresh[e.id] = e
-        new_blocks: list[Block] = []
-        new_votes: list[Vote] = []
-        self.arrivals.extend(fresh.values())
-        for e in fresh.values():
-            if isinstance(e, Vote):
-                self.votes[e.id] = e
-                new_votes.append(e)
-            else:
-                self.blocks[e.id] = e
-                new_blocks.append(e)
-        new_blocks.sort(key=lambda b: b.seq)
-        for b in new_blocks:
-            self._add_block(b)
-        for v in new_votes:
-            self._add_vote(v)
-        self._run()
+            batch[e.id] = e
+        held = self.tables.held(batch)
+        fresh = {i: e for i, e in batch.items() if i not in held}
+        if not fresh:
+            return []
+        t = self.tables
+        try:
+            with transaction(t.conn):
+                t.fresh = fresh
+                new_blocks: list[Block] = []
+                new_votes: list[Vote] = []
+                for e in fresh.values():
+                    if isinstance(e, Vote):
+                        new_votes.append(e)
+                    else:
+                        new_blocks.append(e)
+                new_blocks.sort(key=lambda b: b.seq)
+                for b in new_blocks:
+                    self._add_block(b)
+                for v in new_votes:
+                    self._add_vote(v)
+                self._run()
+                self._flush()
+        except BaseException:
+            self._forget()
+            raise
         changes, self._changes = self._changes, []
+        touched, self._refreshed = self._refreshed, set()
+        if CHECK:
+            self.check_invariants(touched, changes)
         return changes
+
+    def _forget(self) -> None:
+        """Drop everything held in memory: the tables are the truth again."""
+        self.tables.forget()
+        self.devices.forget()
+        self.status.forget()
+        self.cover.forget()
+        self._below_cache, self._below_new = {}, {}
+        self._dirty, self._changes, self._refreshed = {}, [], set()
 
     def _device(self, key: bytes) -> _Device:
         d = self.devices.get(key)
         if d is None:
-            d = self.devices[key] = _Device(key)
+            d = self.devices.create(key)
         return d
 
     def _mark(self, device: bytes, from_index: int = 1 << 62) -> None:
@@ -286,11 +669,12 @@ class Ledger:
         d = self._device(b.device)
         d.block_ids.add(b.id)
         if b.seq == 0:
+            self._at_slot.add((b.device, 0), b.id)
             d.roots.append(b.id)
             if len(d.roots) > 1:
                 d.fork_slots.add(0)
         else:
-            self._by_prev[b.prev].append(b.id)
+            self._at_slot.add((b.device, b.seq), b.id)
             siblings = self._children(b.prev)
             if len(siblings) > 1:
                 d.fork_slots.add(b.seq)
@@ -298,17 +682,17 @@ class Ledger:
             d.fork_slots.add(b.seq + 1)
         if b.kind == Kind.REVOKE:
             d.revokes.append(b.id)
-            self._revokes_to[b.to_device].add(b.id)
-            for waiter in self._waiting.pop(b.device, ()):
+            self._revokes_to.add(b.to_device, b.id)
+            for waiter in self._waiting.pop(b.device):
                 self._mark(waiter)
         if b.kind == Kind.RECEIVE:
-            self._claimers[b.claim].add(b.id)
+            self._claimers.add(b.claim, b.id)
         elif b.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
-            self._unclaimed[b.to_device].add(b.id)
-        for waiter in self._waiting.pop(b.id, ()):
+            self._unclaimed.add(b.to_device, b.id)
+        for waiter in self._waiting.pop(b.id):
             self._mark(waiter)
         bits = 0
-        for vid in self._votes_for.get(b.id, ()):
+        for vid in sorted(self._votes_for.get(b.id)):
             bits |= self._vote_bit(self.votes[vid], b)
         for c in self._children(b.id):
             bits |= self.cover.get(c, 0)
@@ -317,7 +701,7 @@ class Ledger:
         self._mark(b.device)
 
     def _add_vote(self, v: Vote) -> None:
-        self._votes_for[v.block_id].append(v.id)
+        self._votes_for.add(v.block_id, v.id)
         b = self.blocks.get(v.block_id)
         if b is not None:
             self._spread(b.id, self._vote_bit(v, b))
@@ -350,15 +734,11 @@ class Ledger:
 
     def _children(self, block_id: bytes) -> list[bytes]:
         """Blocks naming ``block_id`` as prev that sit at the next slot of its device."""
-        kids = self._by_prev.get(block_id)
-        if not kids:
-            return []
         p = self.blocks.get(block_id)
         if p is None:
             return []
-        return [
-            c for c in kids if (cb := self.blocks[c]).device == p.device and cb.seq == p.seq + 1
-        ]
+        kids = self._at_slot.get((p.device, p.seq + 1))
+        return sorted(c for c in kids if self.blocks[c].prev == block_id)
 
     # ------------------------------------------------------------- certificates
     def certified(self, block_id: bytes) -> bool:
@@ -407,6 +787,7 @@ class Ledger:
             assert guard < 10_000_000, "validator did not reach a fixpoint"
 
     def _refresh(self, d: _Device, from_index: int) -> None:
+        self._refreshed.add(d.key)
         self._settle_main(d)
         if from_index < d.frontier:
             self._rewind(d, from_index)
@@ -430,6 +811,7 @@ class Ledger:
             slot = len(d.main)
             if slot == 0:
                 d.account = None
+                d.label = ""
             cands = self._candidates(d, slot)
             if not cands:
                 break
@@ -440,6 +822,8 @@ class Ledger:
                 ob = self.blocks[chosen]
                 d.account = ob.account
                 d.issuing = ob.account == self.genesis.issuer
+                d.label = ob.label
+            d.touch(slot)
             d.index[chosen] = slot
             d.main.append(chosen)
             d.cf.append(0)
@@ -456,6 +840,8 @@ class Ledger:
         self._rewind(d, slot)
         for bid in d.main[slot:]:
             del d.index[bid]
+        d.dropped.extend(d.main[slot:])
+        d.touch(slot)
         del d.main[slot:], d.cf[slot:], d.ci[slot:], d.sent[slot:]
         d.cert_top = min(d.cert_top, slot - 1)
         d.tail_done = min(d.tail_done, slot)
@@ -463,6 +849,8 @@ class Ledger:
     def _rewind(self, d: _Device, to: int) -> None:
         """Take blocks to..frontier-1 out of the valid prefix, to be evaluated again."""
         to = max(to, 0)
+        if to < d.frontier:
+            d.touch(to)
         for i in range(d.frontier - 1, to - 1, -1):
             d.tot_final -= d.cf[i]
             d.tot_incoming -= d.ci[i]
@@ -514,6 +902,7 @@ class Ledger:
                         return Status(PENDING, R_FUNDS)
                     return Status(INVALID, R_OVERSPEND)
             d.sent[i] = b.amount
+            d.touch(i)
             d.tot_sent += b.amount
         elif k == Kind.RECEIVE:
             st = self._check_claim(d, b, i)
@@ -522,6 +911,7 @@ class Ledger:
             d.claimed[b.claim] = i
             cf, ci = self._credit(d, b)
             d.cf[i], d.ci[i] = cf, ci
+            d.touch(i)
             d.tot_final += cf
             d.tot_incoming += ci
         if self.quorum == 0:
@@ -534,7 +924,7 @@ class Ledger:
         if s is None:
             if r.claim in self.votes:
                 return Status(INVALID, R_NOT_ADDRESSED)
-            self._waiting[r.claim].add(d.key)
+            self._waiting.add(r.claim, d.key)
             return Status(PENDING, R_CLAIM_MISSING)
         if s.kind not in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
             return Status(INVALID, R_NOT_ADDRESSED)
@@ -549,8 +939,8 @@ class Ledger:
         # A payment to a sibling x: claimable through a revoke of x naming d whose
         # chain below (x's blocks 0..s) does not claim it. Whether it holds depends only
         # on blocks present, never on statuses: the revoke's status prices the credit.
-        self._routed[(s.to_device, d.key)].add(r.id)
-        self._waiting[s.to_device].add(d.key)  # another revoke may route it
+        self._routed.add((s.to_device, d.key), r.id)
+        self._waiting.add(s.to_device, d.key)  # another revoke may route it
         waiting = found = False
         for rid in self._routes(s.to_device, d):
             below = self._below(rid, d.key)
@@ -585,6 +975,15 @@ class Ledger:
         signed by the revoke's account.
         """
         got = self._below_cache.get(rid)
+        if got is None:
+            got = self._below_new.get(rid)
+        if got is None:
+            row = self.tables.conn.execute("SELECT claims FROM below WHERE rid = ?",
+                                           (rid,)).fetchone()
+            if row is not None:
+                raw = row[0]
+                got = self._below_cache[rid] = False if raw is None else frozenset(
+                    bytes(raw[i : i + 32]) for i in range(0, len(raw), 32))
         if got is not None:
             return got
         rb = self.blocks[rid]
@@ -595,7 +994,7 @@ class Ledger:
             p = self.blocks.get(cur.prev)
             if p is None:
                 if waiter is not None:
-                    self._waiting[cur.prev].add(waiter)
+                    self._waiting.add(cur.prev, waiter)
                 return None
             if p.device != cur.device or p.seq != cur.seq - 1:
                 cur = rb
@@ -604,7 +1003,7 @@ class Ledger:
                 claims.add(p.claim)
             cur = p
         out = frozenset(claims) if cur.seq == 0 and cur.account == rb.account else False
-        self._below_cache[rid] = out
+        self._below_new[rid] = out
         return out
 
     # ------------------------------------------------------------------ credits
@@ -645,10 +1044,10 @@ class Ledger:
     def _recredit_claimers(self, entry_id: bytes) -> None:
         """An entry's status or value changed: re-price the receives that claim it
         (for a revoke, also the receives it routes to its sibling)."""
-        rids = set(self._claimers.get(entry_id, ()))
+        rids = set(self._claimers.get(entry_id))
         b = self.blocks.get(entry_id)
         if b is not None and b.kind == Kind.REVOKE:
-            rids |= self._routed.get((b.device, b.to_device), set())
+            rids |= self._routed.get((b.device, b.to_device))
         for rid in rids:
             r = self.blocks[rid]
             e = self.devices[r.device]
@@ -666,6 +1065,7 @@ class Ledger:
             e.tot_final += cf - e.cf[i]
             e.tot_incoming += ci - e.ci[i]
             e.cf[i], e.ci[i] = cf, ci
+            e.touch(i)
             self._mark(e.key, i + 1 if decreased else 1 << 62)
 
     # ------------------------------------------------------------ off the chain
@@ -728,14 +1128,141 @@ class Ledger:
             if (st.state == VALID) != was:
                 claimed = self.blocks[b.claim]  # a receive is valid only with its claim here
                 if st.state == VALID:
-                    self._unclaimed[claimed.to_device].discard(claimed.id)
+                    self._unclaimed.discard(claimed.to_device, claimed.id)
                 elif not self._validly_claimed(claimed.id):
-                    self._unclaimed[claimed.to_device].add(claimed.id)
+                    self._unclaimed.add(claimed.to_device, claimed.id)
 
     def _validly_claimed(self, entry_id: bytes) -> bool:
         """True when some valid receive claims the entry."""
-        return any(self.status[r].state == VALID for r in self._claimers.get(entry_id, ())
+        return any(self.status[r].state == VALID for r in self._claimers.get(entry_id)
                    if r in self.status)
+
+    def _flush(self) -> None:
+        """Write the batch: its rows with their derived state, every changed row and
+        device, the indexes' changes, the digest buckets."""
+        t = self.tables
+        conn = t.conn
+        for ix in t.indexes:
+            ix.flush()
+        booked: dict[bytes, tuple] = {}
+        self.devices.flush(booked)
+        opens = t.open_changes
+        statuses = self.status.dirty
+        covers = self.cover.dirty
+        now = int(time.time())
+        taken: set[int] = set()
+        bits = t.item_bits
+        items: dict[bytes, int | None] = {}
+        fresh = t.fresh
+        for e in [*(e for e in fresh.values() if e.kind != Kind.VOTE),
+                  *(e for e in fresh.values() if e.kind == Kind.VOTE)]:
+            client = item_client_id(e.id, bits)
+            if client in taken or t.item_owner(client) is not None:
+                items[e.id] = None
+            else:
+                taken.add(client)
+                items[e.id] = client
+        rows = []
+        for e in fresh.values():
+            st = statuses.pop(e.id, None)
+            main, cf, ci, sent = booked.pop(e.id, (None, None, None, None))
+            amount, peer, target = self._display(e)
+            rows.append((
+                e.id, e.raw, int(e.kind), t.ref(e.device), e.seq, amount, peer, target,
+                items[e.id], *_status_row(st), covers.pop(e.id, None), main, cf, ci, sent,
+                opens.pop(e.id, None), now))
+        _many(conn,
+            "INSERT INTO entries(id, body, kind, dev, seq, amount, peer, target, item, "
+            "state, reason, final, cover, main, cf, ci, sent, open, seen) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        _many(conn, "UPDATE entries SET state = ?, reason = ?, final = ? WHERE id = ?",
+                         [(*_status_row(st), bid) for bid, st in statuses.items()])
+        _many(conn, "UPDATE entries SET cover = ? WHERE id = ?",
+                         [(c, bid) for bid, c in covers.items()])
+        _many(conn, "UPDATE entries SET main = ?, cf = ?, ci = ?, sent = ? WHERE id = ?",
+                         [(*b, bid) for bid, b in booked.items()])
+        _many(conn, "UPDATE entries SET open = ? WHERE id = ?",
+                         [(o, bid) for bid, o in opens.items()])
+        _many(conn, "INSERT OR REPLACE INTO below(rid, claims) VALUES(?, ?)",
+                         [(rid, None if v is False else b"".join(sorted(v)))
+                          for rid, v in self._below_new.items()])
+        t.add_to_buckets(fresh)
+        t.count += len(fresh)
+        for e in fresh.values():
+            t.keep(e)
+        t.fresh = {}
+        t.open_changes = {}
+        self._below_cache.update(self._below_new)
+        self._below_new = {}
+        _trim(self._below_cache, SET_CACHE_MAX)
+        self.status.trim()
+        self.cover.trim()
+        self.devices.trim()
+        t.trim()
+
+    def _display(self, e: Entry) -> tuple[int | None, int | None, bytes | None]:
+        """A new row's amount, counterparty and target as history shows them: a
+        receive shows what it claims and from whom, a revoke what it passes on."""
+        t = self.tables
+        if isinstance(e, Vote):
+            return None, None, e.block_id
+        if e.kind in (Kind.SEND, Kind.ISSUE):
+            return e.amount, t.ref(e.to_device), None
+        if e.kind == Kind.REVOKE:
+            return self.revoke_value(e.id), t.ref(e.to_device), None
+        if e.kind == Kind.RECEIVE:
+            c = self.blocks.get(e.claim)
+            if c is None or c.kind not in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
+                return None, None, e.claim
+            value = c.amount if c.kind != Kind.REVOKE else self.revoke_value(c.id)
+            return value, t.ref(c.device), e.claim
+        return None, None, None
+
+    # -------------------------------------------------------------- invariants
+    def check_invariants(self, devices: Iterable[bytes],
+                         changes: Iterable[StatusChange] = ()) -> None:
+        """Assert what DESIGN §3 promises, for the given devices and changed blocks
+        (run after every batch when ``CHECK`` is on): no device but the issuing one
+        spends below zero; the running totals are the sums of what the valid prefix
+        booked, and each valid receive booked the credit the rules give its claim now;
+        every valid or pending payment is claimed by a valid receive or open (in flight).
+        Raises ``LedgerInvariantBroken`` naming the device and the entries."""
+        for key in devices:
+            d = self.devices[key]
+            f = d.frontier
+            where = f"device {key.hex()[:16]}"
+            # Finality excuses rule 3 (a replica may lack credits the voters saw): only
+            # a device whose valid prefix holds no certified send, and no revoke's
+            # balance that such a send made negative, must stay above zero.
+            excused = any(d.sent[: min(f, d.cert_top + 1)]) or any(c < 0 for c in d.cf[:f])
+            if not d.issuing and d.tot_final - d.tot_sent < 0 and not excused:
+                raise LedgerInvariantBroken(
+                    f"{where}: spendable {d.tot_final - d.tot_sent} below zero at "
+                    f"{d.main[f - 1].hex()[:16] if f else 'its open'}")
+            sums = (sum(d.cf[:f]), sum(d.ci[:f]), sum(d.sent[:f]))
+            if sums != (d.tot_final, d.tot_incoming, d.tot_sent):
+                raise LedgerInvariantBroken(
+                    f"{where}: totals {(d.tot_final, d.tot_incoming, d.tot_sent)} are not "
+                    f"the sums {sums} of the {f} valid blocks")
+            if any(d.cf[f:]) or any(d.ci[f:]) or any(d.sent[f:]):
+                raise LedgerInvariantBroken(f"{where}: blocks past the frontier {f} booked")
+            for i in range(f):
+                b = self.blocks[d.main[i]]
+                if b.kind == Kind.RECEIVE and (d.cf[i], d.ci[i]) != self._credit(d, b):
+                    raise LedgerInvariantBroken(
+                        f"{where}: receive {b.id.hex()[:16]} booked {(d.cf[i], d.ci[i])}, "
+                        f"its claim {b.claim.hex()[:16]} is worth {self._credit(d, b)}")
+        for c in changes:
+            if c.kind not in (Kind.SEND, Kind.ISSUE, Kind.REVOKE):
+                continue
+            b = self.blocks[c.block_id]
+            claimed = self._validly_claimed(b.id)
+            open_ = b.id in self._unclaimed.get(b.to_device)
+            if claimed == open_:
+                raise LedgerInvariantBroken(
+                    f"payment {b.id.hex()[:16]} of device {b.device.hex()[:16]} is "
+                    + ("claimed by a valid receive and still open" if claimed
+                       else "neither claimed by a valid receive nor open"))
 
     # ----------------------------------------------------------------- queries
     def balance(self, device: bytes) -> Balance:
@@ -743,7 +1270,7 @@ class Ledger:
 
         What waits unclaimed at a device retired by a valid revoke is counted at the
         revoke's sibling, the one device that can claim it (DESIGN §4)."""
-        moving, to_claim = self._passed_on(device) if device in self._revokes_to else (0, 0)
+        moving, to_claim = self._passed_on(device) if self._revokes_to.get(device) else (0, 0)
         d = self.devices.get(device)
         if d is not None and self._revoked_head(d) is not None:
             return Balance(0, 0, moving, to_claim)  # a valid revoke passed it all on
@@ -765,7 +1292,7 @@ class Ledger:
         """(moving, to claim) waiting unclaimed at the devices whose valid revoke names
         this one: this device claims it."""
         moving = to_claim = 0
-        for rid in self._revokes_to.get(device, ()):
+        for rid in self._revokes_to.get(device):
             x = self.devices[self.blocks[rid].device]
             head = self._revoked_head(x)
             if head is not None and head.id == rid:
@@ -781,7 +1308,7 @@ class Ledger:
         moving = to_claim = 0
         d = self.devices.get(device)
         account = d.account if d is not None else None
-        for pid in self._unclaimed.get(device, ()):
+        for pid in self._unclaimed.get(device):
             st = self.status.get(pid)
             if st is None or st.state != VALID:
                 continue
@@ -802,7 +1329,18 @@ class Ledger:
 
     def account_devices(self, account: bytes) -> list[bytes]:
         """The devices whose main open names this account, ordered by key."""
-        return sorted(k for k, d in self.devices.items() if d.account == account)
+        rows = self.tables.conn.execute(
+            "SELECT key FROM devices WHERE account = ? AND nblocks > 0", (account,))
+        keys = {bytes(k) for (k,) in rows}
+        keys.update(d.key for d in self.devices.loaded() if d.account == account)
+        return sorted(k for k in keys if (d := self.devices.get(k)) and d.account == account)
+
+    def opened_devices(self) -> list[tuple[bytes, bytes, str]]:
+        """(key, account, label) of every device with a main open (one read, no device
+        loaded)."""
+        rows = self.tables.conn.execute(
+            "SELECT key, account, label FROM devices WHERE account IS NOT NULL AND nblocks > 0")
+        return [(bytes(k), bytes(a), lbl or "") for k, a, lbl in rows]
 
     def account_balance(self, account: bytes) -> Balance:
         """The sum of the balances of the account's devices."""
@@ -831,9 +1369,16 @@ class Ledger:
     def fraud_proofs(self) -> list[FraudProof]:
         """Every fork held: two or more signed blocks competing for one slot."""
         out: list[FraudProof] = []
-        for key in self.devices:
+        for key in self.forked_devices():
             out.extend(self._device_frauds(key))
         return out
+
+    def forked_devices(self) -> list[bytes]:
+        """The devices with two blocks or more at one slot (read from the tables)."""
+        rows = self.tables.conn.execute("SELECT key FROM devices WHERE forks IS NOT NULL")
+        keys = {bytes(k) for (k,) in rows}
+        keys.update(d.key for d in self.devices.loaded() if d.fork_slots)
+        return sorted(keys)
 
     def _device_frauds(self, key: bytes) -> list[FraudProof]:
         d = self.devices.get(key)
@@ -845,12 +1390,10 @@ class Ledger:
                     groups.append(list(d.roots))
                 else:
                     seen: dict[bytes, list[bytes]] = defaultdict(list)
-                    for bid in d.block_ids:
-                        b = self.blocks[bid]
-                        if b.seq == slot - 1:
-                            kids = self._tree_children(d, bid)
-                            if len(kids) > 1:
-                                seen[bid] = kids
+                    for bid in sorted(self._at_slot.get((d.key, slot - 1))):
+                        kids = self._tree_children(d, bid)
+                        if len(kids) > 1:
+                            seen[bid] = kids
                     groups.extend(seen.values())
                 for g in groups:
                     cert = sum(1 for c in g if self.certified(c))
@@ -858,20 +1401,28 @@ class Ledger:
         return out
 
     def unclaimed_to(self, device: bytes) -> list[Block]:
-        """Payments and revokes addressed to the device that its chain has not claimed."""
+        """Valid or pending payments and revokes addressed to the device that its main
+        chain does not claim.
+
+        Read from the index of payments no valid receive claims; only at a revoked
+        device can a sibling's receive have claimed one, so only there are all the
+        payments to it read."""
+        t = self.tables
+        ref = t.dev_refs.get(device, -1)
         d = self.devices.get(device)
-        claimed = set(d.claimed) if d else set()
-        if d:
-            for bid in d.main:
-                b = self.blocks[bid]
-                if b.kind == Kind.RECEIVE:
-                    claimed.add(b.claim)
+        ids = set(self._unclaimed.get(device))
+        if d is not None and d.revokes:
+            ids |= set(t.ids_where("peer = ? AND kind IN (?, ?, ?)", (
+                ref, int(Kind.SEND), int(Kind.ISSUE), int(Kind.REVOKE))))
         out = []
-        for b in self.blocks.values():
-            if b.kind in (Kind.SEND, Kind.ISSUE, Kind.REVOKE) and b.to_device == device:
-                st = self.status.get(b.id)
-                if b.id not in claimed and st is not None and st.state in (VALID, PENDING):
-                    out.append(b)
+        for b in t.entries(ids).values():
+            st = self.status.get(b.id)
+            if st is None or st.state not in (VALID, PENDING):
+                continue
+            if t.conn.execute("SELECT 1 FROM entries WHERE target = ? AND dev = ? AND main = 1 "
+                              "AND kind = ?", (b.id, ref, int(Kind.RECEIVE))).fetchone():
+                continue
+            out.append(b)
         out.sort(key=lambda b: (b.device, b.seq))
         return out
 

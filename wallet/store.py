@@ -1,91 +1,54 @@
-"""The durable store (DESIGN §6): SQLite through sqlite-utils, each entry's bytes once.
+"""The durable store (DESIGN §6): one network's entries and derived state in one SQLite file.
 
-Tables:
+The entries and everything the rules derive from them (statuses, main chains, running
+totals, the claim and vote indexes) live in the tables of ``wallet.ledger_tables``,
+written by the ``Ledger`` in the same transaction as the entries. Beside them:
 
-- ``entries``: one row per entry (block or vote): its id, its signed bytes, and the
-  columns derived from them that queries need — kind, device, seq, amount, counterparty —
-  plus the derived status (state, reason, final) kept in step with the validator.
-  ``seen`` is the local time the entry was first stored (what a till shows as "taken").
-  ``claim`` is, for a receive, the id it claims (so history can tell which payments
-  addressed to this wallet are still unclaimed).
-- ``devices``: each device key once, with its account and its balances as last derived
-  (spendable, incoming, moving, to claim), so ``balance`` answers without the ledger.
-- ``meta``: small key/value records (the genesis, this wallet's keys' public halves).
+- ``meta``: small key/value records (the genesis, this wallet's keys' public halves,
+  ``schema`` = ``SCHEMA_VERSION``).
 - ``memos``: memos in the clear, by payment id: what this wallet wrote into its own
   sends, and what it opened of sends to it (a sealed memo opens only with the device
   key, so history shows what was opened when the key was unlocked).
 
-Everything but ``body`` is derived and can be rebuilt from the bodies. Writes go in one
-transaction per command (WAL, ``synchronous=FULL``): a crash at any instant leaves the
-last committed state, and a command reports success only after its commit.
+``entries.seen`` is the local time the entry was first stored (what a till shows as
+"taken"). Writes go in one transaction per command (WAL, ``synchronous=FULL``): a crash
+at any instant leaves the last committed state, and a command reports success only after
+its commit. A store of an older schema is rebuilt from its bodies when opened
+(``needs_rebuild``, ``Wallet.open``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wallet.encoding import PAYMENT_KINDS, Entry, Kind, Vote, parse_entry
+from wallet.encoding import Entry, Kind, parse_entry
 from wallet.ledger import (
     ACCEPTED_WORD,
-    CONFLICTED,
-    INVALID,
     PENDING,
-    VALID,
-    Balance,
-    Status,
-    StatusChange,
+    STATE_NAMES,
     status_word,
 )
+from wallet.ledger_tables import LedgerTables, transaction
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 2
-"""2: ``entries.claim``, ``devices.moving``/``to_claim``, ``memos``."""
+SCHEMA_VERSION = 3
+"""3: the ledger's derived state in tables (``wallet.ledger_tables``); 2: ``claim``,
+balances by device, ``memos``; 1: entries and statuses."""
 CACHE_KIB = 64 << 10
-STATE_CODES = {PENDING: 0, VALID: 1, INVALID: 2, CONFLICTED: 3}
-STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
+"""SQLite's page cache, in KiB (allocated only as used)."""
+OLD_SUFFIX = "_v2"
+"""Tables of an older schema are renamed with this suffix until the rebuild copies them."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    ref INTEGER PRIMARY KEY,
-    key BLOB NOT NULL UNIQUE,
-    account BLOB,
-    label TEXT,
-    spendable INTEGER NOT NULL DEFAULT 0,
-    incoming INTEGER NOT NULL DEFAULT 0,
-    moving INTEGER NOT NULL DEFAULT 0,
-    to_claim INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS entries (
-    ref INTEGER PRIMARY KEY,
-    id BLOB NOT NULL UNIQUE,
-    body BLOB NOT NULL,
-    kind INTEGER NOT NULL,
-    dev INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    amount INTEGER,
-    peer INTEGER,
-    state INTEGER,
-    reason TEXT,
-    final INTEGER,
-    seen INTEGER NOT NULL,
-    claim BLOB
-);
-CREATE INDEX IF NOT EXISTS entries_dev ON entries (dev, ref);
 CREATE TABLE IF NOT EXISTS memos (id BLOB PRIMARY KEY, memo TEXT NOT NULL);
-"""
-
-# Indexes on columns that schema 1 lacked: made once the columns exist.
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS entries_peer ON entries (peer, ref) WHERE peer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_claim ON entries (claim) WHERE claim IS NOT NULL;
 """
 
 
@@ -132,31 +95,46 @@ class Store:
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self.conn = conn
         conn.executescript(_SCHEMA)
-        self._migrate()
-        conn.executescript(_INDEXES)
-        self._dev_refs: dict[bytes, int] = {
-            bytes(k): r for r, k in conn.execute("SELECT ref, key FROM devices")
-        }
-        self._balances: dict[bytes, Balance] = {}
+        self.needs_rebuild = self._set_old_aside()
+        self.tables = LedgerTables(conn)
+        """The ledger's tables (the entries and their derived state)."""
+        if self.get_meta("schema") is None and not self.needs_rebuild:
+            self.set_meta("schema", str(SCHEMA_VERSION))
 
-    def _migrate(self) -> None:
-        """Bring a schema-1 store up to date: add the new columns, fill ``claim``."""
-        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(devices)")}
-        ecols = {r[1] for r in self.conn.execute("PRAGMA table_info(entries)")}
-        if "moving" in cols and "claim" in ecols:
-            return
+    def _set_old_aside(self) -> bool:
+        """An older store (schema 1 or 2): rename its entries and devices out of the
+        way; ``rebuild_from_old`` refills the new tables from them. True when it did."""
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(entries)")}
+        if not cols or "target" in cols:
+            return bool(self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = ?", ("entries" + OLD_SUFFIX,)
+            ).fetchone())
         with self.transaction():
-            for name in ("moving", "to_claim"):
-                if name not in cols:
-                    self.conn.execute(
-                        f"ALTER TABLE devices ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
-            if "claim" not in ecols:
-                self.conn.execute("ALTER TABLE entries ADD COLUMN claim BLOB")
-                rows = self.conn.execute(
-                    "SELECT ref, body FROM entries WHERE kind = ?", (int(Kind.RECEIVE),))
-                self.conn.executemany(
-                    "UPDATE entries SET claim = ? WHERE ref = ?",
-                    [(parse_entry(bytes(b), verify=False).claim, r) for r, b in rows.fetchall()])
+            for t in ("entries", "devices"):
+                self.conn.execute(f"ALTER TABLE {t} RENAME TO {t}{OLD_SUFFIX}")
+            for (name,) in self.conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN "
+                    f"('entries{OLD_SUFFIX}', 'devices{OLD_SUFFIX}') AND sql IS NOT NULL"
+            ).fetchall():
+                self.conn.execute(f"DROP INDEX {name}")
+        return True
+
+    def old_bodies(self, batch: int = 5000) -> Iterator[list[bytes]]:
+        """The bodies of an older store set aside (``needs_rebuild``), in storage order."""
+        cur = self.conn.execute(f"SELECT body FROM entries{OLD_SUFFIX} ORDER BY ref")
+        while rows := cur.fetchmany(batch):
+            yield [bytes(r[0]) for r in rows]
+
+    def finish_rebuild(self) -> None:
+        """After the old bodies went through the ledger: keep their first-seen times
+        and drop the old tables (in the caller's transaction)."""
+        self.conn.execute(
+            f"UPDATE entries SET seen = (SELECT o.seen FROM entries{OLD_SUFFIX} o "
+            "WHERE o.id = entries.id) WHERE id IN (SELECT id FROM entries" + OLD_SUFFIX + ")")
+        self.conn.execute(f"DROP TABLE entries{OLD_SUFFIX}")
+        self.conn.execute(f"DROP TABLE devices{OLD_SUFFIX}")
+        self._put_metas({"schema": str(SCHEMA_VERSION)})
+        self.needs_rebuild = False
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -181,7 +159,7 @@ class Store:
         self.set_metas({key: value})
 
     def set_metas(self, records: dict[str, bytes | str]) -> None:
-        """Write several meta records in one transaction."""
+        """Write several meta records in one transaction (the caller's, if open)."""
         with self.transaction():
             self._put_metas(records)
 
@@ -193,115 +171,9 @@ class Store:
         )
 
     # ---------------------------------------------------------- transactions
-    def transaction(self) -> _Txn:
-        """A context manager: BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception."""
-        return _Txn(self.conn)
-
-    def _dev_ref(self, key: bytes) -> int:
-        ref = self._dev_refs.get(key)
-        if ref is None:
-            cur = self.conn.execute("INSERT INTO devices(key) VALUES(?)", (key,))
-            ref = self._dev_refs[key] = int(cur.lastrowid or 0)
-        return ref
-
-    def _reload_refs(self) -> None:
-        self._dev_refs = {bytes(k): r for r, k in self.conn.execute("SELECT ref, key FROM devices")}
-        self._balances.clear()
-
-    def save(
-        self,
-        entries: Iterable[Entry],
-        changes: Iterable[StatusChange],
-        balances: dict[bytes, Balance] | None = None,
-        accounts: dict[bytes, tuple[bytes | None, str]] | None = None,
-        meta: dict[str, bytes | str] | None = None,
-        claimed: dict[bytes, tuple[int | None, bytes]] | None = None,
-        revoked: dict[bytes, int] | None = None,
-    ) -> None:
-        """Store new entries, status changes, balances (and meta records) in one transaction.
-
-        ``claimed`` maps the ids that new receives claim to (amount, sender device), so a
-        receive's row shows what it received and from whom; ``revoked`` maps new revokes
-        to the balance each passes on, so its row shows that amount.
-        """
-        try:
-            self._save(entries, changes, balances, accounts, meta or {}, claimed or {},
-                       revoked or {})
-        except BaseException:
-            self._reload_refs()  # refs made inside the rolled-back transaction are gone
-            raise
-
-    def _save(
-        self,
-        entries: Iterable[Entry],
-        changes: Iterable[StatusChange],
-        balances: dict[bytes, Balance] | None,
-        accounts: dict[bytes, tuple[bytes | None, str]] | None,
-        meta: dict[str, bytes | str],
-        claimed: dict[bytes, tuple[int | None, bytes]],
-        revoked: dict[bytes, int],
-    ) -> None:
-        now = int(time.time())
-        # A new entry is written with its latest status in the same row: one pass over
-        # the id index rather than an insert and then an update per block.
-        latest: dict[bytes, Status] = {}
-        for c in changes:
-            latest[c.block_id] = c.new
-        pending: dict[bytes, Status] = {}
-        with self.transaction():
-            self._put_metas(meta)
-            rows = []
-            refs = self._dev_refs
-            for e in entries:
-                dev = refs.get(e.device) or self._dev_ref(e.device)
-                state = reason = final = claim = None
-                if isinstance(e, Vote):
-                    peer = amount = None
-                else:
-                    claim = e.claim if e.kind == Kind.RECEIVE else None
-                    to = e.to_device
-                    amount = e.amount if e.kind in PAYMENT_KINDS else revoked.get(e.id)
-                    if e.kind == Kind.RECEIVE and e.claim in claimed:
-                        amount, to = claimed[e.claim]  # what it claims, and from whom
-                    peer = (refs.get(to) or self._dev_ref(to)) if to else None
-                    st = latest.pop(e.id, None)
-                    if st is not None:
-                        pending[e.id] = st
-                        state, reason, final = (
-                            STATE_CODES[st.state], st.reason or None, int(st.final)
-                        )
-                rows.append((e.id, e.raw, int(e.kind), dev, e.seq, amount, peer, state, reason,
-                             final, now, claim))
-            before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO entries(id, body, kind, dev, seq, amount, peer, state, "
-                "reason, final, seen, claim) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            if self.conn.total_changes - before != len(rows):
-                latest.update(pending)  # some were already stored: update those rows too
-            self.conn.executemany(
-                "UPDATE entries SET state = ?, reason = ?, final = ? WHERE id = ?",
-                [
-                    (STATE_CODES[st.state], st.reason or None, int(st.final), bid)
-                    for bid, st in latest.items()
-                ],
-            )
-            for key, (account, label) in (accounts or {}).items():
-                self._dev_ref(key)
-                self.conn.execute(
-                    "UPDATE devices SET account = ?, label = ? WHERE key = ?", (account, label, key)
-                )
-            if balances:
-                todo = [(b.spendable, b.incoming, b.moving, b.to_claim, k)
-                        for k, b in balances.items() if self._balances.get(k) != b]
-                for k in balances:
-                    self._dev_ref(k)
-                self.conn.executemany(
-                    "UPDATE devices SET spendable = ?, incoming = ?, moving = ?, to_claim = ? "
-                    "WHERE key = ?", todo
-                )
-                self._balances.update(balances)
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception; a savepoint inside one."""
+        return transaction(self.conn)
 
     # -------------------------------------------------------------- reading
     def count(self) -> int:
@@ -343,24 +215,12 @@ class Store:
             for body in batch:
                 yield parse_entry(body, verify=False)
 
-    def balances(self, devices: Iterable[bytes]) -> dict[bytes, Balance]:
-        """The stored balances of the given devices (zero for unknown ones)."""
-        out = {}
-        for k in devices:
-            row = self.conn.execute(
-                "SELECT spendable, incoming, moving, to_claim FROM devices WHERE key = ?", (k,)
-            ).fetchone()
-            out[k] = Balance(*row) if row else Balance(0, 0)
-        return out
-
-    def account_devices(self, account: bytes) -> list[tuple[bytes, str, Balance]]:
-        """The account's known devices with their labels and stored balances."""
+    def account_labels(self, account: bytes) -> list[tuple[bytes, str]]:
+        """The account's devices (those whose main open names it) with their labels."""
         rows = self.conn.execute(
-            "SELECT key, label, spendable, incoming, moving, to_claim FROM devices "
-            "WHERE account = ? ORDER BY key",
-            (account,),
-        )
-        return [(bytes(k), lbl or "", Balance(s, i, m, c)) for k, lbl, s, i, m, c in rows]
+            "SELECT key, label FROM devices WHERE account = ? AND nblocks > 0 ORDER BY key",
+            (account,))
+        return [(bytes(k), lbl or "") for k, lbl in rows]
 
     # --------------------------------------------------------------- memos
     def put_memo(self, payment_id: bytes, memo: str) -> None:
@@ -395,15 +255,16 @@ class Store:
         with ``status``: one word of ``STATUS_FILTERS``. ``witnessed`` is False on a
         network with no witnesses (q = 0), where valid blocks read "accepted, no witness".
         """
-        refs = [self._dev_refs[k] for k in devices if k in self._dev_refs]
+        dev_refs = self.tables.dev_refs
+        refs = [dev_refs[k] for k in devices if k in dev_refs]
         if not refs:
             return []
         marks = ",".join("?" * len(refs))
         payments = ",".join(str(int(k)) for k in (Kind.SEND, Kind.ISSUE, Kind.REVOKE))
         incoming = (
             f"(e.peer IN ({marks}) AND e.kind IN ({payments}) AND e.dev NOT IN ({marks}) "
-            "AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.claim = e.id AND r.state = 1 "
-            f"AND r.dev IN ({marks})))"
+            f"AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.target = e.id AND r.kind = "
+            f"{int(Kind.RECEIVE)} AND r.state = 1 AND r.dev IN ({marks})))"
         )
         where = [f"(e.dev IN ({marks}) OR {incoming})", "e.kind != ?"]
         args: list = [*refs, *refs, *refs, *refs, int(Kind.VOTE)]
@@ -418,7 +279,7 @@ class Store:
             where.append(status_sql(status, witnessed))
         sql = (
             "SELECT e.ref, e.id, e.kind, d.key, e.seq, e.amount, p.key, e.state, e.reason, "
-            f"e.final, e.seen, e.body, e.claim, e.dev NOT IN ({marks}) "
+            f"e.final, e.seen, e.body, e.target, e.dev NOT IN ({marks}) "
             "FROM entries e JOIN devices d ON d.ref = e.dev "
             "LEFT JOIN devices p ON p.ref = e.peer "
             f"WHERE {' AND '.join(where)} ORDER BY e.ref DESC LIMIT ?"
@@ -489,18 +350,3 @@ def status_sql(word: str, witnessed: bool) -> str:
     return _STATUS_SQL[word]
 
 
-class _Txn:
-    """BEGIN IMMEDIATE … COMMIT; ROLLBACK when the body raises."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")

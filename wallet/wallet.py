@@ -139,11 +139,17 @@ def _checked(
             malformed = EncodingError(f"entry #{i}", exc.reason)
             break
         if held is not None:
-            if e.id in held or e.id in seen:
+            if e.id in seen:
                 continue
             seen.add(e.id)
         entries.append(e)
         where.append(i)
+    if held is not None and entries:
+        have = held.held(seen)
+        if have:
+            keep = [n for n, e in enumerate(entries) if e.id not in have]
+            entries = [entries[n] for n in keep]
+            where = [where[n] for n in keep]
     bad = _first_bad_signature(entries, verify_threads(len(entries), threads))
     if bad is not None:
         raise EncodingError(f"entry #{where[bad]}", signature_problem(entries[bad]) or "")
@@ -450,10 +456,9 @@ class Wallet:
         prefix = t.lower().rstrip("…")  # a short form copied with its ellipsis
         key_like = len(prefix) >= SHORT_MATCH_MIN and set(prefix) <= BASE32_CHARS
         out = []
-        for k, d in self.ledger.devices.items():
-            if d.account is None or (account is not None and d.account != account):
+        for k, acct, label in self.ledger.opened_devices():
+            if account is not None and acct != account:
                 continue
-            label = self.ledger.blocks[d.main[0]].label
             if label == t or (key_like and key_text(k).startswith(prefix)):
                 out.append(k)
         return sorted(out)
@@ -479,20 +484,25 @@ class Wallet:
     # --------------------------------------------------------------- ledger
     @property
     def ledger(self) -> Ledger:
-        """The ledger derived from the store (rebuilt once per process, without verifying)."""
+        """The ledger over the store's tables: opening it reads nothing, each query
+        reads what it needs (a store of an older schema is rebuilt here, once)."""
         if self._ledger is None:
             self._synced = self._data_version()  # before reading: a later commit shows
-            self.store._reload_refs()  # the store's caches of devices and balances too
-            led = Ledger(self.genesis)
-            with _gc_paused(True):
-                led.add(list(self.store.load_entries()))
+            self.store.tables.forget()  # another connection may have written the tables
+            led = Ledger(self.genesis, self.store.tables)
+            if self.store.needs_rebuild:
+                with _gc_paused(True), self.store.transaction():
+                    for batch in self.store.old_bodies():
+                        led.add([parse_entry(b, verify=False) for b in batch])
+                    self.store.finish_rebuild()
+                self._synced = self._data_version()
             self._ledger = led
         return self._ledger
 
     def refresh(self) -> bool:
         """Take in what other processes stored (another ``tally`` on this home): when
-        another connection committed since the ledger was built, it is rebuilt from the
-        store (no signature is checked again). True when it was."""
+        another connection committed since the ledger was opened, its caches are
+        dropped and it reads the tables afresh. True when it did."""
         if self._ledger is None or self._data_version() == self._synced:
             return False
         self._ledger = None
@@ -533,9 +543,7 @@ class Wallet:
             self._lock_depth = 1
             try:
                 if self._data_version() != self._synced:
-                    self._ledger = None  # another connection committed: rebuild
-                    self.store._reload_refs()
-                    self._synced = self._data_version()
+                    self._ledger = None  # another connection committed: read afresh
                 yield
             finally:
                 self._lock_depth = 0  # the lock goes with the file's closing
@@ -562,29 +570,11 @@ class Wallet:
             if meta:
                 self.store.set_metas(meta)
             return IngestReport(len(entries), 0, [])
-        changes = led.add(fresh.values())
-        touched = {c.device for c in changes}
-        for e in fresh.values():
-            touched.add(e.device)
-            if isinstance(e, Block) and e.to_device:
-                touched.add(e.to_device)
-        balances = {k: led.balance(k) for k in led.devices}
-        accounts = {
-            e.device: (e.account, e.label)
-            for e in fresh.values()
-            if isinstance(e, Block) and e.kind == Kind.OPEN
-        }
-        claimed: dict[bytes, tuple[int | None, bytes]] = {}
-        revoked: dict[bytes, int] = {}
-        for e in fresh.values():
-            if isinstance(e, Block) and e.kind == Kind.RECEIVE:
-                c = led.blocks.get(e.claim)
-                if c is not None:
-                    value = c.amount if c.kind != Kind.REVOKE else led.revoke_value(c.id)
-                    claimed[c.id] = (value, c.device)
-            elif isinstance(e, Block) and e.kind == Kind.REVOKE:
-                revoked[e.id] = led.revoke_value(e.id)
-        self.store.save(fresh.values(), changes, balances, accounts, meta, claimed, revoked)
+        with self.store.transaction():
+            changes = led.add(fresh.values())
+            if meta:
+                self.store.set_metas(meta)
+        self._synced = self._data_version()
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes, tuple(fresh.values()))
 
@@ -618,15 +608,18 @@ class Wallet:
         """This account's devices and their stored balances (no ledger rebuild)."""
         if self.account is None:
             return {}
-        rows = self.store.account_devices(self.account)
-        out = {k: b for k, _, b in rows}
+        led = self.ledger
+        out = {k: led.balance(k) for k, _ in self.store.account_labels(self.account)}
         if self.device is not None and self.device not in out:
-            out[self.device] = self.store.balances([self.device])[self.device]
+            out[self.device] = led.balance(self.device)
         return out
 
     def devices(self) -> list[tuple[bytes, str, Balance]]:
         """This account's devices: key, label, balance."""
-        return self.store.account_devices(self.account) if self.account else []
+        if not self.account:
+            return []
+        led = self.ledger
+        return [(k, label, led.balance(k)) for k, label in self.store.account_labels(self.account)]
 
     def history(self, *, limit: int = 50, before: int | None = None,
                 status: str | None = None, device: bytes | None = None) -> list[HistoryRow]:
@@ -714,8 +707,9 @@ class Wallet:
             )
         if head.kind == Kind.REVOKE:
             raise WalletError("this device has been revoked by its account")
-        later = [b.seq for b in led.blocks.values()
-                 if b.device == self.device and b.seq > head.seq]
+        d = led.devices[self.device]
+        later = [led.blocks[b].seq for b in d.block_ids - d.index.keys()
+                 if led.blocks[b].seq > head.seq]
         if later:  # a block at the next slot not on the main chain: a fork, never add one
             raise WalletError(
                 f"this device's chain is forked at seq {min(later)}: its key signed blocks "
