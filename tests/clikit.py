@@ -16,7 +16,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wallet.encoding import Genesis
 
 PASSPHRASE = "correct horse battery"
 _SCRIPT = Path(sys.executable).with_name("tally")
@@ -180,6 +183,24 @@ def api_wallets(genesis: Path, *homes: Path, label: str = "main") -> list[Home]:
         finally:
             w.close()
     return out
+
+
+def api_network(tmp_path: Path, name: str) -> Genesis:
+    """A q = 0 network: its issuer's wallet in ``tmp_path/issuer``, its genesis file in
+    ``tmp_path/g`` (for ``api_wallets``)."""
+    from nacl.signing import SigningKey
+
+    from wallet.encoding import Genesis, Policy
+    from wallet.keys import FAST_INSECURE
+    from wallet.wallet import Wallet
+
+    issuer = SigningKey.generate()
+    g = Genesis(name, "EUR", 2, bytes(issuer.verify_key), (), 0,
+                Policy(5000, 10000, 100000, 3600)).signed(issuer)
+    Wallet.create_network(tmp_path / "issuer", g, issuer, PASSPHRASE,
+                          limits=FAST_INSECURE).close()
+    (tmp_path / "g").write_bytes(g.raw)
+    return g
 
 
 def api_fund(issuer: Path, w: Home, minor: int) -> bytes:

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from nacl.signing import SigningKey
 
-from tests.clikit import PASSPHRASE, api_fund, api_wallets, tally_env
+from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets, tally_env
 from wallet.address import parse_address
 from wallet.doctor import examine
-from wallet.encoding import Genesis, Kind, Policy, id_from_text
-from wallet.keys import FAST_INSECURE
+from wallet.encoding import Genesis, Kind, id_from_text
 from wallet.ledger import ACCEPTED_WORD
 from wallet.wallet import Wallet
 
@@ -78,12 +76,7 @@ def _round(home: Path, to: str, delay: float, tmp: Path) -> tuple[list[str], int
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
-    issuer = SigningKey.generate()
-    g = Genesis("crash", "EUR", 2, bytes(issuer.verify_key), (), 0,
-                Policy(5000, 10000, 100000, 3600)).signed(issuer)
-    Wallet.create_network(tmp_path / "issuer", g, issuer, PASSPHRASE,
-                          limits=FAST_INSECURE).close()
-    (tmp_path / "g").write_bytes(g.raw)
+    g = api_network(tmp_path, "crash")
     payer, payee = api_wallets(tmp_path / "g", tmp_path / "payer", tmp_path / "payee")
     api_fund(tmp_path / "issuer", payer, FUNDS)
 

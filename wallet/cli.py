@@ -432,10 +432,7 @@ def _refused_note(w: Wallet, out: Out) -> None:
     """Name the payments addressed to this device that the ledger refused (invalid): a
     merchant must see them, and why, not only an empty receive."""
     led = w.ledger
-    refused = sorted((b for b in led.blocks.values()
-                      if b.is_payment() and b.to_device == w.device
-                      and led.status[b.id].state == INVALID),
-                     key=lambda b: (b.device, b.seq))
+    refused = led.payments_to(w.device or b"", (INVALID,))
     out.put(refused=[{"id": id_text(b.id), "from": key_text(b.device),
                       **_money(w, amount=b.amount), "reason": led.status[b.id].reason}
                      for b in refused])

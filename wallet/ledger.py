@@ -206,6 +206,7 @@ class _Device:
 
     __slots__ = (
         "account",
+        "batch_low",
         "block_ids",
         "cert_top",
         "cf",
@@ -252,6 +253,7 @@ class _Device:
         self.revokes: list[bytes] = []
         self.tail_done = 0
         self.low = _NO_LOW
+        self.batch_low = _NO_LOW  # ``low`` at the last flush: what the checks look at
         self.dropped: list[bytes] = []
         self.saved: tuple = ()
 
@@ -299,6 +301,16 @@ class _Devices:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, bytes) and self.get(key) is not None
+
+    def account_of(self, key: bytes) -> bytes | None:
+        """The account of the device's main open (None without one), without loading
+        the device when it is not in memory."""
+        d = self._cache.get(key)
+        if d is not None:
+            return d.account
+        row = self.t.conn.execute("SELECT account FROM devices WHERE key = ?",
+                                  (key,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
 
     def create(self, key: bytes) -> _Device:
         """A new device (its first block arrives), with its row made."""
@@ -386,6 +398,7 @@ class _Devices:
         t = self.t
         rows = []
         for d in self._cache.values():
+            d.batch_low = d.low
             if d.low != _NO_LOW:
                 for i in range(d.low, len(d.main)):
                     booked[d.main[i]] = (1, d.cf[i], d.ci[i], d.sent[i])
@@ -1246,7 +1259,7 @@ class Ledger:
                     f"the sums {sums} of the {f} valid blocks")
             if any(d.cf[f:]) or any(d.ci[f:]) or any(d.sent[f:]):
                 raise LedgerInvariantBroken(f"{where}: blocks past the frontier {f} booked")
-            for i in range(f):
+            for i in range(min(d.batch_low, f), f):  # what this batch booked
                 b = self.blocks[d.main[i]]
                 if b.kind == Kind.RECEIVE and (d.cf[i], d.ci[i]) != self._credit(d, b):
                     raise LedgerInvariantBroken(
@@ -1316,7 +1329,7 @@ class Ledger:
             if p.kind == Kind.REVOKE:
                 moving += sum(self._revoke_credit(p))
                 continue
-            sender = self.devices[p.device].account
+            sender = self.devices.account_of(p.device)
             if account is not None and sender == account:
                 moving += p.amount
             else:
@@ -1334,6 +1347,30 @@ class Ledger:
         keys = {bytes(k) for (k,) in rows}
         keys.update(d.key for d in self.devices.loaded() if d.account == account)
         return sorted(k for k in keys if (d := self.devices.get(k)) and d.account == account)
+
+    def payments_to(self, device: bytes, states: Iterable[str] | None = None) -> list[Block]:
+        """The sends and issues addressed to the device (of these states, when given),
+        read through the counterparty index: what it costs follows their number."""
+        t = self.tables
+        ids = t.ids_where("peer = ? AND kind IN (?, ?)",
+                          (t.dev_refs.get(device, -1), int(Kind.SEND), int(Kind.ISSUE)))
+        keep = set(states) if states is not None else None
+        out = []
+        for b in t.entries(list(ids)).values():
+            st = self.status.get(b.id)
+            if keep is None or (st is not None and st.state in keep):
+                out.append(b)
+        out.sort(key=lambda b: (b.device, b.seq))
+        return out
+
+    def votes_on(self, block_id: bytes) -> list[bytes]:
+        """The ids of the votes held for a block (read through the vote index)."""
+        return sorted(self._votes_for.get(block_id))
+
+    def revokes_naming(self, device: bytes) -> list[Block]:
+        """The revokes that name the device as the sibling to pass their balance to."""
+        return sorted(self.tables.entries(self._revokes_to.get(device)).values(),
+                      key=lambda b: (b.device, b.seq))
 
     def opened_devices(self) -> list[tuple[bytes, bytes, str]]:
         """(key, account, label) of every device with a main open (one read, no device

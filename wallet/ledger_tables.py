@@ -418,6 +418,10 @@ class LedgerTables:
             sums[b] = int.from_bytes(s, "big")
         return sums
 
+    def digest(self) -> bytes:
+        """The entry-set digest: the sum of all held ids mod 2^256 (of the buckets)."""
+        return (sum(self.bucket_sums()) % DIGEST_MOD).to_bytes(32, "big")
+
     def add_to_buckets(self, ids: Iterable[bytes]) -> None:
         """Add ids to the bucket sums (their rows are new in this transaction)."""
         add: dict[int, int] = {}

@@ -860,8 +860,8 @@ class Wallet:
         mine = {led.blocks[i].claim for i in led.chain(me or b"")
                 if led.blocks[i].kind == Kind.RECEIVE}
         out: list[Block] = []
-        for rv in led.blocks.values():
-            if rv.kind != Kind.REVOKE or rv.to_device != me or rv.account != self.account:
+        for rv in led.revokes_naming(me or b""):
+            if rv.account != self.account:
                 continue
             st = led.status.get(rv.id)
             chain = led.chain(rv.device)
@@ -869,10 +869,8 @@ class Wallet:
                 continue
             theirs = {led.blocks[i].claim for i in chain[: rv.seq]
                       if led.blocks[i].kind == Kind.RECEIVE}
-            for b in led.blocks.values():
-                if (b.kind in (Kind.SEND, Kind.ISSUE) and b.to_device == rv.device
-                        and b.id not in mine and b.id not in theirs
-                        and led.status[b.id].state in (VALID, PENDING)):
+            for b in led.payments_to(rv.device, (VALID, PENDING)):
+                if b.id not in mine and b.id not in theirs:
                     out.append(b)
         out.sort(key=lambda b: (b.device, b.seq))
         return out
@@ -930,7 +928,8 @@ class Wallet:
                 deps.append(b.claim)
             stack.extend(d for d in deps if d not in seen)
             order.append(bid)
-        votes = [v for v in led.votes.values() if v.block_id in seen]
+        votes = list(led.tables.entries(
+            [vid for bid in order for vid in led.votes_on(bid)]).values())
         from wallet.bundle import dependency_order  # each entry after what it depends on
 
         return [e.id for e in dependency_order([*(led.blocks[i] for i in order), *votes])]
@@ -944,9 +943,8 @@ class Wallet:
         mine = {k for k, _, _ in self.devices()} | ({self.device} if self.device else set())
         for d in mine:
             roots.extend(led.chain(d))
-        roots.extend(
-            b.id for b in led.blocks.values() if b.to_device == for_address.device
-        )
+        roots.extend(b.id for b in led.payments_to(for_address.device))
+        roots.extend(b.id for b in led.revokes_naming(for_address.device))
         roots.extend(led.chain(for_address.device))
         return self.closure(roots)
 
