@@ -28,9 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
-
-from pycrdt import Doc, Map
+from typing import TYPE_CHECKING, NoReturn
 
 from wallet.encoding import (
     ID_BYTES,
@@ -41,6 +39,9 @@ from wallet.encoding import (
     parse_entry,
 )
 from wallet.errors import EncodingError, GateRefused, TallyError
+
+if TYPE_CHECKING:
+    from pycrdt import Doc, Map
 
 ROOT = "entries"
 ITEM_ID_BITS = 53
@@ -510,6 +511,8 @@ class LedgerDoc:
         if not 1 <= item_bits <= ITEM_ID_BITS:
             raise ValueError(f"item_bits {item_bits} outside 1..{ITEM_ID_BITS}")
         self.item_bits = item_bits
+        from pycrdt import Doc, Map  # imported here: ~90 ms that most commands never need
+
         self.doc: Doc = Doc()
         self.entries: Map = self.doc.get(ROOT, type=Map)
         self.violations: list[str] = []
