@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,28 +98,32 @@ def _compare_rows(conn: sqlite3.Connection, report: DoctorReport) -> None:
         report.note(f"entry {id_text(bytes(i))[:16]}… is stored but was not rebuilt")
     for (i,) in conn.execute("SELECT id FROM rebuilt.entries EXCEPT SELECT id FROM main.entries"):
         report.note(f"entry {id_text(bytes(i))[:16]}… was rebuilt but is not stored")
-    cols = ", ".join(f"a.{c}, b.{c}" for c in ENTRY_COLUMNS)
-    rows = conn.execute(
-        f"SELECT a.id, a.kind, a.seq, {cols} FROM main.entries a JOIN rebuilt.entries b "
-        f"ON a.id = b.id WHERE {_differs(ENTRY_COLUMNS)}")
-    for row in rows:
-        what = [f"{c} {row[3 + 2 * n]!r} stored, {row[4 + 2 * n]!r} rebuilt"
-                for n, c in enumerate(ENTRY_COLUMNS) if row[3 + 2 * n] != row[4 + 2 * n]]
-        report.note(f"entry {id_text(bytes(row[0]))[:16]}… (seq {row[2]}): " + "; ".join(what))
-    cols = ", ".join(f"a.{c}, b.{c}" for c in DEVICE_COLUMNS)
-    rows = conn.execute(
-        f"SELECT a.key, {cols} FROM main.devices a JOIN rebuilt.devices b ON a.key = b.key "
-        f"WHERE {_differs(DEVICE_COLUMNS)}")
-    for row in rows:
-        what = [f"{c} {_show(row[1 + 2 * n])} stored, {_show(row[2 + 2 * n])} rebuilt"
-                for n, c in enumerate(DEVICE_COLUMNS) if row[1 + 2 * n] != row[2 + 2 * n]]
-        report.note(f"device {key_text(bytes(row[0]))[:8]}…: " + "; ".join(what))
+    for (i, seq), what in _column_differences(conn, "entries", "id", "a.id, a.seq",
+                                               ENTRY_COLUMNS):
+        report.note(f"entry {id_text(bytes(i))[:16]}… (seq {seq}): {what}")
+    for (k,), what in _column_differences(conn, "devices", "key", "a.key", DEVICE_COLUMNS):
+        report.note(f"device {key_text(bytes(k))[:8]}…: {what}")
     for (b,) in conn.execute(
             "SELECT bucket FROM (SELECT bucket, sum FROM main.buckets EXCEPT "
             "SELECT bucket, sum FROM rebuilt.buckets) UNION SELECT bucket FROM "
             "(SELECT bucket, sum FROM rebuilt.buckets EXCEPT SELECT bucket, sum FROM "
             "main.buckets)"):
         report.note(f"digest bucket {b} differs")
+
+
+def _column_differences(conn: sqlite3.Connection, table: str, key: str, head: str,
+                        cols: tuple[str, ...]) -> Iterator[tuple[tuple, str]]:
+    """Rows of ``table`` whose ``cols`` differ between the store and the rebuild (joined
+    on ``key``): the ``head`` columns, and what differs, in words."""
+    pairs = ", ".join(f"a.{c}, b.{c}" for c in cols)
+    n_head = head.count(",") + 1
+    rows = conn.execute(f"SELECT {head}, {pairs} FROM main.{table} a JOIN rebuilt.{table} b "
+                        f"ON a.{key} = b.{key} WHERE {_differs(cols)}")
+    for row in rows:
+        vals = row[n_head:]
+        what = [f"{c} {_show(vals[2 * n])} stored, {_show(vals[2 * n + 1])} rebuilt"
+                for n, c in enumerate(cols) if vals[2 * n] != vals[2 * n + 1]]
+        yield tuple(row[:n_head]), "; ".join(what)
 
 
 def _compare_balances(stored: Ledger, rebuilt: Ledger, conn: sqlite3.Connection,

@@ -457,7 +457,7 @@ class _Entries(Mapping[bytes, E]):
         return iter(self.t.all_ids(vote=self.vote))
 
     def __len__(self) -> int:
-        return len(self.t.all_ids(vote=self.vote))
+        return self.t.count_of(self.vote)
 
     def values(self) -> Iterator[E]:  # type: ignore[override]
         """Every held entry of this kind (O(n): tests and audits)."""

@@ -290,14 +290,17 @@ class LedgerTables:
                 out[i] = e
             else:
                 todo.append(i)
-        for n in range(0, len(todo), SQL_VARS_MAX):
-            part = todo[n : n + SQL_VARS_MAX]
-            rows = self.conn.execute(
-                f"SELECT body FROM entries WHERE id IN ({','.join('?' * len(part))})", part)
-            for (body,) in rows:
-                e = parse_entry(bytes(body), verify=False)
-                out[e.id] = self._entries[e.id] = e
+        for (body,) in self._where_id_in("body", todo):
+            e = parse_entry(bytes(body), verify=False)
+            out[e.id] = self._entries[e.id] = e
         return out
+
+    def _where_id_in(self, column: str, ids: list[bytes]) -> Iterator[tuple]:
+        """``SELECT column FROM entries WHERE id IN ids``, a bounded chunk at a time."""
+        for n in range(0, len(ids), SQL_VARS_MAX):
+            part = ids[n : n + SQL_VARS_MAX]
+            yield from self.conn.execute(
+                f"SELECT {column} FROM entries WHERE id IN ({','.join('?' * len(part))})", part)
 
     def entry_from(self, body: bytes) -> Entry:
         """A stored entry parsed from its bytes (through the cache)."""
@@ -332,11 +335,7 @@ class LedgerTables:
                 out.add(i)
             else:
                 todo.append(i)
-        for n in range(0, len(todo), SQL_VARS_MAX):
-            part = todo[n : n + SQL_VARS_MAX]
-            rows = self.conn.execute(
-                f"SELECT id FROM entries WHERE id IN ({','.join('?' * len(part))})", part)
-            out.update(bytes(r[0]) for r in rows)
+        out.update(bytes(r[0]) for r in self._where_id_in("id", todo))
         return out
 
     def scan(self, kind_is_vote: bool | None = None) -> Iterator[Entry]:
@@ -356,6 +355,12 @@ class LedgerTables:
         for e in list(self.fresh.values()):
             if kind_is_vote is None or (e.kind == Kind.VOTE) == kind_is_vote:
                 yield e
+
+    def count_of(self, vote: bool) -> int:
+        """How many blocks (or votes) are held, stored and new."""
+        op = "=" if vote else "!="
+        n = self.conn.execute(f"SELECT count(*) FROM entries WHERE kind {op} {VOTE}").fetchone()[0]
+        return n + sum(1 for e in self.fresh.values() if (e.kind == Kind.VOTE) == vote)
 
     def all_ids(self, vote: bool) -> list[bytes]:
         """Every held block id (or vote id), stored then new (O(n): tests and audits)."""
