@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets, fail, run, tj
 from wallet.address import parse_address
 from wallet.doctor import examine
@@ -83,3 +85,31 @@ def test_doctor_names_a_stored_status_that_a_rebuild_does_not_give(tmp_path: Pat
     assert p.stderr.startswith("tally: error: the stored state differs from a rebuild in ")
     assert "state 2 stored, 1 rebuilt" in p.stdout and "tot_sent" in p.stdout, p.stdout
     assert "differs from a rebuild" in fail(home, "doctor", "--json")
+
+
+def test_a_batch_whose_transaction_fails_leaves_no_trace_in_the_ledger(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    home, issuer = _paid_wallets(tmp_path)
+    w = Wallet.open(home)
+    iw = Wallet.open(issuer)
+    try:
+        before = w.balance()
+        issue, _ = iw.pay(w.address(), 7, PASSPHRASE)
+        entries = [e for e in iw.ledger.tables.entries(iw.export_ids(w.address())).values()
+                   if e.id not in w.ledger]
+        assert issue.id in {e.id for e in entries}
+
+        def broken(records: dict) -> None:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(w.store, "set_metas", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            w._ingest(entries, meta={"k": "v"})
+        assert issue.id not in w.ledger and w.balance() == before
+        monkeypatch.undo()
+        assert examine(w.store, w.genesis).ok
+        w.ingest(entries)
+        assert w.status(issue.id) is not None
+    finally:
+        w.close()
+        iw.close()

@@ -570,10 +570,14 @@ class Wallet:
             if meta:
                 self.store.set_metas(meta)
             return IngestReport(len(entries), 0, [])
-        with self.store.transaction():
-            changes = led.add(fresh.values())
-            if meta:
-                self.store.set_metas(meta)
+        try:
+            with self.store.transaction():
+                changes = led.add(fresh.values())
+                if meta:
+                    self.store.set_metas(meta)
+        except BaseException:
+            self._ledger = None  # its caches hold the batch the rollback undid
+            raise
         self._synced = self._data_version()
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes, tuple(fresh.values()))
