@@ -66,6 +66,11 @@ class Listener(WalletSync):
         self.url: str | None = None
         self._active = 0
 
+    @property
+    def active(self) -> int:
+        """Peer sessions in progress (from a peer's hello to the end of its session)."""
+        return self._active
+
     async def run(self, ready: Callable[[str], None] | None = None) -> list[PeerResult]:
         """Listen until ``stop()``; ``ready`` gets the URL once the socket is bound.
         Returns the sessions kept in ``results`` (at most ``RESULTS_KEPT_SESSIONS``)."""
