@@ -82,28 +82,14 @@ class ReplicaPort:
         fresh = [b for b in dict.fromkeys(bodies) if not held(entry_hash(b))]
         return self.replica.add_raw(fresh) if fresh else []
 
-    _buckets: tuple[int, bytes, list[list[bytes]]] | None = None
-
-    def _grouped(self) -> list[list[bytes]]:
-        """Every held id by bucket, sorted; one pass, kept until the set changes."""
-        count, digest = self.count(), self.digest()
-        if self._buckets is None or self._buckets[:2] != (count, digest):
-            groups: list[list[bytes]] = [[] for _ in range(256)]
-            for i in self.replica.ids():
-                groups[i[0]].append(i)
-            for g in groups:
-                g.sort()
-            self._buckets = (count, digest, groups)
-        return self._buckets[2]
-
     def bucket_sums(self) -> list[bytes]:
         """The 256 bucket digests."""
         return [(v % (1 << 256)).to_bytes(32, "big")
                 for v in self.replica.ledger.tables.bucket_sums()]
 
     def bucket_ids(self, bucket: int) -> list[bytes]:
-        """The ids held in one bucket."""
-        return list(self._grouped()[bucket])
+        """The ids held in one bucket, sorted."""
+        return self.replica.ledger.tables.bucket_ids(bucket)
 
     def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
         """Signed bytes of held entries, dependencies first."""
@@ -111,42 +97,28 @@ class ReplicaPort:
 
 
 class MemoryPort(ReplicaPort):
-    """A replica in memory, with an arrival log for cursors."""
+    """A bare ledger as a port (tests, simulations): cursors are its row numbers."""
 
     def __init__(self, ledger: Ledger, *, item_bits: int = ITEM_ID_BITS) -> None:
         self.genesis = ledger.genesis
         self.store_id = os.urandom(16)
-        self.log: list[Entry] = []
-        self.replica = Replica(ledger, commit=self._commit, item_bits=item_bits)
-        self._log_new()
-
-    def _commit(self, entries: list[Entry]) -> None:
-        self.replica.ledger.add(entries)
-        self._log_new()
-
-    def _log_new(self) -> None:
-        arrivals = self.replica.ledger.arrivals
-        if len(arrivals) == len(self.log):
-            return  # the log is the ledger's arrivals: the same length, nothing new
-        self.log.extend(arrivals[len(self.log) :])
+        self.replica = Replica(ledger, item_bits=item_bits)
 
     def add_local(self, entries: Iterable[Entry]) -> None:
         """Entries made here (signed by a local device or witness)."""
-        self._commit(list(entries))
+        self.replica.ledger.add(list(entries))
 
     def cursor(self) -> bytes:
-        """Where the log stands."""
-        self._log_new()
-        return make_cursor(self.store_id, len(self.log))
+        """Where the ledger stands: its highest row."""
+        return make_cursor(self.store_id, self.replica.ledger.tables.high_water())
 
     def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
-        """Log entries after the cursor, in chunks; None for a foreign cursor."""
-        self._log_new()
+        """Rows after the cursor, in chunks; None for a foreign cursor."""
+        tables = self.replica.ledger.tables
         pos = read_cursor(cursor, self.store_id) if cursor else 0
-        if pos is None or pos > len(self.log):
+        if pos is None or pos > tables.high_water():
             return None
-        tail = self.log[pos:]
-        return iter([[e.raw for e in tail[i : i + CHUNK]] for i in range(0, len(tail), CHUNK)])
+        return tables.bodies_after(pos, CHUNK)
 
 
 class WalletPort(ReplicaPort):

@@ -126,6 +126,19 @@ def join_sections(sections: Iterable[tuple[int, bytes]]) -> bytes:
     return b"".join((_varuint(len(rows)), *(row[1] for row in rows), b"\x00"))
 
 
+def join_sorted_sections(sections: Iterable[tuple[int, bytes]]) -> bytes:
+    """``join_sections`` for sections already in descending client order, each client
+    once (as read from an index): no sort, one pass."""
+    parts = [section for _, section in sections]
+    return b"".join((_varuint(len(parts)), *parts, b"\x00"))
+
+
+def encode_state_vector(clients: Iterable[int]) -> bytes:
+    """The Yjs v1 state vector of a ledger Doc holding one item (clock 1) per client."""
+    parts = [_varuint(c) + b"\x01" for c in clients]
+    return b"".join((_varuint(len(parts)), *parts))
+
+
 def encode_items(items: Iterable[tuple[int, str, bytes]]) -> bytes:
     """The canonical Yjs v1 update carrying one map item per ``(client_id, key, value)``.
 

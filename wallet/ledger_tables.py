@@ -30,7 +30,7 @@ import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from wallet.crdt import ITEM_ID_BITS
+from wallet.crdt import CLIENT_ID_LIMIT, ITEM_ID_BITS, item_client_id
 from wallet.encoding import Entry, Kind, entry_hash, parse_entry
 
 SCHEMA = """
@@ -318,6 +318,80 @@ class LedgerTables:
         """The id of the stored entry holding Yjs item id ``client``, if any."""
         row = self.conn.execute("SELECT id FROM entries WHERE item = ?", (client,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def high_water(self) -> int:
+        """The highest stored row number (0 when empty): a position for cursors."""
+        return self.conn.execute("SELECT coalesce(max(ref), 0) FROM entries").fetchone()[0]
+
+    def bodies_after(self, ref: int, chunk: int, upto: int | None = None
+                     ) -> Iterator[list[bytes]]:
+        """The signed bytes of the rows after ``ref`` (up to ``upto``: by default the
+        last row of now), in storage order, ``chunk`` rows at a time, each chunk read
+        when it is asked for (writes in between do not disturb the walk)."""
+        top = self.high_water() if upto is None else upto
+        at = ref
+        while at < top:
+            rows = self.conn.execute(
+                "SELECT ref, body FROM entries WHERE ref > ? AND ref <= ? ORDER BY ref LIMIT ?",
+                (at, top, chunk)).fetchall()
+            if not rows:
+                return
+            yield [bytes(b) for _, b in rows]
+            at = rows[-1][0]
+
+    def bucket_ids(self, bucket: int) -> list[bytes]:
+        """The held ids whose first byte is ``bucket``, sorted (a range of the id index)."""
+        lo = bytes((bucket,))
+        if bucket == 255:
+            rows = self.conn.execute("SELECT id FROM entries WHERE id >= ? ORDER BY id", (lo,))
+        else:
+            rows = self.conn.execute("SELECT id FROM entries WHERE id >= ? AND id < ? "
+                                     "ORDER BY id", (lo, bytes((bucket + 1,))))
+        return [bytes(i) for (i,) in rows]
+
+    def item_clients(self) -> Iterator[int]:
+        """The Yjs client id of every item held (the Doc's state vector, unordered)."""
+        for (c,) in self.conn.execute("SELECT item FROM entries WHERE item IS NOT NULL"):
+            yield c
+
+    def items_descending(self, chunk: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """``(client, id, body)`` of every item held, clients in descending order (the
+        order of a canonical update), read ``chunk`` rows at a time."""
+        below = CLIENT_ID_LIMIT
+        while True:
+            rows = self.conn.execute(
+                "SELECT item, id, body FROM entries WHERE item IS NOT NULL AND item < ? "
+                "ORDER BY item DESC LIMIT ?", (below, chunk)).fetchall()
+            if not rows:
+                return
+            for c, i, b in rows:
+                yield c, bytes(i), bytes(b)
+            below = rows[-1][0]
+
+    def without_item(self) -> dict[bytes, Entry]:
+        """The entries whose item id another entry holds, by id (O(their number))."""
+        return {e.id: e for e in (self.entry_from(bytes(b)) for (b,) in self.conn.execute(
+            "SELECT body FROM entries WHERE item IS NULL"))}
+
+    def use_item_bits(self, bits: int) -> None:
+        """Give items ``bits``-bit client ids (tests that force collisions use few): the
+        ``item`` column is derived again over the whole set, blocks in arrival order
+        then votes, as each batch assigns them. O(n) when the width changes."""
+        if bits == self.item_bits:
+            return
+        assert not self.fresh, "item ids re-derived in the middle of a batch"
+        taken: set[int] = set()
+        rows: list[tuple[int | None, int]] = []
+        for vote in (False, True):
+            op = "=" if vote else "!="
+            for ref, i in self.conn.execute(
+                    f"SELECT ref, id FROM entries WHERE kind {op} {VOTE} ORDER BY ref"):
+                c = item_client_id(bytes(i), bits)
+                rows.append((None if c in taken else c, ref))
+                taken.add(c)
+        with transaction(self.conn):
+            self.conn.executemany("UPDATE entries SET item = ? WHERE ref = ?", rows)
+        self.item_bits = bits
 
     def has(self, entry_id: bytes) -> bool:
         """True when the entry is held (stored, or new in this batch)."""

@@ -1,27 +1,40 @@
-"""A replica: a ledger with its CRDT Doc, its gate and its entry-set digest (DESIGN §6).
+"""A replica: a ledger seen as a Yjs Doc, with its gate and its entry-set digest (DESIGN §6).
 
-The ledger (and, for a wallet, the store) is the truth; the digest and the Doc are
-derived from it and catch up lazily from the ledger's arrivals: the digest whenever it
-is read, the Doc only when a gate check or a state vector needs it, so a wallet that
-never syncs never builds one and a bulk catch-up (raw entries) never waits for it.
-Updates from outside go through the gate, are validated and committed by ``commit``
-(``Wallet.ingest`` for a wallet, ``Ledger.add`` for a bare ledger), and only then
-applied to the Doc. Entries whose item id another entry holds live outside the Doc and
-travel by reconciliation: peers compare digests and send each other the raw entries the other lacks.
+The ledger's tables are the truth and hold everything the Doc view needs: each entry's
+``item`` column is the Yjs client id of its item when the entry holds it (the ledger
+assigns it in each batch: blocks in arrival order, then votes, so replicas route item-id
+collisions alike), and the digest buckets give the entry-set digest. The state vector
+and the update a peer lacks are encoded straight from those rows, byte for byte what
+yrs would write for the same items (``wallet.crdt``), so no pycrdt Doc is ever built
+and a replica of any size costs only what a question reads. Updates from outside go
+through the gate, are validated and committed by ``commit`` (``Wallet.ingest`` for a
+wallet, ``Ledger.add`` for a bare ledger). Entries whose item id another entry holds
+live outside the Doc view and travel by reconciliation: peers compare digests and send
+each other the raw entries the other lacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from wallet.crdt import ITEM_ID_BITS, EntryDigest, Gate, LedgerDoc, item_client_id
-from wallet.encoding import Entry, Kind, parse_entry
+from wallet.crdt import (
+    ITEM_ID_BITS,
+    Gate,
+    decode_state_vector,
+    encode_state_vector,
+    item_section,
+    join_sorted_sections,
+)
+from wallet.encoding import Entry, id_text, parse_entry
 from wallet.errors import BadEntry, EncodingError
 from wallet.ledger import Ledger
 
+UPDATE_ROWS_CHUNK = 5_000
+"""Rows read at a time when an update is encoded from the tables."""
+
 
 class Replica:
-    """One network's entries as a Doc, a digest and a gate, over a ``Ledger``."""
+    """One network's entries as a Doc view, a digest and a gate, over a ``Ledger``."""
 
     def __init__(
         self,
@@ -33,9 +46,8 @@ class Replica:
         max_entries: int = 20_000,
     ) -> None:
         self._get = ledger if callable(ledger) else (lambda: ledger)
-        self._current: Ledger = self._get()
         self._commit = commit or (lambda entries: self.ledger.add(entries))
-        first = self._current
+        first = self._get()
         self.gate = Gate(
             first.network,
             frozenset(first.genesis.witnesses),
@@ -44,70 +56,24 @@ class Replica:
             max_entries=max_entries,
         )
         self.item_bits = item_bits
-        self._doc: LedgerDoc | None = None
-        self.digest = EntryDigest()
-        self.outside: dict[bytes, Entry] = {}
-        self._owner: dict[int, bytes] = {}  # item id -> the entry holding it
-        self._for_doc: list[Entry] = []  # item owners the Doc has not taken in yet
-        self._seen = 0  # how many of the ledger's arrivals were taken in
+        first.tables.use_item_bits(item_bits)
 
     @property
     def ledger(self) -> Ledger:
-        """The ledger; when its owner rebuilt it, the Doc and digest start over from it."""
+        """The ledger (its owner may replace it: a wallet reopened, a store rebuilt)."""
         led = self._get()
-        if led is not self._current:
-            self._current = led
-            self._doc = None
-            self.digest = EntryDigest()
-            self.outside = {}
-            self._owner = {}
-            self._for_doc = []
-            self._seen = 0
+        if led.tables.item_bits != self.item_bits:
+            led.tables.use_item_bits(self.item_bits)
         return led
-
-    @property
-    def doc(self) -> LedgerDoc:
-        """The Doc, caught up with every entry the ledger holds (built on first use)."""
-        self._catch_up()
-        if self._doc is None:
-            self._doc = LedgerDoc(self.item_bits)
-        if self._for_doc:
-            todo, self._for_doc = self._for_doc, []
-            for e in self._doc.insert(todo):  # none: their item ids are theirs
-                self.outside[e.id] = e
-        return self._doc
-
-    def _catch_up(self) -> None:
-        """Take in what the ledger gained: the digest, and who holds each item id.
-
-        Cheap (no Doc work): the Doc takes the item owners in only when it is needed (a
-        state vector, a y-sync answer), so a bulk catch-up and live updates, which the
-        gate checks against this index, never wait for it. Dependencies first (blocks in
-        arrival order, then votes) so every replica routes item-id collisions alike
-        whenever it learns entries in the same batches.
-        """
-        led = self.ledger
-        if self._seen == len(led.arrivals):
-            return
-        fresh = led.arrivals[self._seen :]
-        self._seen = len(led.arrivals)
-        bits = self.item_bits
-        owner = self._owner
-        for group in ([e for e in fresh if e.kind != Kind.VOTE],
-                      [e for e in fresh if e.kind == Kind.VOTE]):
-            for e in group:
-                self.digest.add(e.id)
-                client = item_client_id(e.id, bits)
-                if client in owner:
-                    self.outside[e.id] = e
-                else:
-                    owner[client] = e.id
-                    self._for_doc.append(e)
 
     def item_owner(self, client: int) -> bytes | None:
         """The id of the entry holding item id ``client``, if any."""
-        self._catch_up()
-        return self._owner.get(client)
+        return self.ledger.tables.item_owner(client)
+
+    @property
+    def outside(self) -> dict[bytes, Entry]:
+        """The entries whose item id another entry holds (O(their number))."""
+        return self.ledger.tables.without_item()
 
     def digest_value(self) -> bytes:
         """The entry-set digest: the sum of all entry ids, mod 2^256 (kept by the
@@ -116,60 +82,69 @@ class Replica:
 
     # ------------------------------------------------------------ from outside
     def apply_update(self, update: bytes) -> list[Entry]:
-        """Gate, validate and commit an update, then apply it to the Doc.
+        """Gate, validate and commit an update.
 
-        Raises ``GateRefused`` (nothing applied, nothing stored) for a bad update.
-        Returns the new entries.
+        Raises ``GateRefused`` (nothing stored) for a bad update. Returns the new
+        entries.
         """
-        self._catch_up()
-        result = self.gate.check(update, held=self.ledger.__contains__,
-                                 item_owner=self._owner.get)
+        led = self.ledger
+        result = self.gate.check(update, held=led.__contains__,
+                                 item_owner=led.tables.item_owner)
         if not result.entries:
             return []
         self._commit(result.entries)
-        self._catch_up()
         return result.entries
 
     def add_raw(self, bodies: Iterable[bytes]) -> list[Entry]:
         """Reconciliation: verify raw entries of this network and commit the new ones."""
         fresh: list[Entry] = []
+        led = self.ledger
         for body in bodies:
             try:
                 e = parse_entry(body)
             except EncodingError as exc:
                 raise BadEntry("bad_entry", exc.reason) from None
-            if e.network != self.ledger.network:
+            if e.network != led.network:
                 raise BadEntry("wrong_network", "an entry of another network")
             if e.kind.name == "VOTE" and e.signer not in self.gate.witnesses:
                 raise BadEntry("unknown_witness", "a vote by a key that is not a witness")
-            if e.id not in self.ledger:
+            if e.id not in led:
                 fresh.append(e)
         if fresh:
             self._commit(fresh)
-            self._catch_up()
         return fresh
 
     # --------------------------------------------------------------- to outside
     def state_vector(self) -> bytes:
-        """The Doc's state vector."""
-        return self.doc.state_vector()
+        """The Doc's state vector: clock 1 for every item held (O(items))."""
+        return encode_state_vector(self.ledger.tables.item_clients())
 
     def update_since(self, state_vector: bytes) -> bytes:
-        """What a peer with this state vector lacks from the Doc."""
-        return self.doc.update_since(state_vector)
+        """What a peer with this state vector lacks, as one canonical update."""
+        return join_sorted_sections(self.sections_since(state_vector))
+
+    def sections_since(self, state_vector: bytes) -> Iterator[tuple[int, bytes]]:
+        """The item sections a peer with this state vector lacks, clients in descending
+        order (the order of a canonical update), read from the tables a chunk at a time.
+
+        The state vector is checked strictly first (``EncodingError`` if malformed)."""
+        have = decode_state_vector(state_vector) if state_vector else {}
+        for client, entry_id, body in self.ledger.tables.items_descending(UPDATE_ROWS_CHUNK):
+            if have.get(client, 0) < 1:
+                yield client, item_section(client, id_text(entry_id), body)
 
     def ids(self) -> set[bytes]:
-        """Every entry id held (in the Doc or outside it)."""
-        return set(self.ledger.blocks) | set(self.ledger.votes)
+        """Every entry id held (O(n): tests and audits)."""
+        led = self.ledger
+        return set(led.blocks) | set(led.votes)
 
     def bodies(self, ids: Iterable[bytes]) -> list[bytes]:
         """The signed bytes of held entries, each after what it depends on
         (``bundle.dependency_order``)."""
         from wallet.bundle import dependency_order
 
-        led = self.ledger
-        found = [led.blocks.get(i) or led.votes.get(i) for i in ids]
-        return [e.raw for e in dependency_order(e for e in found if e is not None)]
+        found = self.ledger.tables.entries(list(ids))
+        return [e.raw for e in dependency_order(found.values())]
 
 
 def sync_pair(a: Replica, b: Replica) -> tuple[int, int]:

@@ -189,16 +189,11 @@ class Store:
 
     def high_water(self) -> int:
         """The highest row number: a position for resume cursors."""
-        return self.conn.execute("SELECT coalesce(max(ref), 0) FROM entries").fetchone()[0]
+        return self.tables.high_water()
 
     def bodies_after(self, ref: int, batch: int = 5000) -> Iterator[list[bytes]]:
         """The signed bytes of rows after ``ref``, in storage order, in batches."""
-        cur = self.conn.execute("SELECT body FROM entries WHERE ref > ? ORDER BY ref", (ref,))
-        while True:
-            rows = cur.fetchmany(batch)
-            if not rows:
-                return
-            yield [bytes(r[0]) for r in rows]
+        return self.tables.bodies_after(ref, batch)
 
     def bodies(self, batch: int = 5000) -> Iterator[list[bytes]]:
         """Every entry's signed bytes in storage order, in batches."""
