@@ -733,24 +733,29 @@ def cold_db(n_entries: int) -> tuple[bytes, list[bytes], Path]:
     """A relay database holding n entries (bench/ingest.py's network), cached."""
     from ingest import cached_bundle
 
-    from server.store import NewEntry, SqliteRelayStore
+    from server.store import SqliteRelayStore, networks_dir
     from wallet.bundle import read_bundle
+    from wallet.encoding import parse_entry, parse_genesis
+    from wallet.ledger import Ledger
 
     genesis_raw, _, bundle = cached_bundle(max(1, n_entries // 2), 1, False)
     network = entry_hash(genesis_raw)
     bodies = read_bundle(bundle, network)
-    db = OUT / f"relay-cold-{len(bodies)}.db"
+    db = OUT / f"relay-cold-v2-{len(bodies)}.db"
     if not db.exists():
         log(f"filling {db.relative_to(ROOT)} with {len(bodies)} entries…")
         tmp = db.with_suffix(".tmp")
+        shutil.rmtree(networks_dir(tmp), ignore_errors=True)
         for p in tmp.parent.glob(tmp.name + "*"):
             p.unlink()
         store = SqliteRelayStore(tmp, create=True)
         store.add_network(genesis_raw, network)
+        ledger = Ledger(parse_genesis(genesis_raw), store.tables(network))
         for i in range(0, len(bodies), 5000):
-            rows = [NewEntry(entry_hash(b), b) for b in bodies[i:i + 5000]]
-            store.add_entries(network, rows, day="2026-01-01", quota=None)
+            with store.writing(network, {}, day="2026-01-01", quota=None):
+                ledger.add([parse_entry(b, verify=False) for b in bodies[i:i + 5000]])
         store.close()
+        networks_dir(tmp).rename(networks_dir(db))
         tmp.rename(db)
     return genesis_raw, bodies, db
 

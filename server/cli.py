@@ -209,7 +209,15 @@ def migrate_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if str(a.db).startswith(("postgresql:", "postgres:")):
         raise RelayError("only SQLite databases can be migrated by this tally-relay")
-    before, after = migrate(a.db)
+    tty = sys.stderr.isatty()
+
+    def progress(text: str) -> None:
+        print(("\r" if tty else "") + f"moving {text}", end="" if tty else "\n",
+              file=sys.stderr, flush=True)
+
+    before, after = migrate(a.db, progress)
+    if tty:
+        print(file=sys.stderr)
     if before == after:
         print(f"{a.db}: schema version {after}, up to date")
     else:

@@ -1,9 +1,10 @@
 """One network the relay serves: its ledger, its port, its subscribers and its witness.
 
-The ledger is rebuilt from the store on start without re-verifying (every entry was
-verified before it was stored). New entries from a peer pass the protocol's gate, are
-written to the store (counted against their device's daily quota; the issuer's
-devices, which mint, have none) and only then join the ledger, and are fanned out to
+The ledger lives in the store's tables for the network (``RelayStore.tables``), so a
+restarted relay opens it in O(1) and reads only what its work touches. New entries from
+a peer pass the protocol's gate, join the ledger in the store's transaction (counted
+against their device's daily quota; the issuer's devices, which mint, have none: over
+it, nothing of the batch is stored), and are fanned out to
 every other subscriber as item rows encoded once. The relay commits the writes of an
 event-loop pass together (``on_stored`` tells it there is something to commit) and then
 calls ``cursor_moved``: every subscriber gets a cursor, which for the sender is the
@@ -23,16 +24,18 @@ from typing import Protocol
 from nacl.signing import SigningKey
 
 from server.errors import LimitExceeded
-from server.store import NewEntry, RelayStore
+from server.store import RelayStore
 from server.telemetry import Telemetry
 from sync.port import ReplicaPort, make_cursor, read_cursor
 from sync.protocol import Connection, ItemRow, item_rows
-from wallet.encoding import Block, Entry, Genesis, Kind, Vote, parse_entry
+from wallet.encoding import Block, Entry, Genesis, Kind, Vote
 from wallet.ledger import Ledger
 from wallet.replica import Replica
 from wallet.witness import Witness
 
 VOTE_DELAY_S = 0.02  # gather entries this long before voting, so votes come in batches
+WITNESS_SEEN_KEY = "witness_seen"
+"""The network meta key of the row up to which the witness adopted its own votes."""
 
 
 class Subscriber(Protocol):
@@ -66,12 +69,14 @@ class RelayPort(ReplicaPort):
 
     def cursor(self) -> bytes:
         """Where the store stands now."""
-        return make_cursor(self.net.store.store_id, self.net.store.high_water())
+        store, network = self.net.store, self.net.network
+        return make_cursor(store.store_id(network), store.high_water(network))
 
     def entries_since(self, cursor: bytes) -> Iterator[list[bytes]] | None:
         """Entries stored after the cursor, in chunks; None for another store's cursor."""
-        pos = read_cursor(cursor, self.net.store.store_id) if cursor else 0
-        if pos is None or pos > self.net.store.high_water():
+        store, network = self.net.store, self.net.network
+        pos = read_cursor(cursor, store.store_id(network)) if cursor else 0
+        if pos is None or pos > store.high_water(network):
             return None
         return self.net.store.bodies_after(self.net.network, pos)
 
@@ -98,24 +103,26 @@ class ServedNetwork:
         self.vote_delay_s = vote_delay_s
         # Without a relay to gather commits, every write is durable at once.
         self.on_stored = on_stored or self.cursor_moved
-        self.ledger = Ledger(genesis)
-        for chunk in store.entries(self.network):
-            self.ledger.add([parse_entry(b, verify=False) for b in chunk])
-        self.issuing: set[bytes] = set()  # the issuer's devices: no quota (it mints)
-        self._note_issuing(self.ledger.blocks.values())
+        tables = store.tables(self.network)
+        self.ledger = Ledger(genesis, tables)
+        self.issuing: set[bytes] = {  # the issuer's devices: no quota (they mint)
+            bytes(k) for (k,) in tables.conn.execute("SELECT key FROM devices WHERE issuing = 1")
+        }
         self.replica = Replica(self.ledger, commit=self._commit)
         self.port = RelayPort(self)
         self.subscribers: set[Subscriber] = set()
         self.witness: Witness | None = None
         if witness_key is not None and bytes(witness_key.verify_key) in genesis.witnesses:
             self.witness = Witness(witness_key, store)
+            seen = store.get_meta(WITNESS_SEEN_KEY, self.network)
+            self.witness.resume(self.ledger, int(seen) if seen else 0)
         self.refusal: LimitExceeded | None = None  # set when a commit went over a limit
         self._touched: set[bytes] = set()
         self._vote_timer: asyncio.TimerHandle | None = None
         self._recover = False
 
     # ------------------------------------------------------------- storing
-    def _note_issuing(self, entries: Iterable[Entry]) -> None:
+    def _note_issuing(self, entries: list[Entry]) -> None:
         issuer = self.genesis.issuer
         self.issuing.update(e.device for e in entries
                             if isinstance(e, Block) and e.kind == Kind.OPEN and e.account == issuer)
@@ -132,13 +139,17 @@ class ServedNetwork:
         if not new:
             return []
         self._note_issuing(new)  # an open signed by the issuer: only the issuer can sign it
-        rows = [NewEntry(e.id, e.raw, self._quota_device(e)) for e in new]
+        charges: dict[bytes, int] = {}
+        for e in new:
+            device = self._quota_device(e)
+            if device:
+                charges[device] = charges.get(device, 0) + 1
         try:
-            self.store.add_entries(self.network, rows, day=utc_day(), quota=quota)
+            with self.store.writing(self.network, charges, day=utc_day(), quota=quota):
+                changes = self.ledger.add(new)
         except LimitExceeded as exc:
             self.refusal = exc
             raise
-        changes = self.ledger.add(new)
         self._touched.update(e.device for e in new)
         self._touched.update(c.device for c in changes)
         self.telemetry.count("tally_relay_entries_stored", len(new))
@@ -204,7 +215,7 @@ class ServedNetwork:
     def vote_all_soon(self) -> None:
         """Vote soon for every device (on start: entries stored but not voted yet)."""
         if self.witness is not None:
-            self._touched.update(self.ledger.devices)
+            self._touched.update(self.store.to_vote(self.network))
             self.schedule_votes()
 
     def vote_now(self) -> list[Vote]:
@@ -217,6 +228,8 @@ class ServedNetwork:
             self._recover = False
             self.fan_out(self.recover_votes(), origin=None)
         votes = self.witness.vote(self.ledger, devices=devices)
+        self.store.set_meta(WITNESS_SEEN_KEY, b"%d" % self.witness.position(self.ledger),
+                            self.network)
         if votes:
             self.telemetry.count("tally_relay_votes_total", len(votes))
             self.add_local(list(votes))
@@ -235,13 +248,10 @@ class ServedNetwork:
         if self.witness is None:
             return []
         me = self.witness.public
-        have = {(v.device, v.seq, v.block_id) for v in self.ledger.votes.values()
-                if v.witness == me}
         out = []
-        for device, slot, block in self.store.claims(self.network):
-            if (device, slot, block) in have or block not in self.ledger.blocks:
-                continue
-            out.append(Vote(self.network, device, slot, block, me).signed(self.witness.key))
+        for device, slot, block in self.store.unvoted_claims(self.network, me):
+            if block in self.ledger.blocks:
+                out.append(Vote(self.network, device, slot, block, me).signed(self.witness.key))
         if out:
             self._store(list(out), quota=None)
         return out

@@ -319,7 +319,7 @@ class Relay:
         self.port = config.port
         self.peer_tasks: list[asyncio.Task[None]] = []
         self._flush_pending = False
-        self._acked = store.high_water()
+        self._acked: dict[bytes, int] = {}  # each network's durable position last told
         self.to_ack: set[Session] = set()
         self.failure: BaseException | None = None
         self._stop: asyncio.Future[object] | None = None
@@ -343,6 +343,7 @@ class Relay:
             on_stored=self.stored,
         )
         self.networks[genesis.network_id] = net
+        self._acked[genesis.network_id] = self.store.high_water(genesis.network_id)
         recovered = net.recover_votes()
         if self.server is not None:  # a network an --open relay takes on while running
             self._link(net)
@@ -411,10 +412,10 @@ class Relay:
         for s in to_ack:
             s.conn.acknowledge()
             s.push()
-        high = self.store.high_water()
-        if high != self._acked:
-            self._acked = high
-            for net in self.networks.values():
+        for network, net in self.networks.items():
+            high = self.store.high_water(network)
+            if high != self._acked.get(network):
+                self._acked[network] = high
                 net.cursor_moved()
 
     # ------------------------------------------------------------ limits

@@ -1,13 +1,18 @@
-"""What the relay must keep (DESIGN §7): entries, genesis records, witness claims, quotas.
+"""What the relay must keep (DESIGN §7): each network's ledger, genesis records, witness
+claims, quotas.
 
-``RelayStore`` is the interface; ``SqliteRelayStore`` keeps it all in one SQLite file.
+``RelayStore`` is the interface; ``SqliteRelayStore`` keeps it in SQLite files: a main
+file (the networks served and the relay's small values, a peer's cursor say) and, beside
+it in ``<db>.networks/``, one file per network holding that network's ledger tables
+(``wallet.ledger_tables``: the entries and their derived state, so a restarted relay
+reads nothing but what its work touches), its witness claims and its device quotas.
 It is written so that PostgreSQL can implement it later: every write is idempotent by
 id, claims sit under a unique key (network, device, slot), and every method is one
 transaction -- or, between ``begin_group`` and ``commit_group``, one savepoint of a
 group commit: the relay gathers the writes of one event-loop pass and makes them durable
-with one commit (one fsync), and only then acknowledges them. Positions (``pos``) are
-the store's insertion order; the relay hands them out in resume cursors, prefixed with
-the store's identity (``store_id``), and only durable ones (``high_water``).
+with one commit per file touched, and only then acknowledges them. Positions are each
+network's row numbers; the relay hands them out in resume cursors, prefixed with the
+network file's identity (``store_id``), and only durable ones (``high_water``).
 """
 
 from __future__ import annotations
@@ -16,72 +21,71 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from server.errors import QuotaExceeded, StoreError
-from wallet.witness import sqlite_claim, sqlite_last_claim
+from wallet.encoding import VOTE_WITNESS_AT, Kind, parse_entry, parse_genesis
+from wallet.ledger import Ledger
+from wallet.ledger_tables import LedgerTables
+from wallet.store import CACHE_KIB
+from wallet.witness import CLAIMS_SCHEMA, sqlite_claim, sqlite_last_claim
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: one file per network with its ledger tables; 1: every entry in the main file."""
 CHUNK_ENTRIES = 5_000
+"""Entries read or written at a time (a cold catch-up's chunk, a migration's batch)."""
 CHECKPOINT_EVERY_S = 1.0
+"""How often the background thread checkpoints each file's write-ahead log."""
 
-_SCHEMA_V1 = [
+_MAIN_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS networks (network BLOB PRIMARY KEY, genesis BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS entries (pos INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "network BLOB NOT NULL, id BLOB NOT NULL, body BLOB NOT NULL, UNIQUE (network, id))",
-    "CREATE INDEX IF NOT EXISTS entries_by_network ON entries (network, pos)",
-    "CREATE TABLE IF NOT EXISTS claims (network BLOB NOT NULL, device BLOB NOT NULL, "
-    "slot INTEGER NOT NULL, block BLOB NOT NULL, PRIMARY KEY (network, device, slot))",
-    "CREATE TABLE IF NOT EXISTS quota (network BLOB NOT NULL, device BLOB NOT NULL, "
-    "day TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (network, device, day))",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class NewEntry:
-    """An entry to store: its id, its signed bytes, and the device it counts against
-    (a block's device; empty for a vote, which no device's quota pays for)."""
-
-    id: bytes
-    body: bytes
-    device: bytes = b""
+_NETWORK_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    CLAIMS_SCHEMA,
+    "CREATE TABLE IF NOT EXISTS quota (device BLOB NOT NULL, day TEXT NOT NULL, "
+    "count INTEGER NOT NULL, PRIMARY KEY (device, day)) WITHOUT ROWID",
+]
+_V1_TABLES = ("entries", "claims", "quota")
 
 
 class RelayStore(Protocol):
     """The relay's durable state; also a ``wallet.witness.ClaimTable``."""
 
-    store_id: bytes
-
     def genesis_records(self) -> list[bytes]:
         """The signed genesis of every network served before."""
 
     def add_network(self, genesis: bytes, network: bytes) -> None:
-        """Remember a network (idempotent)."""
+        """Remember a network (idempotent) and make its ledger's home."""
 
-    def add_entries(
-        self, network: bytes, entries: list[NewEntry], *, day: str, quota: int | None
-    ) -> None:
-        """Store new entries in one transaction, counting blocks against their device's
-        quota for ``day``; raise ``QuotaExceeded`` (nothing stored) when one goes over."""
+    def tables(self, network: bytes) -> LedgerTables:
+        """The network's ledger tables (a ``Ledger`` over them opens in O(1))."""
+
+    def store_id(self, network: bytes) -> bytes:
+        """The identity the network's cursors carry (new when its file is new)."""
+
+    def writing(self, network: bytes, charges: dict[bytes, int], *, day: str,
+                quota: int | None) -> contextlib.AbstractContextManager[None]:
+        """A write to the network's tables (the body adds entries to its ledger) that
+        first counts ``charges`` (blocks per device) against the daily quota: raises
+        ``QuotaExceeded`` before the body runs when one goes over; whatever fails
+        leaves nothing of it stored."""
 
     def begin_group(self) -> None:
-        """Writes from now until ``commit_group`` are one transaction (idempotent)."""
+        """Writes from now until ``commit_group`` are one transaction per file."""
 
     def commit_group(self) -> None:
         """Make the group's writes durable; ``high_water`` moves only now."""
 
-    def entries(self, network: bytes) -> Iterator[list[bytes]]:
-        """Every entry of the network in storage order, in chunks."""
-
     def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
-        """The entries of the network stored after position ``pos``, in chunks."""
+        """The network's entries stored after position ``pos``, in chunks."""
 
-    def high_water(self) -> int:
-        """The last durable position (0 when empty): what cursors may name."""
+    def high_water(self, network: bytes) -> int:
+        """The network's last durable position (0 when empty): what cursors may name."""
 
     def count(self, network: bytes) -> int:
         """How many entries of the network are stored."""
@@ -92,14 +96,20 @@ class RelayStore(Protocol):
     def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
         """Claim all the slots atomically; False (and nothing claimed) if one is taken."""
 
-    def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
-        """The highest claim at each device: (device, slot, block id)."""
+    def unvoted_claims(self, network: bytes, witness: bytes) -> list[tuple[bytes, int, bytes]]:
+        """The highest claim at each device with no vote of ``witness`` for it stored:
+        (device, slot, block id) -- what a crash cut off between a claim and its vote."""
 
-    def get_meta(self, key: str) -> bytes | None:
-        """A small value the relay keeps (a peer's cursor, say), or None."""
+    def to_vote(self, network: bytes) -> list[bytes]:
+        """The devices whose valid chain runs past this witness's claims, or that hold
+        a fork (on start: what arrived and was never voted)."""
 
-    def set_meta(self, key: str, value: bytes) -> None:
-        """Keep a small value under ``key``."""
+    def get_meta(self, key: str, network: bytes | None = None) -> bytes | None:
+        """A small value the relay keeps (the network's, when given), or None."""
+
+    def set_meta(self, key: str, value: bytes, network: bytes | None = None) -> None:
+        """Keep a small value under ``key`` (in the network's file, when given: it
+        commits with that network's entries)."""
 
     def close(self) -> None:
         """Release the store."""
@@ -116,19 +126,58 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     """The schema version of an open database (0 when it has none yet)."""
-    has_meta = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-    ).fetchone()
-    if not has_meta:
+    if not _has_table(conn, "meta"):
         return 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else 0
 
 
-def migrate(path: Path | str) -> tuple[int, int]:
-    """Create or upgrade the schema of the database at ``path``: (version before, after)."""
+def networks_dir(db: Path) -> Path:
+    """Where the per-network files of the relay database ``db`` live."""
+    return Path(str(db) + ".networks")
+
+
+def network_path(db: Path, network: bytes) -> Path:
+    """The file holding one network's ledger."""
+    return networks_dir(db) / f"{network.hex()}.sqlite"
+
+
+def _open_network(path: Path) -> sqlite3.Connection:
+    """Open (making it if new) a network file with its schema and identity."""
+    path.parent.mkdir(exist_ok=True)
+    conn = _connect(path)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    # Pages the rules read again and again (a device's chain, the id index) stay cached.
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql in _NETWORK_SCHEMA:
+            conn.execute(sql)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(16),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(path: Path | str, progress: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Create or upgrade the schema of the database at ``path``: (version before, after).
+
+    From version 1, each network's entries move to its own file, where its ledger
+    derives their state once (``progress`` hears how far it got); claims and quotas go
+    with them, and the main file keeps only the networks and the relay's small values.
+    Cursors handed out before name the old positions, so clients resume with a digest
+    sync once. Interrupted, it can run again: it redoes only what did not finish.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise StoreError(f"cannot create the relay database {path}: "
@@ -141,15 +190,16 @@ def migrate(path: Path | str) -> tuple[int, int]:
                              f"than this tally-relay ({SCHEMA_VERSION}); upgrade tally-relay")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql in _SCHEMA_V1:
+            for sql in _MAIN_SCHEMA:
                 conn.execute(sql)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                         (SCHEMA_VERSION,))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(16),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if _has_table(conn, "entries"):
+            _move_v1_networks(conn, path, progress or (lambda _: None))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                     (SCHEMA_VERSION,))
     except sqlite3.Error as exc:
         raise StoreError(f"cannot migrate the relay database {path}: {exc}") from exc
     finally:
@@ -157,8 +207,58 @@ def migrate(path: Path | str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+def _move_v1_networks(conn: sqlite3.Connection, path: Path,
+                      progress: Callable[[str], None]) -> None:
+    """Version 1 → 2: replay each network's entries into its own file (idempotent:
+    the ledger skips what it holds), copy its claims and quotas, then drop the old
+    tables."""
+    for network, raw in conn.execute("SELECT network, genesis FROM networks").fetchall():
+        network = bytes(network)
+        genesis = parse_genesis(bytes(raw))
+        net = _open_network(network_path(path, network))
+        try:
+            ledger = Ledger(genesis, LedgerTables(net))
+            total = conn.execute("SELECT count(*) FROM entries WHERE network = ?",
+                                 (network,)).fetchone()[0]
+            at, done = 0, 0
+            while True:
+                rows = conn.execute(
+                    "SELECT pos, body FROM entries WHERE network = ? AND pos > ? "
+                    "ORDER BY pos LIMIT ?", (network, at, CHUNK_ENTRIES)).fetchall()
+                if not rows:
+                    break
+                ledger.add([parse_entry(bytes(b), verify=False) for _, b in rows])
+                at, done = rows[-1][0], done + len(rows)
+                progress(f"{genesis.name}: {done}/{total} entries")
+            net.execute("BEGIN IMMEDIATE")
+            net.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)", conn.execute(
+                "SELECT network, device, slot, block FROM claims WHERE network = ?",
+                (network,)).fetchall())
+            net.executemany("INSERT OR REPLACE INTO quota VALUES (?, ?, ?)", conn.execute(
+                "SELECT device, day, count FROM quota WHERE network = ?",
+                (network,)).fetchall())
+            net.execute("COMMIT")
+        finally:
+            net.close()
+    conn.execute("BEGIN IMMEDIATE")
+    for table in _V1_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("COMMIT")
+    conn.execute("VACUUM")
+
+
+@dataclass
+class _Network:
+    """One network's file: its connection, tables, identity and durable position."""
+
+    conn: sqlite3.Connection
+    tables: LedgerTables
+    store_id: bytes
+    durable: int
+
+
 class SqliteRelayStore:
-    """A ``RelayStore`` in one SQLite file (WAL, ``synchronous=FULL``: a commit that
+    """A ``RelayStore`` in SQLite files (WAL, ``synchronous=FULL``: a commit that
     returned survives a crash of the process or the machine)."""
 
     def __init__(self, path: Path | str, *, create: bool = False) -> None:
@@ -172,19 +272,18 @@ class SqliteRelayStore:
         try:
             version = schema_version(self.conn)
         except sqlite3.Error as exc:
+            self.conn.close()
             raise StoreError(f"{self.path} is not a relay database: {exc}") from exc
         if version != SCHEMA_VERSION:
             self.conn.close()
             raise StoreError(f"the relay database {self.path} has schema version {version}, "
                              f"this tally-relay needs {SCHEMA_VERSION}: run "
                              f"`tally-relay migrate --db {self.path}`")
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
-        self.store_id: bytes = bytes(row[0])
         self.in_group = False
-        self._durable = self._top()
+        self.nets: dict[bytes, _Network] = {}
         # Commits never checkpoint the WAL themselves (a checkpoint copies and fsyncs
         # the database file: tens of milliseconds a commit would wait): a thread with
-        # its own connection does it in the background, without blocking writers.
+        # its own connections does it in the background, without blocking writers.
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         self._stop_checkpoints = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
@@ -192,43 +291,23 @@ class SqliteRelayStore:
         self._checkpointer.start()
 
     def _checkpoint_loop(self) -> None:
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        conns: dict[Path, sqlite3.Connection] = {}
         try:
-            conn.execute("PRAGMA busy_timeout=1000")
             while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    continue  # busy or locked: the next round tries again
+                paths = [self.path, *(network_path(self.path, n) for n in list(self.nets))]
+                for p in paths:
+                    c = conns.get(p)
+                    if c is None:
+                        c = conns[p] = sqlite3.connect(str(p), isolation_level=None,
+                                                       check_same_thread=False)
+                        c.execute("PRAGMA busy_timeout=1000")
+                    try:
+                        c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    except sqlite3.Error:
+                        continue  # busy or locked: the next round tries again
         finally:
-            conn.close()
-
-    # ----------------------------------------------------------- group commit
-    def begin_group(self) -> None:
-        """Writes from now until ``commit_group`` are one transaction (idempotent)."""
-        if not self.in_group:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.in_group = True
-
-    def commit_group(self) -> None:
-        """Make the group's writes durable (one fsync); ``high_water`` moves only now.
-
-        On failure the group is rolled back and the error raised: what it held was never
-        acknowledged, and the relay must stop (its memory holds entries the disk lacks).
-        """
-        if not self.in_group:
-            return
-        self.in_group = False
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self._durable = self._top()
-
-    def _top(self) -> int:
-        return self.conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()[0]
+            for c in conns.values():
+                c.close()
 
     # -------------------------------------------------------------- networks
     def genesis_records(self) -> list[bytes]:
@@ -236,119 +315,181 @@ class SqliteRelayStore:
         return [bytes(r[0]) for r in self.conn.execute("SELECT genesis FROM networks")]
 
     def add_network(self, genesis: bytes, network: bytes) -> None:
-        """Remember a network (idempotent)."""
-        self.conn.execute("INSERT OR IGNORE INTO networks VALUES (?, ?)", (network, genesis))
+        """Remember a network (idempotent) and open its file."""
+        if not self.conn.execute("SELECT 1 FROM networks WHERE network = ?",
+                                 (network,)).fetchone():
+            self._main_write("INSERT OR IGNORE INTO networks VALUES (?, ?)", (network, genesis))
+        self._net(network)
 
-    # --------------------------------------------------------------- entries
-    def add_entries(
-        self, network: bytes, entries: list[NewEntry], *, day: str, quota: int | None
-    ) -> None:
-        """Store new entries in one transaction, counting blocks against their device's
-        quota for ``day``; raise ``QuotaExceeded`` (nothing stored) when one goes over."""
-        per_device: dict[bytes, int] = {}
-        for e in entries:
-            if e.device:
-                per_device[e.device] = per_device.get(e.device, 0) + 1
-        c = self.conn
-        grouped = self.in_group
-        c.execute("SAVEPOINT add_entries" if grouped else "BEGIN IMMEDIATE")
+    def _net(self, network: bytes) -> _Network:
+        net = self.nets.get(network)
+        if net is None:
+            try:
+                conn = _open_network(network_path(self.path, network))
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open the ledger of network {network.hex()[:16]} "
+                                 f"beside {self.path}: {exc}") from exc
+            sid = bytes(conn.execute("SELECT value FROM meta WHERE key = 'store_id'")
+                        .fetchone()[0])
+            tables = LedgerTables(conn)
+            net = self.nets[network] = _Network(conn, tables, sid, tables.high_water())
+        return net
+
+    def tables(self, network: bytes) -> LedgerTables:
+        """The network's ledger tables (a ``Ledger`` over them opens in O(1))."""
+        return self._net(network).tables
+
+    def store_id(self, network: bytes) -> bytes:
+        """The identity the network's cursors carry (new when its file is new)."""
+        return self._net(network).store_id
+
+    # ----------------------------------------------------------- group commit
+    def begin_group(self) -> None:
+        """Writes from now until ``commit_group`` are one transaction per file touched
+        (each begun at its first write)."""
+        self.in_group = True
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        if self.in_group and not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+
+    def commit_group(self) -> None:
+        """Make the group's writes durable (one fsync a file); ``high_water`` moves only
+        now. The network files commit before the main file, so a peer's cursor is never
+        durable ahead of the entries it stands for.
+
+        On failure what was not committed is rolled back and the error raised: it was
+        never acknowledged, and the relay must stop (its ledgers' caches hold writes the
+        disk lacks).
+        """
+        if not self.in_group:
+            return
+        self.in_group = False
         try:
-            for device, n in per_device.items():
-                row = c.execute(
-                    "SELECT count FROM quota WHERE network = ? AND device = ? AND day = ?",
-                    (network, device, day),
-                ).fetchone()
+            for net in self.nets.values():
+                if net.conn.in_transaction:
+                    net.conn.execute("COMMIT")
+                    net.durable = net.tables.high_water()
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            for c in (*(n.conn for n in self.nets.values()), self.conn):
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def writing(self, network: bytes, charges: dict[bytes, int], *, day: str,
+                quota: int | None) -> Iterator[None]:
+        """A write to the network's tables that first counts ``charges`` (blocks per
+        device) against the quota for ``day``: ``QuotaExceeded`` before the body runs
+        when one goes over; whatever fails leaves nothing of it stored. In a group it
+        is a savepoint of the group's transaction, else its own transaction."""
+        net = self._net(network)
+        c = net.conn
+        self._begin(c)
+        grouped = c.in_transaction
+        c.execute("SAVEPOINT relay_write" if grouped else "BEGIN IMMEDIATE")
+        try:
+            for device, n in charges.items():
+                row = c.execute("SELECT count FROM quota WHERE device = ? AND day = ?",
+                                (device, day)).fetchone()
                 used = row[0] if row else 0
                 if quota is not None and used + n > quota:
                     raise QuotaExceeded(device, used, n, quota)
-                c.execute("INSERT OR REPLACE INTO quota VALUES (?, ?, ?, ?)",
-                          (network, device, day, used + n))
-            c.executemany(
-                "INSERT OR IGNORE INTO entries (network, id, body) VALUES (?, ?, ?)",
-                [(network, e.id, e.body) for e in entries],
-            )
-            c.execute("DELETE FROM quota WHERE day < ?", (day,))
-            c.execute("RELEASE add_entries" if grouped else "COMMIT")
+                c.execute("INSERT OR REPLACE INTO quota VALUES (?, ?, ?)",
+                          (device, day, used + n))
+            if charges:
+                c.execute("DELETE FROM quota WHERE day < ?", (day,))
+            yield
         except BaseException:
             if grouped:
-                c.execute("ROLLBACK TO add_entries")
-                c.execute("RELEASE add_entries")
+                c.execute("ROLLBACK TO relay_write")
+                c.execute("RELEASE relay_write")
             else:
                 c.execute("ROLLBACK")
             raise
+        c.execute("RELEASE relay_write" if grouped else "COMMIT")
         if not grouped:
-            self._durable = self._top()
+            net.durable = net.tables.high_water()
 
-    def entries(self, network: bytes) -> Iterator[list[bytes]]:
-        """Every entry of the network in storage order, in chunks."""
-        return self.bodies_after(network, 0)
-
+    # --------------------------------------------------------------- entries
     def bodies_after(self, network: bytes, pos: int) -> Iterator[list[bytes]]:
-        """The entries of the network stored after position ``pos`` and up to the last
-        position of now (a group's too), in chunks, read lazily (writes meanwhile do not
-        disturb)."""
-        top = self._top()
+        """The network's entries stored after position ``pos`` and up to the last
+        position of now (a group's too), in chunks, each read when asked for (writes
+        meanwhile do not disturb)."""
+        return self._net(network).tables.bodies_after(pos, CHUNK_ENTRIES)
 
-        def chunks() -> Iterator[list[bytes]]:
-            at = pos
-            while True:
-                rows = self.conn.execute(
-                    "SELECT pos, body FROM entries WHERE network = ? AND pos > ? AND pos <= ? "
-                    "ORDER BY pos LIMIT ?", (network, at, top, CHUNK_ENTRIES),
-                ).fetchall()
-                if not rows:
-                    return
-                yield [bytes(r[1]) for r in rows]
-                at = rows[-1][0]
-
-        return chunks()
-
-    def high_water(self) -> int:
-        """The last durable position (0 when empty): what cursors may name."""
-        return self._durable
+    def high_water(self, network: bytes) -> int:
+        """The network's last durable position (0 when empty): what cursors may name."""
+        return self._net(network).durable
 
     def count(self, network: bytes) -> int:
-        """How many entries of the network are stored."""
-        return self.conn.execute(
-            "SELECT count(*) FROM entries WHERE network = ?", (network,)
-        ).fetchone()[0]
+        """How many entries of the network are stored (its ledger's and this count
+        agree after every batch)."""
+        return self._net(network).tables.count
 
     # ---------------------------------------------------------------- claims
     def last(self, network: bytes, device: bytes) -> tuple[int, bytes] | None:
         """The highest claimed slot at the device and its block id, or None."""
-        return sqlite_last_claim(self.conn, network, device)
+        return sqlite_last_claim(self._net(network).conn, network, device)
 
     def claim(self, network: bytes, device: bytes, slots: list[tuple[int, bytes]]) -> bool:
         """Claim all the slots atomically and durably; False (and nothing claimed) if one
         is taken. An open group is committed first: a claim is its own transaction."""
         self.commit_group()
-        return sqlite_claim(self.conn, network, device, slots)
+        return sqlite_claim(self._net(network).conn, network, device, slots)
 
-    def claims(self, network: bytes) -> list[tuple[bytes, int, bytes]]:
-        """The highest claim at each device: (device, slot, block id)."""
-        rows = self.conn.execute(
+    def unvoted_claims(self, network: bytes, witness: bytes) -> list[tuple[bytes, int, bytes]]:
+        """The highest claim at each device with no vote of ``witness`` for it stored:
+        (device, slot, block id). One query, an index probe a device."""
+        rows = self._net(network).conn.execute(
             "SELECT c.device, c.slot, c.block FROM claims c JOIN (SELECT device, max(slot) s "
-            "FROM claims WHERE network = ? GROUP BY device) m ON c.device = m.device "
-            "AND c.slot = m.s WHERE c.network = ?",
-            (network, network),
+            "FROM claims GROUP BY device) m ON c.device = m.device AND c.slot = m.s "
+            "WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.target = c.block "
+            f"AND e.kind = {int(Kind.VOTE)} AND e.seq = c.slot "
+            "AND substr(e.body, ?, 32) = ?)",
+            (VOTE_WITNESS_AT + 1, witness),
         ).fetchall()
         return [(bytes(d), s, bytes(b)) for d, s, b in rows]
 
-    def get_meta(self, key: str) -> bytes | None:
-        """A small value the relay keeps (a peer's cursor, say), or None."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def to_vote(self, network: bytes) -> list[bytes]:
+        """The devices whose valid chain runs past this witness's claims, or that hold
+        a fork (one query over the devices, no device loaded)."""
+        rows = self._net(network).conn.execute(
+            "SELECT d.key FROM devices d LEFT JOIN (SELECT device, max(slot) s FROM claims "
+            "GROUP BY device) m ON m.device = d.key "
+            "WHERE d.frontier - 1 > coalesce(m.s, -1) OR d.forks IS NOT NULL")
+        return [bytes(k) for (k,) in rows]
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str, network: bytes | None = None) -> bytes | None:
+        """A small value the relay keeps (the network's, when given), or None."""
+        c = self.conn if network is None else self._net(network).conn
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def set_meta(self, key: str, value: bytes) -> None:
-        """Keep a small value under ``key``."""
-        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+    def set_meta(self, key: str, value: bytes, network: bytes | None = None) -> None:
+        """Keep a small value under ``key`` (in the network's file when given: in a
+        group it commits with that network's entries)."""
+        if network is None:
+            self._main_write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        else:
+            c = self._net(network).conn
+            self._begin(c)
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _main_write(self, sql: str, args: tuple) -> None:
+        self._begin(self.conn)
+        self.conn.execute(sql, args)
 
     def close(self) -> None:
-        """Commit an open group, stop the checkpoints, checkpoint once, close the file."""
+        """Commit an open group, stop the checkpoints, checkpoint once, close the files."""
         self._stop_checkpoints.set()
         self._checkpointer.join()
         self.commit_group()
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        self.conn.close()
-
+        for c in (*(n.conn for n in self.nets.values()), self.conn):
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            c.close()
+        self.nets = {}

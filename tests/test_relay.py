@@ -39,7 +39,7 @@ from server.errors import QuotaExceeded, StoreError
 from server.network import ServedNetwork
 from server.relay import Limits, RelayConfig, Session, TokenBucket
 from server.relay import Relay as RelayServer
-from server.store import NewEntry, SqliteRelayStore
+from server.store import SqliteRelayStore, network_path, networks_dir
 from server.telemetry import Telemetry
 from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE, Close, decode
@@ -157,22 +157,32 @@ def start_relay(tmp: Path, *args: object, db: Path | None = None, name: str = "r
     raise AssertionError(f"tally-relay did not come up: {said}{stderr.read_text()}")
 
 
+def network_files(db: Path) -> list[Path]:
+    """The per-network ledger files of a relay database."""
+    return sorted(networks_dir(db).glob("*.sqlite"))
+
+
+def read_network(db: Path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` over every network file of a relay database (read-only, beside
+    the running relay)."""
+    out: list[tuple] = []
+    for path in network_files(db):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            out.extend(conn.execute(sql).fetchall())
+        finally:
+            conn.close()
+    return out
+
+
 def stored_count(db: Path) -> int:
     """Entries in a relay database (read-only, beside the running relay)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT count(*) FROM entries").fetchone()[0]
-    finally:
-        conn.close()
+    return sum(n for (n,) in read_network(db, "SELECT count(*) FROM entries"))
 
 
 def stored_entries(db: Path) -> list[Entry]:
     """Every entry in a relay database."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [parse_entry(bytes(r[0])) for r in conn.execute("SELECT body FROM entries")]
-    finally:
-        conn.close()
+    return [parse_entry(bytes(b)) for (b,) in read_network(db, "SELECT body FROM entries")]
 
 
 @dataclass
@@ -463,9 +473,7 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
     # what the restarted relay holds (it recovers the database as any writer would)
     relay = start_relay(tmp_path, "--network", nw.genesis, "--witness-key", nw.witness_key,
                         db=relay.db)
-    conn = sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True)
-    (high,) = conn.execute("SELECT coalesce(max(pos), 0) FROM entries").fetchone()
-    conn.close()
+    ((high,),) = read_network(relay.db, "SELECT coalesce(max(ref), 0) FROM entries")
     # every position the relay handed out in a cursor survived the kill
     assert max(ack_positions) <= high, (ack_positions[-5:], high)
     ids = {e.id for e in stored_entries(relay.db)}
@@ -484,10 +492,8 @@ def test_sigkill_while_entries_stream_loses_nothing_acknowledged(tmp_path: Path)
     assert all(len(b) == 1 for b in by_slot.values()), "a slot was voted twice"
     chain = {e.id for e in entries if isinstance(e, Block)}
     assert all(v.block_id in chain for v in votes)
-    conn = sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True)
     claims = {(bytes(d), s): bytes(b) for d, s, b in
-              conn.execute("SELECT device, slot, block FROM claims")}
-    conn.close()
+              read_network(relay.db, "SELECT device, slot, block FROM claims")}
     assert all(claims[(v.device, v.seq)] == v.block_id for v in votes), "a vote unclaimed"
 
     async def last_final() -> None:
@@ -536,7 +542,7 @@ def test_command_line(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     p = subprocess.run(relay_command("migrate", "--db", db), env=env, capture_output=True,
                        text=True)
-    assert p.returncode == 0 and "schema version 0 → 1" in p.stdout
+    assert p.returncode == 0 and "schema version 0 → 2" in p.stdout
     p = subprocess.run(relay_command("migrate", "--db", db), env=env, capture_output=True,
                        text=True)
     assert p.returncode == 0 and "up to date" in p.stdout
@@ -860,57 +866,90 @@ def test_address_rate_limit_and_handshake_timeout(tmp_path: Path) -> None:
 def test_store_quota_refuses_a_batch_whole_and_claims_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="tally-relay migrate"):
         SqliteRelayStore(tmp_path / "none.db")
+    net = Net(witnesses=0)
     s = SqliteRelayStore(tmp_path / "s.db", create=True)
-    n, d = b"n" * 32, b"d" * 32
-    rows = [NewEntry(bytes([i]) * 32, b"body%d" % i, d) for i in range(5)]
-    s.add_entries(n, rows[:3], day="2026-01-01", quota=4)
-    with pytest.raises(QuotaExceeded, match="quota of 4"):
-        s.add_entries(n, rows[3:], day="2026-01-01", quota=4)
-    assert s.count(n) == 3
-    s.add_entries(n, rows[3:], day="2026-01-02", quota=4)  # a new day
+    n, d = net.id, b"d" * 32
+    s.add_network(net.genesis.raw, n)
+    ledger = Ledger(net.genesis, s.tables(n))
+    opens = [net.account(label=f"x{i}")[0].open for i in range(6)]
+    day1, day2 = "2026-01-01", "2026-01-02"
+    with s.writing(n, {d: 3}, day=day1, quota=4):
+        ledger.add(opens[:3])
+    with pytest.raises(QuotaExceeded, match="quota of 4"), s.writing(n, {d: 2}, day=day1,
+                                                                     quota=4):
+        ledger.add(opens[3:5])  # never runs: the charge is refused first
+    assert s.count(n) == 3 and opens[3].id not in ledger
+    with s.writing(n, {d: 2}, day=day2, quota=4):  # a new day
+        ledger.add(opens[3:5])
     assert s.count(n) == 5
-    pos = s.high_water()
-    s.add_entries(n, [NewEntry(b"v" * 32, b"vote")], day="2026-01-02", quota=0)  # no device
-    assert [b for chunk in s.bodies_after(n, pos) for b in chunk] == [b"vote"]
-    s.add_entries(n, rows[:1], day="2026-01-02", quota=None)  # idempotent by id
-    assert s.count(n) == 6
-    assert s.claim(n, d, [(0, b"a"), (1, b"b")])
-    assert not s.claim(n, d, [(1, b"x"), (2, b"c")])  # slot 1 is taken: nothing claimed
-    assert s.last(n, d) == (1, b"b")
-    assert s.claim(n, d, [(1, b"b"), (2, b"c")])
-    assert s.claims(n) == [(d, 2, b"c")]
+    with pytest.raises(RuntimeError), s.writing(n, {d: 2}, day=day2, quota=4):
+        raise RuntimeError("the body failed")  # its charge is undone with it
+    with s.writing(n, {d: 2}, day=day2, quota=4):  # so 2 + 2 still fit
+        pass
+    pos = s.high_water(n)
+    with s.writing(n, {}, day=day2, quota=0):  # a vote's write charges no device
+        ledger.add(opens[5:])
+    assert [b for chunk in s.bodies_after(n, pos) for b in chunk] == [opens[5].raw]
+    with s.writing(n, {}, day=day2, quota=None):  # idempotent by id
+        ledger.add(opens[:1])
+    assert s.count(n) == 6 == len(ledger)
+    assert s.claim(n, d, [(0, b"a" * 32), (1, b"b" * 32)])
+    assert not s.claim(n, d, [(1, b"x" * 32), (2, b"c" * 32)])  # 1 is taken: none claimed
+    assert s.last(n, d) == (1, b"b" * 32)
+    assert s.claim(n, d, [(1, b"b" * 32), (2, b"c" * 32)])
+    assert s.unvoted_claims(n, b"w" * 32) == [(d, 2, b"c" * 32)]
+    sid, high = s.store_id(n), s.high_water(n)
     s.close()
+    again = SqliteRelayStore(tmp_path / "s.db")  # reopened: the same ledger, read lazily
+    assert again.genesis_records() == [net.genesis.raw]
+    assert (again.store_id(n), again.high_water(n), again.count(n)) == (sid, high, 6)
+    reopened = Ledger(net.genesis, again.tables(n))
+    assert all(reopened.status[o.id] == ledger.status[o.id] for o in opens)
+    again.close()
 
 
 def test_a_group_commit_is_durable_at_once_and_a_refusal_undoes_only_its_own_writes(
     tmp_path: Path,
 ) -> None:
+    net = Net(witnesses=0)
     s = SqliteRelayStore(tmp_path / "g.db", create=True)
-    n, d = b"n" * 32, b"d" * 32
-    rows = [NewEntry(bytes([i]) * 32, b"body%d" % i, d) for i in range(6)]
-    s.add_entries(n, rows[:1], day="2026-01-01", quota=3)
-    durable = s.high_water()
+    n, d, day = net.id, b"d" * 32, "2026-01-01"
+    s.add_network(net.genesis.raw, n)
+    ledger = Ledger(net.genesis, s.tables(n))
+    opens = [net.account(label=f"x{i}")[0].open for i in range(6)]
+    with s.writing(n, {d: 1}, day=day, quota=3):
+        ledger.add(opens[:1])
+    durable = s.high_water(n)
     s.begin_group()
-    s.add_entries(n, rows[1:3], day="2026-01-01", quota=3)
+    with s.writing(n, {d: 2}, day=day, quota=3):
+        ledger.add(opens[1:3])
     # visible to catch-up at once, but no cursor may name it before the commit
-    assert s.high_water() == durable
-    assert [b for c in s.bodies_after(n, durable) for b in c] == [b"body1", b"body2"]
-    with pytest.raises(QuotaExceeded):  # over the quota: this batch only is undone
-        s.add_entries(n, rows[3:5], day="2026-01-01", quota=3)
+    assert s.high_water(n) == durable
+    assert [b for c in s.bodies_after(n, durable) for b in c] == [o.raw for o in opens[1:3]]
+    with pytest.raises(QuotaExceeded), s.writing(n, {d: 2}, day=day, quota=3):
+        ledger.add(opens[3:5])  # over the quota: this batch only is undone
     assert s.count(n) == 3 and s.in_group
-    other = sqlite3.connect(tmp_path / "g.db")  # another reader sees the durable state
+    other = sqlite3.connect(network_path(tmp_path / "g.db", n))  # a reader of what is durable
+    main = sqlite3.connect(tmp_path / "g.db")
     assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+    s.set_meta("peer_cursor:x", b"c1")  # a peer's cursor joins the group, committed last
+    assert main.execute("SELECT count(*) FROM meta WHERE key = 'peer_cursor:x'"
+                        ).fetchone()[0] == 0
     s.commit_group()
     assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 3
-    assert s.high_water() == durable + 2 and not s.in_group
+    assert main.execute("SELECT value FROM meta WHERE key = 'peer_cursor:x'"
+                        ).fetchone()[0] == b"c1"
+    assert s.high_water(n) == durable + 2 and not s.in_group
     # a claim is its own durable transaction: it commits an open group first
     s.begin_group()
-    s.add_entries(n, rows[5:], day="2026-01-02", quota=3)
-    assert s.claim(n, d, [(0, b"a")])
+    with s.writing(n, {d: 1}, day="2026-01-02", quota=3):
+        ledger.add(opens[5:])
+    assert s.claim(n, d, [(0, b"a" * 32)])
     assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 4
     assert other.execute("SELECT count(*) FROM claims").fetchone()[0] == 1
-    assert s.high_water() == durable + 3
+    assert s.high_water(n) == durable + 3
     other.close()
+    main.close()
     s.close()
 
 

@@ -322,6 +322,10 @@ class Vote:
 
 Entry = Block | Vote
 
+VOTE_WITNESS_AT = len(_header(Kind.VOTE)) + 32 + 32 + 8 + 32
+"""Where a vote's witness key starts in its bytes (after network, device, seq, block):
+lets a store find one witness's votes without parsing every vote."""
+
 
 def parse_entry(data: bytes, *, verify: bool = True) -> Entry:
     """Parse and (by default) signature-check one entry; refuse anything non-canonical.

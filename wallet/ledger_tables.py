@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from wallet.crdt import CLIENT_ID_LIMIT, ITEM_ID_BITS, item_client_id
-from wallet.encoding import Entry, Kind, entry_hash, parse_entry
+from wallet.encoding import VOTE_WITNESS_AT, Entry, Kind, entry_hash, parse_entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -392,6 +392,14 @@ class LedgerTables:
         with transaction(self.conn):
             self.conn.executemany("UPDATE entries SET item = ? WHERE ref = ?", rows)
         self.item_bits = bits
+
+    def votes_by(self, witness: bytes, after: int) -> list[tuple[int, Entry]]:
+        """``(row, vote)`` of the stored votes signed by ``witness`` in rows after
+        ``after``, in row order (the key is matched in the bytes: nothing else parsed)."""
+        rows = self.conn.execute(
+            f"SELECT ref, body FROM entries WHERE ref > ? AND kind = {VOTE} "
+            "AND substr(body, ?, 32) = ? ORDER BY ref", (after, VOTE_WITNESS_AT + 1, witness))
+        return [(ref, self.entry_from(bytes(b))) for ref, b in rows]
 
     def has(self, entry_id: bytes) -> bool:
         """True when the entry is held (stored, or new in this batch)."""

@@ -101,8 +101,8 @@ class Witness:
         self.key = key
         self.public = bytes(key.verify_key)
         self.claims = claims
-        self._adopted: tuple[Ledger | None, int] = (None, 0)  # votes of a ledger looked at
-        self._orphans: list[Vote] = []  # votes of ours whose block has not arrived yet
+        self._adopted: tuple[Ledger | None, int] = (None, 0)  # rows of a ledger looked at
+        self._orphans: list[tuple[int, Vote]] = []  # votes of ours, block not here yet
 
     def vote(self, ledger: Ledger, devices: Iterable[bytes] | None = None) -> list[Vote]:
         """Claim and sign the votes the rule allows now, at most one per device."""
@@ -129,24 +129,35 @@ class Witness:
             out.append(Vote(net, device, block.seq, block.id, self.public).signed(self.key))
         return out
 
+    def resume(self, ledger: Ledger, position: int) -> None:
+        """Start adopting own votes after row ``position`` of ``ledger`` (a ``position``
+        kept from before: the rows up to it were looked at then)."""
+        self._adopted, self._orphans = (ledger, position), []
+
+    def position(self, ledger: Ledger) -> int:
+        """The row of ``ledger`` up to which every vote of ours was adopted: what to
+        keep for ``resume`` (a vote still waiting for its block keeps it back)."""
+        seen, at = self._adopted
+        if seen is not ledger:
+            return 0
+        return min([at, *(row - 1 for row, _ in self._orphans)])
+
     def _adopt_own_votes(self, ledger: Ledger) -> None:
         """Votes of ours found in the set bind us: claim what they cover (lost claims).
 
-        Looks at each vote once (per ledger): the new arrivals since the last call, and
-        votes of ours still waiting for their block.
+        Looks at each vote once (per ledger): ours among the rows added since the last
+        call (found in SQL by the key), and votes of ours still waiting for their block.
         """
         seen, start = self._adopted
-        arrivals = ledger.arrivals
         if seen is not ledger:
             start, self._orphans = 0, []
-        fresh = [*self._orphans, *arrivals[start:]]
-        self._adopted = (ledger, len(arrivals))
+        fresh = [*self._orphans, *ledger.tables.votes_by(self.public, start)]
+        self._adopted = (ledger, max(start, ledger.tables.high_water()))
         self._orphans = []
-        for v in fresh:
-            if not isinstance(v, Vote) or v.witness != self.public:
-                continue
+        for row, v in fresh:
+            assert isinstance(v, Vote) and v.witness == self.public
             if v.block_id not in ledger.blocks:
-                self._orphans.append(v)  # binds us once its block is here
+                self._orphans.append((row, v))  # binds us once its block is here
                 continue
             last = self.claims.last(ledger.network, v.device)
             if last is not None and last[0] >= v.seq:
