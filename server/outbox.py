@@ -8,11 +8,13 @@ socket is ready:
    subscribers). Whatever piled up while the socket was busy goes out as few ``Update``
    messages as the peer's limits allow, so batches grow by themselves under load and a
    delivery costs a few bytes copied, not a message.
-2. **Protocol messages** (the handshake, catch-up, digests, a ``Close``), in order.
+2. **Protocol messages** (the handshake, catch-up, digests, a ``Close``), in order. A
+   catch-up streams: once its window is written, ``refill`` has the connection read
+   the next one from the store.
 3. **A Cursor**, when the store's durable position moved: one, whatever the number of
-   commits, sent only once nothing fanned out before it is still waiting, so a peer
-   that resumes from it misses nothing. (What a peer sent is acknowledged by an
-   ``Ack``, a protocol message.)
+   commits, sent only once nothing fanned out before it is still waiting and no
+   catch-up is still streaming, so a peer that resumes from it misses nothing. (What a
+   peer sent is acknowledged by an ``Ack``, a protocol message.)
 
 A peer that reads too slowly is not waited for: ``deliver`` and ``put`` return False
 past the limits, and the owner closes the conversation (the peer resumes from its
@@ -52,8 +54,10 @@ class Outbox:
         cursor: Callable[[], bytes],
         rows_max: int,
         messages_max: int,
+        refill: Callable[[], None] | None = None,
     ) -> None:
         self.conn = conn
+        self.refill = refill
         self.ws = ws
         self.cursor = cursor
         self.rows_max = rows_max
@@ -111,7 +115,10 @@ class Outbox:
         ws = self.ws
         try:
             while True:
-                if not (self._rows or self._messages or self._cursor_due or self._ending):
+                streaming = self.conn.streaming
+                if not (self._rows or self._messages or self._ending
+                        or (self._cursor_due and not streaming)
+                        or (streaming and self.refill is not None)):
                     self._wake.clear()
                     await self._wake.wait()
                 if self._rows:
@@ -128,7 +135,11 @@ class Outbox:
                     continue
                 if self._rows:
                     continue
-                if self._cursor_due:
+                if self.conn.streaming and self.refill is not None and not self._ending:
+                    self.refill()  # the catch-up's next window, read from the store
+                    if self._messages or self._ending:
+                        continue
+                if self._cursor_due and not self.conn.streaming:
                     self._cursor_due = False
                     if self.conn.live:
                         await ws.send(encode(Cursor(self.cursor())))

@@ -52,7 +52,8 @@ class PeerLink:
             max_message_bytes=relay.config.limits.message_bytes_max,
         )
         self.outbox = Outbox(self.conn, ws, cursor=net.port.cursor,
-                             rows_max=QUEUE_ENTRIES_MAX, messages_max=QUEUE_MESSAGES_MAX)
+                             rows_max=QUEUE_ENTRIES_MAX, messages_max=QUEUE_MESSAGES_MAX,
+                             refill=self.push)
 
     def push(self) -> None:
         """Queue what the connection has to send; drop the link if the peer lags too far."""

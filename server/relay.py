@@ -39,6 +39,7 @@ from server.tls import ServerTls
 from sync.errors import CloseCode
 from sync.messages import ROLE_DEVICE, ROLE_NODE, Close, Hello, encode
 from sync.protocol import (
+    CATCH_UP_WINDOW_BYTES,
     MAX_MESSAGE_BYTES,
     Closed,
     Connection,
@@ -65,6 +66,8 @@ class Limits:
     entries, waiting for one slow subscriber (past either, it is closed OVERLOADED).
     ``networks_max``: networks an ``--open`` relay takes on. ``handshake_s``: how long a
     connection may take to finish its handshake before it is closed.
+    ``catch_up_window_bytes``: how much of a catch-up one session reads from the store
+    ahead of what its socket took (the memory a cold client costs).
     """
 
     message_bytes_max: int = MAX_MESSAGE_BYTES
@@ -79,6 +82,7 @@ class Limits:
     queue_entries_max: int = 100_000
     networks_max: int = 1000
     handshake_s: float = 10.0
+    catch_up_window_bytes: int = CATCH_UP_WINDOW_BYTES
 
 
 @dataclass
@@ -150,10 +154,11 @@ class Session:
             client=False, key=relay.config.node_key, role=ROLE_NODE, resolve=self._resolve,
             witness_key=relay.config.witness_key,
             max_message_bytes=limits.message_bytes_max, defer_acks=True,
+            catch_up_window_bytes=limits.catch_up_window_bytes,
         )
         self.outbox = Outbox(self.conn, ws, cursor=self._cursor,
                              rows_max=limits.queue_entries_max,
-                             messages_max=limits.queue_messages_max)
+                             messages_max=limits.queue_messages_max, refill=self.push)
         self.writer = asyncio.create_task(self.outbox.run())
         self.ended = False
         self.close_code: int | None = None

@@ -23,15 +23,18 @@ The conversation::
     live: Update (new entries as a Yjs update) and Cursor, both ways; Close ends it
 
 Messages are cut to the limits (``CHUNK_BYTES``, ``CHUNK_ENTRIES``, the message size);
-anything malformed, out of turn, forged or refused by the gate ends the conversation
-with a ``Close`` whose code and reason say what was wrong, and nothing of it is stored.
+a catch-up of Entries is read from the store as the transport drains it, at most
+``CATCH_UP_WINDOW_BYTES`` per ``data_to_send`` (``streaming`` says more is to come, and
+what else there is to say waits behind it, in order); anything malformed, out of turn,
+forged or refused by the gate ends the conversation with a ``Close`` whose code and
+reason say what was wrong, and nothing of it is stored.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from nacl.signing import SigningKey
@@ -93,6 +96,9 @@ CHUNK_ENTRIES = 5_000
 CHUNK_BYTES = 1 << 20
 """The most bytes of entries this side puts in one ``Entries``, ``Update`` or
 ``SyncStep2`` it sends (well under a peer's gate limit of 4 MiB an update)."""
+CATCH_UP_WINDOW_BYTES = 4 << 20
+"""The most bytes of a catch-up one ``data_to_send`` hands out: the rest is read from
+the store as the transport drains, so a cold catch-up is never built whole in memory."""
 
 
 class Port(Protocol):
@@ -210,6 +216,16 @@ Event = Ready | Received | CaughtUp | CursorReceived | Acked | InSync | Closed
 _ENTRY_MESSAGES = (Entries, SyncStep2, Update)
 
 
+@dataclass(slots=True)
+class _CatchUp:
+    """A catch-up being streamed: the store's chunks still to read, the cursor of when
+    it began, and the batch read but not yet sent (the last one goes out marked last)."""
+
+    chunks: Iterator[list[bytes]]
+    cursor: bytes
+    pending: list[bytes] = field(default_factory=list)
+
+
 def proof_payload(network: bytes, challenge: bytes, own_challenge: bytes, key: bytes) -> bytes:
     """What a side signs to prove ``key``: the other's challenge, bound to this hello."""
     return network + challenge + own_challenge + key
@@ -245,6 +261,7 @@ class Connection:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_entries: int = MAX_ENTRIES_PER_MESSAGE,
         defer_acks: bool = False,
+        catch_up_window_bytes: int = CATCH_UP_WINDOW_BYTES,
     ) -> None:
         if port is None and resolve is None:
             raise ValueError("a connection needs a port or a way to resolve one")
@@ -284,6 +301,9 @@ class Connection:
         self.entry_messages_received = 0  # … received and stored (what an Ack counts)
         self._acked_out = 0  # the last count this side acknowledged
         self._acked_in = 0  # the last count the peer acknowledged
+        self.catch_up_window_bytes = catch_up_window_bytes
+        self._stream: _CatchUp | None = None  # a catch-up read from the store as it goes
+        self._held: list[bytes] = []  # messages that follow the catch-up being streamed
         self._limits(max_message_bytes, max_entries)
 
     def _limits(self, peer_bytes: int, peer_entries: int) -> None:
@@ -335,9 +355,18 @@ class Connection:
             self.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def data_to_send(self) -> list[bytes]:
-        """Messages to write to the peer, in order."""
+        """Messages to write to the peer, in order. While a catch-up streams
+        (``streaming``), each call hands out at most ``CATCH_UP_WINDOW_BYTES`` more of
+        it: call again once those are written."""
+        if self._stream is not None:
+            self._pump()
         out, self._out = self._out, []
         return out
+
+    @property
+    def streaming(self) -> bool:
+        """True while a catch-up has more to hand out than ``data_to_send`` gave."""
+        return self._stream is not None
 
     def events_received(self) -> list[Event]:
         """What happened since the last call."""
@@ -348,6 +377,9 @@ class Connection:
         """End the conversation, telling the peer why."""
         if self.state == "closed":
             return
+        self._stream = None  # what the catch-up had left is not sent
+        self._out.extend(self._held)
+        self._held = []
         self._send(Close(int(code), reason))
         self.state = "closed"
         self._events.append(Closed(int(code), reason, by_peer=False))
@@ -405,9 +437,38 @@ class Connection:
 
     # ------------------------------------------------------------ internals
     def _send(self, msg: Message) -> None:
+        if self._stream is not None and not isinstance(msg, Ack | Close):
+            self._held.append(self._encode_counted(msg))  # after the catch-up, in order
+            return
+        self._out.append(self._encode_counted(msg))
+
+    def _encode_counted(self, msg: Message) -> bytes:
         if isinstance(msg, _ENTRY_MESSAGES):
             self.entry_messages_sent += 1
-        self._out.append(encode(msg))
+        return encode(msg)
+
+    def _pump(self) -> None:
+        """Read the streaming catch-up on, up to ``CATCH_UP_WINDOW_BYTES`` of messages
+        (its last ``Entries`` carries the cursor of when it began), then what waited.
+        ``catch_up_window_bytes`` (by default ``CATCH_UP_WINDOW_BYTES``) is the window."""
+        s = self._stream
+        assert s is not None
+        queued = 0
+        while queued < self.catch_up_window_bytes:
+            chunk = next(s.chunks, None)
+            if chunk is None:
+                self._stream = None
+                self._out.append(self._encode_counted(
+                    Entries(tuple(s.pending), last=True, cursor=s.cursor)))
+                self._out.extend(self._held)
+                self._held = []
+                return
+            for batch in self._batches(chunk):
+                if s.pending:
+                    msg = self._encode_counted(Entries(tuple(s.pending)))
+                    self._out.append(msg)
+                    queued += len(msg)
+                s.pending = batch
 
     def encode_update(self, update: bytes) -> bytes:
         """An Update message this side's owner sends itself (the relay's fan-out), counted
@@ -621,13 +682,8 @@ class Connection:
         if chunks is None and (w.count == 0 or not w.state_vector):
             chunks = port.entries_since(b"")  # an empty peer, or a cursor not ours
         if chunks is not None:
-            pending: list[bytes] = []
-            for chunk in chunks:
-                for batch in self._batches(chunk):
-                    if pending:
-                        self._send(Entries(tuple(pending)))
-                    pending = batch
-            self._send(Entries(tuple(pending), last=True, cursor=cursor))
+            assert self._stream is None, "one catch-up per conversation"
+            self._stream = _CatchUp(iter(chunks), cursor)
             return
         update = port.update_since(w.state_vector)
         parts = list(self.update_payloads(

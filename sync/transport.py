@@ -148,7 +148,8 @@ class Link:
             self._wake.set()
 
     async def _write(self) -> None:
-        """Write queued messages in order; close the socket after the protocol's Close."""
+        """Write queued messages in order; close the socket after the protocol's Close.
+        A catch-up that streams is asked for its next window once the queue is out."""
         while True:
             while self._queue:
                 data = self._queue.popleft()
@@ -156,6 +157,9 @@ class Link:
                 if self._has_room():
                     self._roomy.set()
                 await self.ws.send(data)
+            if self.conn.streaming and self._closed is None:
+                await self.call(lambda c: None)  # data_to_send reads the next window
+                continue
             if self._closed is not None:
                 await self.ws.close()
                 return

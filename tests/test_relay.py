@@ -1050,6 +1050,70 @@ def test_a_subscriber_that_does_not_read_is_closed_overloaded(tmp_path: Path) ->
     store.close()
 
 
+class _GatedSocket:
+    """A websocket whose sends wait while ``gate`` is clear (a peer not reading)."""
+
+    remote_address = ("192.0.2.8", 40001)
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.sent.append(data)
+
+    async def close(self, *args: object) -> None:
+        return None
+
+
+def test_a_cold_catch_up_is_read_from_the_store_as_the_socket_takes_it(
+    tmp_path: Path,
+) -> None:
+    net = Net(witnesses=0)
+    store = SqliteRelayStore(tmp_path / "c.db", create=True)
+    window = 8 << 10
+    config = RelayConfig("127.0.0.1", 0, SigningKey.generate(), genesis=[net.genesis],
+                         limits=Limits(catch_up_window_bytes=window, message_bytes_max=64 << 10))
+    relay = RelayServer(config, store, Telemetry(io.StringIO()))
+    served = relay.networks[net.id]
+    served.add_local([net.account(label=f"x{i}")[0].open for i in range(400)])
+    held = store.count(net.id)
+    port = MemoryPort(net.ledger(opens=False))
+
+    async def go() -> None:
+        sock = _GatedSocket()
+        session = Session(relay, sock)  # type: ignore[arg-type]
+        client = SyncConnection(client=True, key=net.mint.key, role=ROLE_DEVICE, port=port,
+                                open_entry=net.mint.open.raw, max_message_bytes=64 << 10)
+        client.initiate()
+        stalled = saw_stream = False
+        for _ in range(200):
+            for m in client.data_to_send():
+                if m[0] == 3 and not stalled:  # the Want: the peer stops reading now
+                    sock.gate.clear()
+                    stalled = True
+                session.receive(m)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if stalled and not sock.gate.is_set():
+                assert session.conn.streaming, "the catch-up was read whole"
+                saw_stream = True
+                queued = sum(map(len, session.outbox._messages))
+                assert queued <= window + (32 << 10), f"{queued} bytes queued, stalled"
+                sock.gate.set()  # it reads again
+            while sock.sent:
+                client.receive_data(sock.sent.pop(0))
+            if any(isinstance(e, InSync) for e in client.events_received()):
+                break
+        assert saw_stream and port.count() == held
+        await session.finish(1)
+
+    run(go())
+    store.close()
+
+
 def test_fan_out_piles_up_into_one_update_then_one_cursor(tmp_path: Path) -> None:
     net = Net(witnesses=0)
     store = SqliteRelayStore(tmp_path / "f.db", create=True)

@@ -204,6 +204,62 @@ def test_overlapping_stores_use_y_sync_both_ways() -> None:
     assert client.count() == len(made) + len(net.opens)
 
 
+class ChunkCountingPort(MemoryPort):
+    """A MemoryPort whose catch-up is read ten entries a chunk, counting the reads."""
+
+    chunks_read = 0
+
+    def entries_since(self, cursor: bytes):  # type: ignore[override]
+        inner = super().entries_since(cursor)
+        if inner is None:
+            return None
+
+        def tens():
+            for chunk in inner:
+                for i in range(0, len(chunk), 10):
+                    self.chunks_read += 1
+                    yield chunk[i : i + 10]
+
+        return tens()
+
+
+def test_a_cold_catch_up_streams_from_the_store_a_window_at_a_time() -> None:
+    net, made = world()
+    server_port = ChunkCountingPort(net.ledger(list(made)))
+    client_port = port_with(net, (), opens=False)
+    total_chunks = -(-server_port.count() // 10)
+    window = 2048
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client_port)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server_port,
+                   catch_up_window_bytes=window)
+    handed: list[tuple[int, bool, int]] = []  # (bytes, streaming after, chunks read)
+    take = s.data_to_send
+
+    def data_to_send() -> list[bytes]:
+        out = take()
+        handed.append((sum(map(len, out)), s.streaming, server_port.chunks_read))
+        return out
+
+    s.data_to_send = data_to_send  # type: ignore[method-assign]
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert_in_sync(pipe, client_port, server_port)
+    assert client_port.count() == server_port.count() > 100
+    entries = [decode(m, max_bytes=1 << 20, max_entries=1000) for m in pipe.sent["server"]
+               if m[0] == 4]
+    biggest = max(len(m) for m in pipe.sent["server"] if m[0] == 4)
+    streamed = [h for h in handed if h[1]]
+    assert len(streamed) >= 3, "the catch-up went out in windows"
+    assert all(b <= window + biggest for b, _, _ in handed), "one call, one window"
+    assert streamed[0][2] < total_chunks / 2, "the store was read as the socket drained"
+    assert [e.last for e in entries].count(True) == 1 and entries[-1].last
+    assert entries[-1].cursor == pipe.of("client", CaughtUp)[0].cursor != b""
+    kinds = pipe.kinds("server")
+    last_entries = max(i for i, k in enumerate(kinds) if k == "Entries")
+    assert kinds.index("Digest") > last_entries, "what the server says next waits behind"
+    assert not s.streaming and not c.streaming
+
+
 def test_resume_from_a_cursor_sends_only_the_tail() -> None:
     net, made = world()
     server = port_with(net, made)

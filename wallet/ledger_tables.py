@@ -326,18 +326,23 @@ class LedgerTables:
     def bodies_after(self, ref: int, chunk: int, upto: int | None = None
                      ) -> Iterator[list[bytes]]:
         """The signed bytes of the rows after ``ref`` (up to ``upto``: by default the
-        last row of now), in storage order, ``chunk`` rows at a time, each chunk read
-        when it is asked for (writes in between do not disturb the walk)."""
+        last row of the moment of the call), in storage order, ``chunk`` rows at a time,
+        each chunk read when it is asked for (writes in between do not disturb the walk,
+        and rows added after the call are not in it)."""
         top = self.high_water() if upto is None else upto
-        at = ref
-        while at < top:
-            rows = self.conn.execute(
-                "SELECT ref, body FROM entries WHERE ref > ? AND ref <= ? ORDER BY ref LIMIT ?",
-                (at, top, chunk)).fetchall()
-            if not rows:
-                return
-            yield [bytes(b) for _, b in rows]
-            at = rows[-1][0]
+
+        def chunks() -> Iterator[list[bytes]]:
+            at = ref
+            while at < top:
+                rows = self.conn.execute(
+                    "SELECT ref, body FROM entries WHERE ref > ? AND ref <= ? ORDER BY ref "
+                    "LIMIT ?", (at, top, chunk)).fetchall()
+                if not rows:
+                    return
+                yield [bytes(b) for _, b in rows]
+                at = rows[-1][0]
+
+        return chunks()
 
     def bucket_ids(self, bucket: int) -> list[bytes]:
         """The held ids whose first byte is ``bucket``, sorted (a range of the id index)."""
