@@ -35,6 +35,7 @@ from wallet.witness import Witness
 
 VOTE_DELAY_S = 0.02  # gather entries this long before voting, so votes come in batches
 WITNESS_SEEN_KEY = "witness_seen"
+PEER_CURSOR_PREFIX = "cursor:"  # + the peer's key in hex: where its store stood for us
 """The network meta key of the row up to which the witness adopted its own votes."""
 
 
@@ -120,6 +121,18 @@ class ServedNetwork:
         self._touched: set[bytes] = set()
         self._vote_timer: asyncio.TimerHandle | None = None
         self._recover = False
+
+    # ------------------------------------------------------------- cursors
+    def peer_cursor(self, peer: bytes) -> bytes:
+        """The cursor a peer (device or node, by key) last gave us, or b"": with it the
+        peer sends only what it stored since, and we send it no state vector (which
+        costs ~9 bytes an entry of the whole network)."""
+        return self.store.get_meta(PEER_CURSOR_PREFIX + peer.hex(), self.network) or b""
+
+    def keep_peer_cursor(self, peer: bytes, cursor: bytes) -> None:
+        """Keep a peer's cursor; in a group it commits with the entries it stands for
+        (they arrived before it), so it is never durable ahead of them."""
+        self.store.set_meta(PEER_CURSOR_PREFIX + peer.hex(), cursor, self.network)
 
     # ------------------------------------------------------------- storing
     def _note_issuing(self, entries: list[Entry]) -> None:

@@ -43,6 +43,7 @@ from sync.protocol import (
     MAX_MESSAGE_BYTES,
     Closed,
     Connection,
+    CursorReceived,
     ItemRow,
     Port,
     Ready,
@@ -209,6 +210,8 @@ class Session:
         if isinstance(got, tuple):
             return got
         self.network = got
+        # Read before the proof is checked, but used only once it is (in Want).
+        self.conn.cursor_from_peer = got.peer_cursor(h.key)
         return got.port
 
     def _events(self) -> None:
@@ -225,6 +228,9 @@ class Session:
             elif isinstance(ev, Received):
                 assert self.network is not None
                 self.network.accepted(ev.entries, origin=self)
+            elif isinstance(ev, CursorReceived):
+                assert self.network is not None
+                self.network.keep_peer_cursor(self.device, ev.cursor)
             elif isinstance(ev, Closed):
                 if ev.by_peer:
                     self._on_closed(ev.code, ev.reason, by_peer=True)

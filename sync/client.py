@@ -585,7 +585,9 @@ class SyncClient(WalletSync):
         kinds |= {check_url(u): "peer" for u in peers if u not in kinds}
         if not kinds:
             raise WalletError("nothing to sync with: give --relay URL or --peer URL")
-        tls = tls_context(ca)  # a bad --ca file is said before the passphrase is tried
+        # A bad --ca file is said before the passphrase is tried; without wss:// URLs
+        # no context is made (loading the system's store costs ~30 ms a start).
+        tls = tls_context(ca) if ca or any(u.startswith("wss://") for u in kinds) else None
         super().__init__(wallet, passphrase, on_event=on_event, **kw)
         self.kinds = kinds
         self.urls = list(kinds)

@@ -238,7 +238,8 @@ class Connection:
     proves; ``witness_key``: a witness key it also proves. ``port``: the local replica
     (a server may pass None and a ``resolve`` that picks or creates the port from the
     client's Hello, or returns a CloseCode and reason to refuse it). ``cursor``: what
-    the peer told us last time. ``open_entry``: a device's open, sent in the hello.
+    the peer told us last time (a ``resolve`` may set ``cursor_from_peer`` once the
+    Hello names the peer). ``open_entry``: a device's open, sent in the hello.
 
     The server side acknowledges the client's entry messages (Entries, SyncStep2,
     Update) with ``Ack``: after each one, when its port stores durably before returning

@@ -549,7 +549,8 @@ def test_importing_a_bundle_again_says_nothing_new_and_exits_0(shop: Shop,
     assert tj(w.path, "bundle", "import", bundle)["new"] > 0
     before = store_snapshot(w.path)
     assert ok(w.path, "bundle", "import", bundle).splitlines()[0] == (
-        f"nothing new: all {n} entries of {bundle} are already here (imported before)")
+        f"nothing new: all {n} {'entry' if n == 1 else 'entries'} of {bundle} are already "
+        "here (imported before)")
     doc = tj(w.path, "bundle", "import", bundle)
     assert (doc["entries"], doc["new"], doc["changes"]) == (n, 0, 0)
     assert store_snapshot(w.path) == before

@@ -42,7 +42,7 @@ from server.relay import Relay as RelayServer
 from server.store import SqliteRelayStore, network_path, networks_dir
 from server.telemetry import Telemetry
 from sync.errors import CloseCode
-from sync.messages import ROLE_DEVICE, Close, decode
+from sync.messages import ROLE_DEVICE, Close, Want, decode
 from sync.port import MemoryPort
 from sync.protocol import Acked, Closed, CursorReceived, Event, InSync, Received
 from sync.protocol import Connection as SyncConnection
@@ -218,6 +218,7 @@ class Client:
     cursor: bytes = b""
     events: list[Event] = field(default_factory=list)
     cursors: list[bytes] = field(default_factory=list)  # every cursor received
+    wants: list[Want] = field(default_factory=list)  # every Want the relay sent
     acked: int = 0  # entry messages the relay acknowledged
     closed: Closed | None = None
     ws: ClientConnection | None = None
@@ -252,6 +253,10 @@ class Client:
         try:
             async for data in self.ws:
                 assert isinstance(data, bytes)
+                if data[0] == 3:  # a Want
+                    want = decode(data, max_bytes=len(data), max_entries=0)
+                    assert isinstance(want, Want)
+                    self.wants.append(want)
                 self.conn.receive_data(data)
                 for ev in self.conn.events_received():
                     self.events.append(ev)
@@ -411,6 +416,44 @@ def test_serves_fans_out_and_witnesses_then_resumes_after_a_restart(tmp_path: Pa
         await watcher.close()
 
     run(second_resume())
+    assert relay.stop() == 0
+
+
+def test_the_relay_keeps_each_devices_cursor_and_resumes_it_without_a_state_vector(
+    tmp_path: Path,
+) -> None:
+    nw = make_network(tmp_path, witnesses=0)
+    net = nw.net
+    alice = net.account(label="alice")
+    relay = start_relay(tmp_path, "--network", nw.genesis)
+    port = device_client(net, net.mint).port  # the mint's store, across sessions
+    iss = net.issue(port.replica.ledger, alice[0], 500)
+
+    async def session(relay: Relay, c: Client, *entries: Entry) -> None:
+        await connected(relay.url, c)
+        if entries:
+            await c.send_acked(entries)
+        await c.wait(lambda: c.in_sync, what="in sync")
+        await c.close()
+        c.in_sync = False
+
+    async def go(relay: Relay, first: bool) -> None:
+        mint = Client(port, net.mint.key, open_entry=net.mint.open.raw)
+        if first:
+            await session(relay, mint, alice[0].open, iss)
+            (want,) = mint.wants
+            assert want.cursor == b"", "a device the relay never met has no cursor"
+            assert want.state_vector, "so the relay offers its state vector"
+        await session(relay, mint)
+        want = mint.wants[-1]
+        assert want.cursor == mint.port.cursor(), "the cursor the device gave last time"
+        assert want.state_vector == b"", "no state vector when a cursor suffices"
+        assert not [e for e in mint.received() if e.id == iss.id]
+
+    run(go(relay, first=True))
+    assert relay.stop() == 0
+    relay = start_relay(tmp_path, "--network", nw.genesis, db=relay.db)  # kept on disk
+    run(go(relay, first=False))
     assert relay.stop() == 0
 
 

@@ -658,10 +658,10 @@ def cmd_bundle_export(a: argparse.Namespace, out: Out) -> None:
     """Write the entries another wallet needs to a file."""
     w = Wallet.open(a.home)
     target = w.resolve_address(a.for_address) if a.for_address else None
-    ids = w.export_ids(target)
-    size = write_bundle(Path(a.file), w.network, w.bodies(ids))
-    out.put(file=a.file, entries=len(ids), bytes=size)
-    out.say(f"wrote {_count(len(ids), 'entry')} ({size} bytes) to {a.file}")
+    entries = w.export_entries(target)
+    size = write_bundle(Path(a.file), w.network, [e.raw for e in entries])
+    out.put(file=a.file, entries=len(entries), bytes=size)
+    out.say(f"wrote {_count(len(entries), 'entry')} ({size} bytes) to {a.file}")
 
 
 def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:

@@ -40,9 +40,9 @@ from wallet.address import (
     PaymentRequest,
     parse_address,
 )
+from wallet.closure import closure
 from wallet.encoding import (
     SIG_BYTES,
-    ZERO_ID,
     Block,
     Entry,
     Genesis,
@@ -911,51 +911,37 @@ class Wallet:
 
     # -------------------------------------------------------------- export
     def closure(self, roots: Iterable[bytes]) -> list[bytes]:
-        """Entries the given ones depend on, and they: chains below, claims, votes.
+        """The ids of the given blocks and of what a replica needs to judge them as
+        this one does (``wallet.closure``), dependencies first."""
+        return [e.id for e in closure(self.ledger, roots)]
 
-        Returned in an order a receiver can apply in one pass (dependencies first).
-        """
-        led = self.ledger
-        seen: set[bytes] = set()
-        order: list[bytes] = []
-        stack = [r for r in roots if r in led.blocks]
-        while stack:
-            bid = stack.pop()
-            if bid in seen:
-                continue
-            seen.add(bid)
-            b = led.blocks[bid]
-            deps = []
-            if b.prev != ZERO_ID and b.prev in led.blocks:
-                deps.append(b.prev)
-            if b.kind == Kind.RECEIVE and b.claim in led.blocks:
-                deps.append(b.claim)
-            stack.extend(d for d in deps if d not in seen)
-            order.append(bid)
-        votes = list(led.tables.entries(
-            [vid for bid in order for vid in led.votes_on(bid)]).values())
-        from wallet.bundle import dependency_order  # each entry after what it depends on
-
-        return [e.id for e in dependency_order([*(led.blocks[i] for i in order), *votes])]
-
-    def export_ids(self, for_address: Address | None = None) -> list[bytes]:
-        """What a bundle carries: everything, or what one payee needs from us."""
+    def export_entries(self, for_address: Address | None = None) -> list[Entry]:
+        """What a bundle carries, dependencies first: every entry held, or what one
+        payee needs from us (the chains of our account's devices and the payments and
+        revokes naming the payee, with everything they depend on)."""
         led = self.ledger
         if for_address is None:
-            return self.closure(led.blocks) if led.blocks else []
+            from wallet.bundle import dependency_order
+
+            return dependency_order(led.tables.scan())
         roots = []
         mine = {k for k, _, _ in self.devices()} | ({self.device} if self.device else set())
         for d in mine:
-            roots.extend(led.chain(d))
+            tip = led.tip(d)
+            if tip is not None:
+                roots.append(tip.id)
         roots.extend(b.id for b in led.payments_to(for_address.device))
         roots.extend(b.id for b in led.revokes_naming(for_address.device))
-        roots.extend(led.chain(for_address.device))
-        return self.closure(roots)
+        return closure(led, roots)
+
+    def export_ids(self, for_address: Address | None = None) -> list[bytes]:
+        """The ids of ``export_entries``."""
+        return [e.id for e in self.export_entries(for_address)]
 
     def bodies(self, ids: list[bytes]) -> list[bytes]:
-        """The signed bytes of held entries."""
-        led = self.ledger
-        return [(led.blocks.get(i) or led.votes[i]).raw for i in ids]
+        """The signed bytes of held entries, in the order given (read in bulk)."""
+        got = self.ledger.tables.entries(ids)
+        return [got[i].raw for i in ids]
 
 
 def check_memo(memo: str) -> None:
