@@ -135,20 +135,27 @@ class _Gen:
         dev.spendable += amount
 
 
+def bench_keys(seed: int) -> tuple[random.Random, tuple[SigningKey, SigningKey, SigningKey]]:
+    """The generator's random source and the network's first keys: the issuer's, the
+    witness's and the mint device's (bench/state.py signs with them to fund a device)."""
+    rng = random.Random(seed)
+    issuer, witness, mint = (SigningKey(rng.randbytes(32)) for _ in range(3))
+    return rng, (issuer, witness, mint)
+
+
 def generate(n_blocks: int, seed: int) -> tuple[bytes, bytes, list[bytes]]:
     """(genesis bytes, the bench account's seed, entry bodies) of an n-block network."""
-    rng = random.Random(seed)
+    rng, (issuer, witness, mint_key) = bench_keys(seed)
 
     def key() -> SigningKey:
         return SigningKey(rng.randbytes(32))
 
-    issuer, witness = key(), key()
     genesis = Genesis(
         "bench", "EUR", 2, bytes(issuer.verify_key), (bytes(witness.verify_key),), 1,
         Policy(5_000, 10_000, 100_000, 86_400),
     ).signed(issuer)
     g = _Gen(rng, genesis, witness)
-    mint = _Dev(key(), issuer)
+    mint = _Dev(mint_key, issuer)
     g.open(mint, "mint")
     # Accounts: ours (the one the target wallet restores) with 3 devices, then accounts
     # of one to three devices until there are DEVICES devices in all.

@@ -122,12 +122,38 @@ def _checked(
 ) -> list[Entry]:
     """Parse entries, then check their signatures, on every core for big batches.
 
-    Parsing is pure Python and holds the GIL, so it runs first, in this thread; then the
-    signature checks run in threads that spend nearly all their time inside libsodium
-    with the GIL released. With ``held``, entries it already holds (and repeats within
-    the batch) are left out unchecked: what a wallet holds was verified when it came in.
-    Raises EncodingError naming the first bad entry by its position in ``bodies``.
+    With ``held``, entries it already holds (and repeats within the batch) are left out
+    unchecked: what a wallet holds was verified when it came in. Raises EncodingError
+    naming the first bad entry by its position in ``bodies``.
     """
+    parsed = _parsed(bodies, held=held)
+    parsed.check(threads)
+    return parsed.entries
+
+
+@dataclass
+class _Parsed:
+    """Entries parsed (not yet signature-checked) and where each stood in the batch."""
+
+    entries: list[Entry]
+    where: list[int]
+    malformed: EncodingError | None
+
+    def check(self, threads: int | None = None) -> None:
+        """Check every signature (on every core for a big batch); EncodingError names
+        the first bad entry, a bad signature before a malformed entry first."""
+        entries = self.entries
+        bad = _first_bad_signature(entries, verify_threads(len(entries), threads))
+        if bad is not None:
+            raise EncodingError(f"entry #{self.where[bad]}",
+                                signature_problem(entries[bad]) or "")
+        if self.malformed is not None:
+            raise self.malformed
+
+
+def _parsed(bodies: list[bytes], *, held: Ledger | None = None) -> _Parsed:
+    """Parse entries up to the first malformed one (pure Python, in this thread),
+    leaving out what ``held`` holds and repeats within the batch."""
     entries: list[Entry] = []
     where: list[int] = []
     malformed: EncodingError | None = None
@@ -150,12 +176,7 @@ def _checked(
             keep = [n for n, e in enumerate(entries) if e.id not in have]
             entries = [entries[n] for n in keep]
             where = [where[n] for n in keep]
-    bad = _first_bad_signature(entries, verify_threads(len(entries), threads))
-    if bad is not None:
-        raise EncodingError(f"entry #{where[bad]}", signature_problem(entries[bad]) or "")
-    if malformed is not None:
-        raise malformed
-    return entries
+    return _Parsed(entries, where, malformed)
 
 
 def _first_bad_signature(entries: list[Entry], threads: int) -> int | None:
@@ -554,8 +575,11 @@ class Wallet:
             return self._ingest(list(entries))
 
     def _ingest(
-        self, entries: list[Entry], *, meta: dict[str, bytes | str] | None = None
+        self, entries: list[Entry], *, meta: dict[str, bytes | str] | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> IngestReport:
+        """Merge in one transaction; ``before_commit`` runs inside it after the merge
+        (what it raises rolls the whole batch back)."""
         led = self.ledger
         for e in entries:
             if e.network != self.network:
@@ -575,6 +599,8 @@ class Wallet:
                 changes = led.add(fresh.values())
                 if meta:
                     self.store.set_metas(meta)
+                if before_commit is not None:
+                    before_commit()
         except BaseException:
             self._ledger = None  # its caches hold the batch the rollback undid
             raise
@@ -587,13 +613,35 @@ class Wallet:
 
         Entries already held are not verified again. The whole batch is checked before
         anything is stored: one bad entry refuses it all, naming the entry's position.
+        A big batch is merged while its signatures are checked on the other cores, in
+        a transaction that commits only once every signature held (else it is rolled
+        back, and the ledger's caches with it): the merge and the checks overlap.
         """
-        with _gc_paused(len(bodies) >= PARALLEL_VERIFY_MIN):
-            todo = _checked(bodies, held=self.ledger)
-            if not todo:
-                return IngestReport(len(bodies), 0, [])
-            report = self.ingest(todo)
+        bulk = len(bodies) >= PARALLEL_VERIFY_MIN
+        with _gc_paused(bulk):
+            parsed = _parsed(bodies, held=self.ledger)
+            if not bulk or parsed.malformed is not None or not parsed.entries:
+                parsed.check()
+                if not parsed.entries:
+                    return IngestReport(len(bodies), 0, [])
+                report = self.ingest(parsed.entries)
+            else:
+                report = self._ingest_checking(parsed)
         return IngestReport(len(bodies), report.new, report.changes, report.entries)
+
+    def _ingest_checking(self, parsed: _Parsed) -> IngestReport:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
+        checking = pool.submit(parsed.check)
+        try:
+            with self._writing():
+                return self._ingest(parsed.entries, before_commit=checking.result)
+        except EncodingError:
+            raise
+        except BaseException:
+            checking.result()  # a forged entry is what to report, if there is one
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _after_commit(self, changes: list[StatusChange]) -> None:
         if self.device is not None and self.account is None:
