@@ -1,10 +1,11 @@
 """A big batch is merged while its signatures are checked, and commits only if all hold.
 
-``Wallet.ingest_bodies`` overlaps the merge of a batch of ``PARALLEL_VERIFY_MIN`` or
-more entries with the signature checks on the other cores. A forged entry anywhere in
-it (first, last, in between) refuses the batch whole, naming its position, and leaves
-the store and the ledger as they were; the good batch then goes in as if nothing had
-happened, with the statuses of a ledger fed it directly.
+``Wallet.ingest_bodies`` overlaps the merge of a batch of ``PROCESS_CHECK_MIN`` or more
+entries with the signature checks in worker processes (here the threshold is lowered
+so a small batch takes that path; a batch under it is checked first, in threads). A
+forged entry anywhere in it (first, last, in between) refuses the batch whole, naming
+its position, and leaves the store and the ledger as they were; the good batch then
+goes in as if nothing had happened, with the statuses of a ledger fed it directly.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pytest
 
 from tests.clikit import store_snapshot
 from tests.ledgerkit import Net
+from wallet import wallet as wallet_mod
 from wallet.encoding import SIG_BYTES, parse_entry
 from wallet.errors import EncodingError
 from wallet.ledger import Ledger
+from wallet.verify_pool import Checks
 from wallet.wallet import PARALLEL_VERIFY_MIN, Wallet
 
 
@@ -43,8 +46,20 @@ def forged(body: bytes) -> bytes:
     return body[:-SIG_BYTES] + bytes(sig)
 
 
+@pytest.mark.parametrize("path", ["processes", "threads"])
 @pytest.mark.parametrize("at", ["first", "middle", "last"])
-def test_a_forged_entry_in_a_big_batch_refuses_it_whole(tmp_path: Path, at: str) -> None:
+def test_a_forged_entry_in_a_big_batch_refuses_it_whole(
+        tmp_path: Path, at: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[Checks] = []
+
+    class Spied(Checks):
+        def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+            started.append(self)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(wallet_mod, "Checks", Spied)
+    if path == "processes":
+        monkeypatch.setattr(wallet_mod, "PROCESS_CHECK_MIN", 1000)
     net, bodies = big_batch()
     w = Wallet.join(tmp_path / "w", net.genesis.raw)
     before = store_snapshot(w.home)
@@ -61,3 +76,4 @@ def test_a_forged_entry_in_a_big_batch_refuses_it_whole(tmp_path: Path, at: str)
     assert dict(w.ledger.status.items()) == dict(direct.status.items())
     reopened = Wallet.open(w.home)
     assert len(reopened.ledger) == len(bodies)
+    assert len(started) == (2 if path == "processes" else 0)

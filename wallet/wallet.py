@@ -42,7 +42,6 @@ from wallet.address import (
 )
 from wallet.closure import closure
 from wallet.encoding import (
-    SIG_BYTES,
     Block,
     Entry,
     Genesis,
@@ -56,7 +55,6 @@ from wallet.encoding import (
     short,
     short_id,
     signature_problem,
-    verify_signed,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
@@ -68,6 +66,7 @@ from wallet.pairing import (
     sign_open,
 )
 from wallet.store import HistoryRow, Store
+from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
 
 DB_NAME = "wallet.db"
 SHORT_MATCH_MIN = 4
@@ -183,13 +182,7 @@ def _first_bad_signature(entries: list[Entry], threads: int) -> int | None:
     """The position of the first entry whose signature fails, or None."""
 
     def run(span: range) -> int | None:
-        for i in span:
-            e = entries[i]
-            if not verify_signed(e.signer, e.signature + e.raw[:-SIG_BYTES]):
-                return i
-            if e.kind == Kind.OPEN and signature_problem(e):
-                return i
-        return None
+        return first_bad(entries, span.start, span.stop)
 
     n = len(entries)
     if threads <= 1:
@@ -613,14 +606,14 @@ class Wallet:
 
         Entries already held are not verified again. The whole batch is checked before
         anything is stored: one bad entry refuses it all, naming the entry's position.
-        A big batch is merged while its signatures are checked on the other cores, in
-        a transaction that commits only once every signature held (else it is rolled
-        back, and the ledger's caches with it): the merge and the checks overlap.
+        A big batch is merged while worker processes check its signatures on the other
+        cores (``wallet.verify_pool``), in a transaction that commits only once every
+        signature held (else it is rolled back, and the ledger's caches with it).
         """
         bulk = len(bodies) >= PARALLEL_VERIFY_MIN
         with _gc_paused(bulk):
             parsed = _parsed(bodies, held=self.ledger)
-            if not bulk or parsed.malformed is not None or not parsed.entries:
+            if len(parsed.entries) < PROCESS_CHECK_MIN or parsed.malformed is not None:
                 parsed.check()
                 if not parsed.entries:
                     return IngestReport(len(bodies), 0, [])
@@ -630,18 +623,24 @@ class Wallet:
         return IngestReport(len(bodies), report.new, report.changes, report.entries)
 
     def _ingest_checking(self, parsed: _Parsed) -> IngestReport:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
-        checking = pool.submit(parsed.check)
+        checks = Checks(parsed.entries)
+
+        def all_held() -> None:
+            bad = checks.result()
+            if bad is not None:
+                raise EncodingError(f"entry #{parsed.where[bad]}",
+                                    signature_problem(parsed.entries[bad]) or "")
+
         try:
             with self._writing():
-                return self._ingest(parsed.entries, before_commit=checking.result)
+                return self._ingest(parsed.entries, before_commit=all_held)
         except EncodingError:
             raise
         except BaseException:
-            checking.result()  # a forged entry is what to report, if there is one
+            all_held()  # a forged entry is what to report, if there is one
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            checks.close()
 
     def _after_commit(self, changes: list[StatusChange]) -> None:
         if self.device is not None and self.account is None:
