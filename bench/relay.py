@@ -28,11 +28,12 @@ Phases, each against both servers:
    last acknowledgement), deliveries per second out (to the last delivery), the
    harness's CPU and the server process's CPU.
 2. Paced. ``--rate`` payments a second offered (spread over the writers) for
-   ``--paced-s`` seconds. Latency runs from the writer's socket write to a probe
-   subscriber having the entry in its doc: for tally, a full device
-   (``sync.protocol.Connection`` over a ``MemoryPort``: gate, signature, ledger); for
-   pycrdt a ``pycrdt.Doc`` that applies the update. The lightweight subscribers'
-   receive latency is printed too.
+   ``--paced-s`` seconds, ``--paced-runs`` times against tally-relay (``p99_ms`` is
+   the worst run's: one run's tail is noise) and once against pycrdt. Latency runs
+   from the writer's socket write to a probe subscriber having the entry in its doc:
+   for tally, a full device (``sync.protocol.Connection`` over a ``MemoryPort``: gate,
+   signature, ledger); for pycrdt a ``pycrdt.Doc`` that applies the update. The
+   lightweight subscribers' receive latency is printed too.
 3. Cold. A relay whose database holds ``C`` entries (a q = 1 network from
    ``bench/ingest.py``'s generator, put straight into the relay's store, cached) is
    started; a new device (``Wallet.join`` + ``WalletPort``) syncs it, timed from the
@@ -688,41 +689,52 @@ async def run_live(server: Server, kind: str, w: Workload, a: argparse.Namespace
     paced = [[make([r]) for r in p[n_unpaced // a.writers:]] for p in w.payments]
     per_writer = min(len(p) for p in paced)
     rate_w = a.rate / a.writers
-    count = min(per_writer, int(a.paced_s * rate_w))
+    count = int(a.paced_s * rate_w)
+    runs = a.paced_runs if kind == "tally" else 1  # pycrdt falls behind: once shows it
+    runs = max(1, min(runs, per_writer // max(1, count)))
+    count = min(per_writer, count)
     for c in writers:
         c.window = asyncio.Semaphore(10_000)
 
-    async def pace(i: int) -> None:
+    async def pace(i: int, first: int) -> None:
         c = writers[i]
         assert c.ws is not None
-        base = n_unpaced // a.writers
+        base = n_unpaced // a.writers + first
         start = time.perf_counter() + i / a.rate  # writers interleaved
         for j in range(count):
             wait = start + j / rate_w - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
             stats.sent_at[key_of[i][base + j]] = time.perf_counter()
-            await c.ws.send(paced[i][j])
+            await c.ws.send(paced[i][first + j])
 
-    log(f"[{kind}] paced: {count * a.writers} payments at {a.rate:g}/s… "
-        f"(from {time.time():.2f})")
-    p0 = time.perf_counter()
-    await asyncio.gather(*(pace(i) for i in range(a.writers)))
-    res.paced_rate = count * a.writers / (time.perf_counter() - p0)
-    res.paced_sent = count * a.writers
-    deadline, seen, idle = time.perf_counter() + a.timeout, -1, time.perf_counter()
-    while len(stats.probe_latency) < res.paced_sent and time.perf_counter() < deadline:
-        if len(stats.probe_latency) != seen:
-            seen, idle = len(stats.probe_latency), time.perf_counter()
-        elif time.perf_counter() - idle > a.probe_idle_s:
-            break  # nothing more arrives at the probe
-        await asyncio.sleep(0.05)
-    res.probe_got, res.sub_got = len(stats.probe_latency), len(stats.latency)
-    res.p50_ms, res.p99_ms = pct(stats.probe_latency, 0.5), pct(stats.probe_latency, 0.99)
-    res.sub_p50_ms, res.sub_p99_ms = pct(stats.latency, 0.5), pct(stats.latency, 0.99)
-    log(f"[{kind}] paced: {len(stats.probe_latency)}/{res.paced_sent} at the probe, "
-        f"p50 {res.p50_ms:.1f} ms p99 {res.p99_ms:.1f} ms; subscribers p50 "
-        f"{res.sub_p50_ms:.1f} p99 {res.sub_p99_ms:.1f} ms")
+    worst: tuple[float, ...] = ()
+    for run in range(runs):
+        stats.probe_latency.clear()
+        stats.latency.clear()
+        log(f"[{kind}] paced run {run + 1}/{runs}: {count * a.writers} payments at "
+            f"{a.rate:g}/s… (from {time.time():.2f})")
+        p0 = time.perf_counter()
+        await asyncio.gather(*(pace(i, run * count) for i in range(a.writers)))
+        res.paced_rate = count * a.writers / (time.perf_counter() - p0)
+        res.paced_sent = count * a.writers
+        deadline, seen, idle = time.perf_counter() + a.timeout, -1, time.perf_counter()
+        while len(stats.probe_latency) < res.paced_sent and time.perf_counter() < deadline:
+            if len(stats.probe_latency) != seen:
+                seen, idle = len(stats.probe_latency), time.perf_counter()
+            elif time.perf_counter() - idle > a.probe_idle_s:
+                break  # nothing more arrives at the probe
+            await asyncio.sleep(0.05)
+        got = (pct(stats.probe_latency, 0.99), pct(stats.probe_latency, 0.5),
+               pct(stats.latency, 0.5), pct(stats.latency, 0.99),
+               len(stats.probe_latency), len(stats.latency))
+        log(f"[{kind}] paced run {run + 1}: {got[4]}/{res.paced_sent} at the probe, "
+            f"p50 {got[1]:.1f} ms p99 {got[0]:.1f} ms; subscribers p50 {got[2]:.1f} "
+            f"p99 {got[3]:.1f} ms")
+        if not worst or not got[0] <= worst[0]:  # NaN (nothing arrived) is the worst
+            worst = got
+        await asyncio.sleep(0.5)
+    res.p99_ms, res.p50_ms, res.sub_p50_ms, res.sub_p99_ms, res.probe_got, res.sub_got = worst
     for c in [*subs, *writers, probe]:
         await c.close()
     return res
@@ -758,6 +770,16 @@ def cold_db(n_entries: int) -> tuple[bytes, list[bytes], Path]:
         networks_dir(tmp).rename(networks_dir(db))
         tmp.rename(db)
     return genesis_raw, bodies, db
+
+
+def copy_relay_db(src: Path, dst: Path) -> Path:
+    """A scratch copy of a relay database: its main file and its network files."""
+    from server.store import networks_dir
+
+    shutil.rmtree(networks_dir(dst), ignore_errors=True)
+    shutil.copyfile(src, dst)
+    shutil.copytree(networks_dir(src), networks_dir(dst))
+    return dst
 
 
 async def cold_sync(url: str, genesis_raw: bytes, home: Path) -> tuple[float, int, int, bool]:
@@ -806,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold-entries", type=int, default=100_000)
     p.add_argument("--rate", type=float, default=500.0, help="paced payments a second")
     p.add_argument("--paced-s", type=float, default=10.0, help="seconds of paced load")
+    p.add_argument("--paced-runs", type=int, default=3,
+                   help="paced runs against tally-relay; p99_ms is the worst run's")
     p.add_argument("--window", type=int, default=16,
                    help="unacknowledged messages a writer may have out (unpaced)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a phase may take")
@@ -831,7 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = OUT / "relay-run"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    per_writer = -(-a.payments // a.writers) + int(a.rate * a.paced_s / a.writers) + 1
+    per_writer = (-(-a.payments // a.writers)
+                  + a.paced_runs * int(a.rate * a.paced_s / a.writers) + 1)
     results: dict[str, Result] = {}
     if a.only != "cold":
         w = cached_live(per_writer, a.writers, a.seed)
@@ -869,8 +894,7 @@ def main(argv: list[str] | None = None) -> int:
         signed = sum(len(b) for b in bodies)
         gfile = tmp / "cold.genesis"
         gfile.write_bytes(genesis_raw)
-        live_db = tmp / "cold.db"
-        shutil.copyfile(db, live_db)
+        live_db = copy_relay_db(db, tmp / "cold.db")
         log("starting a relay on the filled database…")
         srv = start_tally(tmp, gfile, db=live_db, witness_key=None, profile=None,
                           name="tally-cold")
@@ -885,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         log("measuring raw signature verification (one core)…")
         verify_s = len(bodies) / raw_verify_rate(bodies)
         cold_ratio, wire = wall / verify_s, got / signed
+        if stored != len(bodies):
+            raise SystemExit(f"the cold sync stored {stored} of {len(bodies)} entries")
         print(f"cold: entries={len(bodies)} stored={stored} in_sync={agreed} sync_s={wall:.2f} "
               f"verify_s={verify_s:.2f} relay_cpu_s={scpu:.2f} received_bytes={got} "
               f"signed_bytes={signed}", flush=True)

@@ -291,17 +291,13 @@ def relay_start(n_entries: int) -> tuple[float, float, float]:
 
 def relay_for(home: Path, n_blocks: int) -> tuple[RelayProcess, str]:
     """A relay on a scratch copy of the database holding the wallet's network."""
-    from relay import cold_db
-
-    from server.store import networks_dir
+    from relay import cold_db, copy_relay_db
 
     genesis_raw, _, db = cold_db(2 * n_blocks)
     work = OUT / f"state-relay-{n_blocks}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    copy = work / "relay.db"
-    shutil.copy(db, copy)
-    shutil.copytree(networks_dir(db), networks_dir(copy))
+    copy = copy_relay_db(db, work / "relay.db")
     genesis = work / "bench.genesis"
     genesis.write_bytes(genesis_raw)
     relay = RelayProcess(copy, genesis, work)

@@ -96,6 +96,10 @@ CHUNK_ENTRIES = 5_000
 CHUNK_BYTES = 1 << 20
 """The most bytes of entries this side puts in one ``Entries``, ``Update`` or
 ``SyncStep2`` it sends (well under a peer's gate limit of 4 MiB an update)."""
+CATCH_UP_BATCH_ENTRIES = 20_000
+"""Entries of a catch-up a client gathers from consecutive ``Entries`` before its port
+merges them: a batch that big has its signatures checked in worker processes beside
+the merge (``wallet.verify_pool``), where one of a message's ~4,000 checks them first."""
 CATCH_UP_WINDOW_BYTES = 4 << 20
 """The most bytes of a catch-up one ``data_to_send`` hands out: the rest is read from
 the store as the transport drains, so a cold catch-up is never built whole in memory."""
@@ -244,7 +248,8 @@ class Connection:
     The server side acknowledges the client's entry messages (Entries, SyncStep2,
     Update) with ``Ack``: after each one, when its port stores durably before returning
     (a wallet); with ``defer_acks`` only when the owner calls ``acknowledge`` after its
-    own commit (the relay's group commit).
+    own commit (the relay's group commit). A client merges the catch-up it receives in
+    batches of ``catch_up_batch_entries`` gathered from consecutive ``Entries``.
     """
 
     def __init__(
@@ -263,6 +268,7 @@ class Connection:
         max_entries: int = MAX_ENTRIES_PER_MESSAGE,
         defer_acks: bool = False,
         catch_up_window_bytes: int = CATCH_UP_WINDOW_BYTES,
+        catch_up_batch_entries: int = CATCH_UP_BATCH_ENTRIES,
     ) -> None:
         if port is None and resolve is None:
             raise ValueError("a connection needs a port or a way to resolve one")
@@ -297,12 +303,14 @@ class Connection:
         self._digest_sent = b""
         self._ids_wanted = False  # the client sent Buckets and waits for Ids
         self._fetches_out = 0  # Fetches the client sent whose Digest has not come back
+        self._gathered: list[bytes] = []  # catch-up entries not yet merged (a client's)
         self.defer_acks = defer_acks
         self.entry_messages_sent = 0  # Entries, SyncStep2 and Update messages sent
         self.entry_messages_received = 0  # … received and stored (what an Ack counts)
         self._acked_out = 0  # the last count this side acknowledged
         self._acked_in = 0  # the last count the peer acknowledged
         self.catch_up_window_bytes = catch_up_window_bytes
+        self.catch_up_batch_entries = catch_up_batch_entries
         self._stream: _CatchUp | None = None  # a catch-up read from the store as it goes
         self._held: list[bytes] = []  # messages that follow the catch-up being streamed
         self._limits(max_message_bytes, max_entries)
@@ -613,7 +621,14 @@ class Connection:
             self._want_answered = True
             self._answer_want(msg)
         elif isinstance(msg, Entries):
-            got = port.add_raw(list(msg.bodies))
+            if self.client and not self._caught_up:  # no Ack owed: gather a batch
+                self._gathered.extend(msg.bodies)
+                if len(self._gathered) < self.catch_up_batch_entries and not msg.last:
+                    return
+                bodies, self._gathered = self._gathered, []
+            else:
+                bodies = list(msg.bodies)
+            got = port.add_raw(bodies)
             if got:
                 self._events.append(Received(tuple(got), "entries"))
                 self._recheck(live=False)

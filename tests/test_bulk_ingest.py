@@ -10,6 +10,7 @@ goes in as if nothing had happened, with the statuses of a ledger fed it directl
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,23 @@ def test_a_forged_entry_in_a_big_batch_refuses_it_whole(
     reopened = Wallet.open(w.home)
     assert len(reopened.ledger) == len(bodies)
     assert len(started) == (2 if path == "processes" else 0)
+
+
+@pytest.mark.parametrize("worker", ["real", "dies at once", "dies mid-frame"])
+def test_the_checks_find_the_first_forged_entry_whatever_the_workers_do(
+        worker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if worker == "dies at once":
+        monkeypatch.setattr(Checks, "command", (sys.executable, "-c", "pass"))
+    elif worker == "dies mid-frame":  # reads a little of the first frame, then exits
+        monkeypatch.setattr(Checks, "command", (
+            sys.executable, "-c", "import sys; sys.stdin.buffer.read(100)"))
+    _, bodies = big_batch()
+    entries = [parse_entry(b, verify=False) for b in bodies]
+    assert Checks(entries, workers=2).result() is None
+    for n in (len(entries) - 1, 7, len(entries) // 3):
+        bad = list(entries)
+        bad[n] = parse_entry(forged(bodies[n]), verify=False)
+        bad[-1 if n != len(entries) - 1 else 0] = parse_entry(
+            forged(bodies[-1 if n != len(entries) - 1 else 0]), verify=False)
+        first = min(n, len(entries) - 1 if n != len(entries) - 1 else 0)
+        assert Checks(bad, workers=2).result() == first

@@ -260,6 +260,38 @@ def test_a_cold_catch_up_streams_from_the_store_a_window_at_a_time() -> None:
     assert not s.streaming and not c.streaming
 
 
+class BatchCountingPort(MemoryPort):
+    """A MemoryPort that records how many entries each ``add_raw`` merged."""
+
+    def __init__(self, *a, **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*a, **kw)
+        self.batches: list[int] = []
+
+    def add_raw(self, bodies: list[bytes]):  # type: ignore[no-untyped-def,override]
+        self.batches.append(len(bodies))
+        return super().add_raw(bodies)
+
+
+def test_a_client_merges_a_catch_up_in_batches_gathered_from_its_messages() -> None:
+    net, made = world()
+    server_port = port_with(net, made)
+    client_port = BatchCountingPort(net.ledger([], opens=False))
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client_port,
+                   catch_up_batch_entries=100)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server_port,
+                   max_message_bytes=16 << 10)  # so the catch-up takes many messages
+    c.initiate()
+    pipe = Pipe(c, s).run()
+    assert_in_sync(pipe, client_port, server_port)
+    messages = [m for m in pipe.sent["server"] if m[0] == 4]
+    held = server_port.count()
+    assert len(messages) > held // 100 + 1, "the catch-up came in many small messages"
+    assert sum(client_port.batches) == held
+    assert all(n >= 100 for n in client_port.batches[:-1]), client_port.batches
+    assert len(client_port.batches) <= held // 100 + 1
+    assert len(pipe.of("client", CaughtUp)) == 1
+
+
 def test_resume_from_a_cursor_sends_only_the_tail() -> None:
     net, made = world()
     server = port_with(net, made)
