@@ -53,7 +53,12 @@ class PeerLink:
         )
         self.outbox = Outbox(self.conn, ws, cursor=net.port.cursor,
                              rows_max=QUEUE_ENTRIES_MAX, messages_max=QUEUE_MESSAGES_MAX,
-                             refill=self.push)
+                             refill=self.next_window)
+
+    def next_window(self) -> None:
+        """The outbox wrote what it had: a streaming catch-up reads its next window."""
+        self.conn.next_window()
+        self.push()
 
     def push(self) -> None:
         """Queue what the connection has to send; drop the link if the peer lags too far."""

@@ -159,7 +159,7 @@ class Session:
         )
         self.outbox = Outbox(self.conn, ws, cursor=self._cursor,
                              rows_max=limits.queue_entries_max,
-                             messages_max=limits.queue_messages_max, refill=self.push)
+                             messages_max=limits.queue_messages_max, refill=self.next_window)
         self.writer = asyncio.create_task(self.outbox.run())
         self.ended = False
         self.close_code: int | None = None
@@ -253,6 +253,11 @@ class Session:
             key=short(self.device) if self.device else "")
 
     # ------------------------------------------------------------ writing
+    def next_window(self) -> None:
+        """The outbox wrote what it had: a streaming catch-up reads its next window."""
+        self.conn.next_window()
+        self.push()
+
     def push(self) -> None:
         """Queue what the connection has to send; end the session once it closed."""
         if self.ended:

@@ -364,17 +364,22 @@ class Connection:
             self.close(CloseCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
     def data_to_send(self) -> list[bytes]:
-        """Messages to write to the peer, in order. While a catch-up streams
-        (``streaming``), each call hands out at most ``CATCH_UP_WINDOW_BYTES`` more of
-        it: call again once those are written."""
-        if self._stream is not None:
-            self._pump()
+        """Messages to write to the peer, in order. A catch-up that streams hands out
+        one window (``CATCH_UP_WINDOW_BYTES``) when it begins and one more at each
+        ``next_window``: whatever else the conversation does in between reads none of
+        it, so what waits to be written stays bounded however often this is called."""
         out, self._out = self._out, []
         return out
 
+    def next_window(self) -> None:
+        """Read the next window of a streaming catch-up (``streaming``) for
+        ``data_to_send``: the transport calls it once what it had is written."""
+        if self._stream is not None:
+            self._pump()
+
     @property
     def streaming(self) -> bool:
-        """True while a catch-up has more to hand out than ``data_to_send`` gave."""
+        """True while a catch-up has more to hand out (``next_window``)."""
         return self._stream is not None
 
     def events_received(self) -> list[Event]:
@@ -700,6 +705,7 @@ class Connection:
         if chunks is not None:
             assert self._stream is None, "one catch-up per conversation"
             self._stream = _CatchUp(iter(chunks), cursor)
+            self._pump()  # the first window; the rest at each next_window
             return
         update = port.update_since(w.state_vector)
         parts = list(self.update_payloads(

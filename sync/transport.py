@@ -158,7 +158,7 @@ class Link:
                     self._roomy.set()
                 await self.ws.send(data)
             if self.conn.streaming and self._closed is None:
-                await self.call(lambda c: None)  # data_to_send reads the next window
+                await self.call(lambda c: c.next_window())  # read from the store now
                 continue
             if self._closed is not None:
                 await self.ws.close()

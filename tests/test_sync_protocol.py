@@ -77,12 +77,15 @@ class Pipe:
         self.events = {"client": [], "server": []}  # type: dict[str, list[object]]
 
     def _collect(self) -> None:
-        for m in self.client.data_to_send():
-            self.to_server.append(m)
-            self.sent["client"].append(m)
-        for m in self.server.data_to_send():
-            self.to_client.append(m)
-            self.sent["server"].append(m)
+        for side, conn, q in (("client", self.client, self.to_server),
+                              ("server", self.server, self.to_client)):
+            out = conn.data_to_send()
+            if not out and not q and conn.streaming:
+                # a transport with nothing left to write asks the catch-up for more
+                conn.next_window()
+                out = conn.data_to_send()
+            q.extend(out)
+            self.sent[side].extend(out)
         self.events["client"] += self.client.events_received()
         self.events["server"] += self.server.events_received()
 
@@ -290,6 +293,41 @@ def test_a_client_merges_a_catch_up_in_batches_gathered_from_its_messages() -> N
     assert all(n >= 100 for n in client_port.batches[:-1]), client_port.batches
     assert len(client_port.batches) <= held // 100 + 1
     assert len(pipe.of("client", CaughtUp)) == 1
+
+
+def test_what_arrives_while_a_catch_up_streams_reads_no_more_of_it() -> None:
+    """Only ``next_window`` reads the stream on: a peer that keeps talking (here, live
+    entries the server acknowledges one by one) cannot make the catch-up pile up."""
+    net, made = world()
+    server_port = ChunkCountingPort(net.ledger(list(made)))
+    client_port = port_with(net, (), opens=False)
+    window = 2048
+    c = Connection(client=True, key=SigningKey.generate(), role=ROLE_NODE, port=client_port)
+    s = Connection(client=False, key=SigningKey.generate(), role=ROLE_NODE, port=server_port,
+                   catch_up_window_bytes=window)
+    c.initiate()
+    for _ in range(4):  # hello, proof, the Wants: the stream has begun
+        for m in c.data_to_send():
+            s.receive_data(m)
+        for m in s.data_to_send():
+            c.receive_data(m)
+    assert s.streaming
+    handed = 0
+    for i in range(40):
+        new = net.account(label=f"late{i}").devices[0].open
+        client_port.add_local([new])
+        c.send_entries([new])
+        for m in c.data_to_send():
+            s.receive_data(m)
+        handed += sum(map(len, s.data_to_send()))
+    assert s.streaming, "the catch-up waits for next_window"
+    assert handed < 40 * 512, f"{handed} bytes handed out without a next_window"
+    while s.streaming:
+        s.next_window()
+        for m in s.data_to_send():
+            c.receive_data(m)
+    pipe = Pipe(c, s).run()
+    assert_in_sync(pipe, client_port, server_port)
 
 
 def test_resume_from_a_cursor_sends_only_the_tail() -> None:
