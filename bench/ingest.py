@@ -244,7 +244,7 @@ def dir_bytes(path: Path) -> int:
 def tally_balance(home: Path) -> tuple[float, dict]:
     """Wall time and JSON of ``tally balance --json`` in a fresh process."""
     exe = Path(sys.executable).with_name("tally")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "wallet.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tui.cli"]
     env = {k: v for k, v in os.environ.items() if k != "TALLY_HOME"}
     t0 = time.perf_counter()
     done = subprocess.run([*cmd, "balance", "--json", "--home", str(home)], env=env,

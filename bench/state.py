@@ -62,7 +62,7 @@ def _peak():
     with open(os.environ["BENCH_PEAK_FILE"], "w") as f:
         f.write(open("/proc/self/status").read())
 atexit.register(_peak)
-from wallet.cli import main
+from tui.cli import main
 sys.argv[0] = "tally"
 sys.exit(main())
 """

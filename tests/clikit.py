@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 PASSPHRASE = "correct horse battery"
 _SCRIPT = Path(sys.executable).with_name("tally")
-TALLY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "wallet.cli"]
+TALLY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tui.cli"]
 PYCACHE = os.path.join(tempfile.gettempdir(), "tallystick-test-pycache")
 
 

@@ -34,9 +34,9 @@ from tests.clikit import (
     tally_env,
     tj,
 )
+from tui.cli import build_parser
 from wallet import keys as keyfiles
 from wallet.address import Address, PaymentRequest, parse_address, parse_request
-from wallet.cli import build_parser
 from wallet.encoding import id_from_text, key_from_text, key_text
 from wallet.ledger import ACCEPTED_WORD
 from wallet.pairing import make_pairing_request

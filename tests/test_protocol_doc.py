@@ -261,7 +261,7 @@ def test_genesis_file_and_wallet_keys_are_where_the_document_says(
 ) -> None:
     """`network create` writes the signed genesis bytes; the keys are key files in
     HOME/wallet.db's meta table; the issuing device is the one the issuer opened."""
-    from wallet.cli import main
+    from tui.cli import main
     from wallet.wallet import DB_NAME, Wallet
 
     monkeypatch.setenv("TALLY_INSECURE_FAST_KDF", "1")

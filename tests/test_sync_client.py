@@ -60,9 +60,9 @@ from tests.ledgerkit import Net as LedgerNet
 from tests.test_relay import PASSPHRASE as RELAY_PASSPHRASE
 from tests.test_relay import self_signed, start_relay
 from tests.test_sync_protocol import connect, port_with, world
+from tui.cli import main as cli_main
 from wallet import keys as keyfiles
 from wallet.address import parse_address
-from wallet.cli import main as cli_main
 from wallet.encoding import Block, key_text
 from wallet.errors import WalletError
 from wallet.ledger import ACCEPTED_WORD
