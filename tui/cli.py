@@ -18,13 +18,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from tui.service import WalletService
 from wallet import keys as keyfiles
 from wallet.address import (
     ADDRESS_PREFIXES,
     Address,
     PaymentRequest,
     parse_address,
-    parse_request,
 )
 from wallet.amounts import format_amount, parse_amount
 from wallet.bundle import read_bundle, write_bundle
@@ -39,7 +39,6 @@ from wallet.encoding import (
     key_text,
     parse_entry,
     short,
-    short_id,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import INVALID, Balance, Status
@@ -337,26 +336,6 @@ def cmd_request(a: argparse.Namespace, out: Out) -> None:
 
 
 # ---------------------------------------------------------------- payments
-def _target(a: argparse.Namespace, w: Wallet) -> tuple[Address, int, PaymentRequest | None]:
-    text = a.to.strip()
-    if text.startswith("tally:"):
-        req = parse_request(text)
-        if req.network != w.network:
-            raise WalletError(
-                f"that payment request is for another network ({short_id(req.network)}…); "
-                f"this wallet is on {w.genesis.name} ({short_id(w.network)}…)")
-        amount = _amount(w, a.amount) if a.amount else req.amount
-        if a.amount and amount != req.amount:
-            raise WalletError(
-                f"the request asks for {_fmt(w, req.amount)}, not {_fmt(w, amount)}"
-            )
-        return req.address, amount, req
-    to = w.resolve_address(text)
-    if not a.amount:
-        raise WalletError("give an AMOUNT, like 12.50 (or pay a tally: request)")
-    return to, _amount(w, a.amount), None
-
-
 def _confirm(question: str, refusal: str, yes: bool) -> None:
     """Go on when ``--yes`` was given or the person answers y; else refuse with why."""
     if yes:
@@ -380,12 +359,13 @@ def _confirm_unknown_payee(w: Wallet, to: Address, yes: bool) -> None:
 
 def cmd_pay(a: argparse.Namespace, out: Out) -> None:
     """Sign a send."""
-    w = Wallet.open(a.home)
-    to, amount, req = _target(a, w)
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    payee = svc.payee(a.to, a.amount)
+    to, amount, req = payee.address, payee.amount, payee.request
     w.check_address(to)
     _confirm_unknown_payee(w, to, a.yes)
-    memo = a.memo if a.memo is not None else (req.memo if req else "")
-    block, st = w.pay(to, amount, _passphrase(), memo=memo, request=req, again=a.again)
+    block, st = svc.pay(payee, memo=a.memo, again=a.again)
     out.put(id=id_text(block.id), seq=block.seq, **_money(w, amount=amount),
             to=to.text(), to_device=key_text(to.device), to_account=key_text(to.account),
             request_id=req.request_id.hex() if req else None, **_status_doc(st))
@@ -408,8 +388,9 @@ def cmd_issue(a: argparse.Namespace, out: Out) -> None:
 
 def cmd_receive(a: argparse.Namespace, out: Out) -> None:
     """Claim every send addressed to this device."""
-    w = Wallet.open(a.home)
-    done = w.receive(_passphrase())
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    done = svc.receive()
     led = w.ledger
     items = []
     for block, st in done:

@@ -66,6 +66,7 @@ from wallet.pairing import (
     sign_open,
 )
 from wallet.store import HistoryRow, Store
+from wallet.unlocked import UnlockedKeys
 from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
 
 DB_NAME = "wallet.db"
@@ -227,6 +228,7 @@ class Wallet:
         self._listeners: list[Callable[[list[StatusChange]], None]] = []
         self._lock_depth = 0
         self._synced: int | None = None  # the store's data_version the caches reflect
+        self.unlocked: UnlockedKeys | None = None  # keys held by a long-running face
 
     # ------------------------------------------------------------- opening
     @staticmethod
@@ -299,8 +301,34 @@ class Wallet:
         """True when this home holds a key of this kind."""
         return self.store.get_meta(f"key.{kind}") is not None
 
+    KEY_KINDS = ("device", "account", "witness")
+
+    def unlock(self, passphrase: str, keys: UnlockedKeys,
+               kinds: tuple[str, ...] = KEY_KINDS) -> list[str]:
+        """Decrypt the keys of these kinds this home holds into ``keys`` and sign with
+        them from now on (``load_key`` asks for no passphrase while they are held). The
+        kinds held; a wrong passphrase raises and holds nothing."""
+        got = {kind: self._decrypt_key(kind, passphrase)
+               for kind in kinds if self.has_key(kind)}
+        if not got:
+            raise WalletError("this wallet holds no key yet: run `tally init`")
+        for kind, key in got.items():
+            keys.put(kind, key)
+        self.unlocked = keys
+        return list(got)
+
     def load_key(self, kind: str, passphrase: str) -> SigningKey:
-        """Decrypt one of this home's keys."""
+        """One of this home's keys: held, when unlocked (``unlock``), else decrypted
+        with the passphrase."""
+        held = self.unlocked.get(kind) if self.unlocked is not None else None
+        if held is not None:
+            return held
+        key = self._decrypt_key(kind, passphrase)
+        if self.unlocked is not None:
+            self.unlocked.put(kind, key)
+        return key
+
+    def _decrypt_key(self, kind: str, passphrase: str) -> SigningKey:
         data = self.store.get_meta(f"key.{kind}")
         if data is None:
             raise WalletError(f"this wallet holds no {kind} key")

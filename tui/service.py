@@ -1,0 +1,199 @@
+"""The wallet service: one wallet, its unlocked keys and its events, under every face.
+
+The ``tally`` command line and the terminal app are thin faces over this: it owns the
+``Wallet``, the keys it unlocked once with the passphrase (``wallet.unlocked``; locked
+again after the idle time the person set), the operations whose rules are the same in
+every face (what a ``tally:`` request asks, which device a label names), and one stream
+of events built from what the wallet commits: a block's status changing, a payment
+arriving for one of the account's devices, a fork seen (a fraud proof).
+
+It imports ``wallet/`` and nothing of the faces; background sync (``sync/``) is driven
+by the faces through it, over the same wallet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from wallet import keys as keyfiles
+from wallet.address import Address, PaymentRequest, parse_request
+from wallet.amounts import format_amount, parse_amount
+from wallet.encoding import Block, Kind, short, short_id
+from wallet.errors import WalletError
+from wallet.ledger import CONFLICTED, Status, StatusChange
+from wallet.unlocked import UnlockedKeys
+from wallet.wallet import Wallet
+
+IDLE_LOCK_S = 300.0
+"""How long unlocked keys stay held without use, by default (seconds)."""
+
+
+@dataclass(frozen=True)
+class Payee:
+    """Whom a payment goes to, how much, and the request it answers (if any)."""
+
+    address: Address
+    amount: int
+    request: PaymentRequest | None
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    """A block's status changed (``old`` is None for a block new here)."""
+
+    change: StatusChange
+
+
+@dataclass(frozen=True)
+class PaymentArrived:
+    """A send, issue or revoke addressed to one of this account's devices, new here."""
+
+    block: Block
+    status: Status
+
+
+@dataclass(frozen=True)
+class ForkSeen:
+    """A block of a device turned conflicted: a fraud proof is held for that device."""
+
+    device: bytes
+    seq: int
+    block_id: bytes
+
+
+ServiceEvent = StatusChanged | PaymentArrived | ForkSeen
+
+_PAYMENTS = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
+
+
+class WalletService:
+    """One wallet home, opened once: unlocked keys, operations and events."""
+
+    def __init__(self, wallet: Wallet, *, idle_lock_s: float | None = IDLE_LOCK_S,
+                 passphrase: Callable[[], str] = keyfiles.passphrase_from_env,
+                 keys: UnlockedKeys | None = None) -> None:
+        """``passphrase`` is asked when a signing finds the keys locked (by default
+        ``TALLY_PASSPHRASE``, ``TALLY_PASSPHRASE_FILE`` or a prompt)."""
+        self.wallet = wallet
+        self.keys = keys or UnlockedKeys(idle_lock_s)
+        self._passphrase = passphrase
+        self._listeners: list[Callable[[ServiceEvent], None]] = []
+        wallet.subscribe(self._on_commit)
+
+    @classmethod
+    def open(cls, home: Path | str, **kw: object) -> WalletService:
+        """The service over the wallet at ``home``."""
+        return cls(Wallet.open(Path(home)), **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Lock the keys and close the wallet."""
+        self.keys.lock()
+        self.wallet.close()
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def locked(self) -> bool:
+        """True when the next signing will ask for the passphrase."""
+        return self.keys.locked
+
+    def unlock(self, passphrase: str | None = None,
+               kinds: tuple[str, ...] = Wallet.KEY_KINDS) -> list[str]:
+        """Decrypt the home's keys once (with ``passphrase``, or the one asked for);
+        the kinds now held. A wrong passphrase raises and leaves the keys locked."""
+        return self.wallet.unlock(self._passphrase() if passphrase is None else passphrase,
+                                  self.keys, kinds)
+
+    def lock(self) -> None:
+        """Drop the unlocked keys now."""
+        self.keys.lock()
+
+    def _signing(self, kind: str = "device") -> str:
+        """Make sure the key of that kind is held (each decryption costs an Argon2id
+        run: a one-shot command unlocks only what it signs with); what to pass where a
+        passphrase is asked."""
+        if self.keys.get(kind) is None:
+            self.unlock(kinds=(kind,))
+        return ""  # held keys need no passphrase (``Wallet.load_key``)
+
+    # ------------------------------------------------------------ operations
+    def payee(self, to: str, amount: str | None = None) -> Payee:
+        """Read what a person typed as the payee: an address (with ``amount``) or a
+        ``tally:`` request (its amount, unless ``amount`` says the same)."""
+        w = self.wallet
+        text = to.strip()
+        if text.startswith("tally:"):
+            req = parse_request(text)
+            if req.network != w.network:
+                raise WalletError(
+                    f"that payment request is for another network ({short_id(req.network)}…"
+                    f"); this wallet is on {w.genesis.name} ({short_id(w.network)}…)")
+            minor = self.amount(amount) if amount else req.amount
+            if amount and minor != req.amount:
+                raise WalletError(f"the request asks for {self.money(req.amount)}, not "
+                                  f"{self.money(minor)}")
+            return Payee(req.address, minor, req)
+        address = w.resolve_address(text)
+        if not amount:
+            raise WalletError("give an AMOUNT, like 12.50 (or pay a tally: request)")
+        return Payee(address, self.amount(amount), None)
+
+    def amount(self, text: str) -> int:
+        """An amount typed in the network's currency, in minor units."""
+        return parse_amount(text, self.wallet.genesis.decimals)
+
+    def money(self, minor: int) -> str:
+        """Minor units as the network's currency reads them (``12.50 EUR``)."""
+        g = self.wallet.genesis
+        return f"{format_amount(minor, g.decimals)} {g.currency}"
+
+    def pay(self, payee: Payee, *, memo: str | None = None,
+            again: bool = False) -> tuple[Block, Status]:
+        """Sign the payment (with the unlocked keys); its block and status."""
+        req = payee.request
+        text = memo if memo is not None else (req.memo if req else "")
+        return self.wallet.pay(payee.address, payee.amount, self._signing(), memo=text,
+                               request=req, again=again)
+
+    def receive(self) -> list[tuple[Block, Status]]:
+        """Claim every payment addressed to this device."""
+        return self.wallet.receive(self._signing())
+
+    # ---------------------------------------------------------------- events
+    def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:
+        """Call ``listener`` with every event, in order, after each commit."""
+        self._listeners.append(listener)
+
+    def _on_commit(self, changes: list[StatusChange]) -> None:
+        if not self._listeners:
+            return
+        led = self.wallet.ledger
+        mine = {k for k, _, _ in self.wallet.devices()} | (
+            {self.wallet.device} if self.wallet.device else set())
+        events: list[ServiceEvent] = []
+        for ch in changes:
+            events.append(StatusChanged(ch))
+            if ch.old is None and ch.kind in _PAYMENTS:
+                b = led.blocks.get(ch.block_id)
+                if b is not None and b.to_device in mine and b.device not in mine:
+                    events.append(PaymentArrived(b, ch.new))
+            if ch.new.state == CONFLICTED and (ch.old is None
+                                               or ch.old.state != CONFLICTED):
+                events.append(ForkSeen(ch.device, ch.seq, ch.block_id))
+        for listener in list(self._listeners):
+            for e in events:
+                listener(e)
+
+    def describe(self, e: ServiceEvent) -> str:
+        """One line a person reads for an event (notifications, logs)."""
+        if isinstance(e, PaymentArrived):
+            b = e.block
+            value = (self.wallet.ledger.revoke_value(b.id) if b.kind == Kind.REVOKE
+                     else b.amount)
+            return f"{self.money(value)} arrived from {short(b.device)}…: {e.status.label}"
+        if isinstance(e, ForkSeen):
+            return (f"device {short(e.device)}… signed two blocks at slot {e.seq}: a fraud "
+                    "proof is held (see Frauds)")
+        ch = e.change
+        return f"block {short(ch.block_id)}… is now {ch.new.label}"
