@@ -710,9 +710,10 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     # --json may come before the command too; TALLY_HOME stands for --home.
     doc = one_json(ok(None, "--json", "balance", env=tally_env(TALLY_HOME=str(a))))
     assert doc["spendable_minor"] == 1000 - 150 - 100 - 100
-    # the app itself (no command) is not built yet: an error, as one JSON document.
+    # the app itself (no command) has no --json, and wants a terminal: errors that say so.
     p = run(a, "--json")
-    assert "not built yet" in check_failed(p, as_json=True)
+    assert "the app has no --json" in check_failed(p, as_json=True)
+    assert "the app needs a terminal" in check_failed(run(a))
     seen.add("")
     seen |= {"sync", "serve"}  # need a peer: their --json is checked in test_sync_client.py
     assert seen == _leaf_commands()

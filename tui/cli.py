@@ -818,8 +818,19 @@ def cmd_demo(a: argparse.Namespace, out: Out) -> None:
 
 
 def cmd_app(a: argparse.Namespace, out: Out) -> None:
-    """No sub-command: the terminal app is not built yet; say what exists."""
-    raise WalletError("the terminal app is not built yet: try `tally demo` or `tally --help`")
+    """No sub-command: open the terminal app on this wallet."""
+    if out.as_json:
+        raise WalletError("the app has no --json: give a command (see `tally --help`)")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise WalletError("the app needs a terminal: run `tally` in one, or give a command "
+                          "(see `tally --help`)")
+    from tui.app import TallyApp
+
+    service = WalletService.open(a.home)
+    try:
+        TallyApp(service).run()
+    finally:
+        service.close()
 
 
 # ---------------------------------------------------------------- parser

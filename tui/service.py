@@ -22,7 +22,7 @@ from wallet.address import Address, PaymentRequest, parse_request
 from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, short, short_id
 from wallet.errors import WalletError
-from wallet.ledger import CONFLICTED, Status, StatusChange
+from wallet.ledger import CONFLICTED, Balance, Status, StatusChange
 from wallet.unlocked import UnlockedKeys
 from wallet.wallet import Wallet
 
@@ -143,6 +143,10 @@ class WalletService:
         """An amount typed in the network's currency, in minor units."""
         return parse_amount(text, self.wallet.genesis.decimals)
 
+    def amount_text(self, minor: int) -> str:
+        """Minor units as an amount is typed (``12.50``)."""
+        return format_amount(minor, self.wallet.genesis.decimals)
+
     def money(self, minor: int) -> str:
         """Minor units as the network's currency reads them (``12.50 EUR``)."""
         g = self.wallet.genesis
@@ -159,6 +163,45 @@ class WalletService:
     def receive(self) -> list[tuple[Block, Status]]:
         """Claim every payment addressed to this device."""
         return self.wallet.receive(self._signing())
+
+    def amount_problem(self, text: str) -> str | None:
+        """What is wrong with an amount as it is typed (format, decimals, this
+        device's escrow), or None when it can be paid."""
+        text = text.strip()
+        if not text:
+            return "an amount, like 12.50"
+        try:
+            minor = self.amount(text)
+        except WalletError as exc:
+            return str(exc)
+        return self.spend_problem(minor)
+
+    def spend_problem(self, minor: int) -> str | None:
+        """Why this device cannot pay ``minor`` units now, or None."""
+        if minor <= 0:
+            return "more than zero"
+        device = self.wallet.device
+        if device is not None and self.wallet.genesis.issuer != self.wallet.account:
+            have = self.wallet.ledger.balance(device).spendable
+            if minor > have:
+                return (f"this device can spend {self.money(have)}: move money to it from "
+                        "a sibling device first")
+        return None
+
+    def devices(self) -> list[tuple[bytes, str, Balance, bool]]:
+        """This account's devices: key, label, balance, whether it is this one."""
+        this = self.wallet.device
+        rows = [(k, label, bal, k == this) for k, label, bal in self.wallet.devices()]
+        if this is not None and all(not r[3] for r in rows):
+            rows.append((this, "this device", self.wallet.ledger.balance(this), True))
+        return rows
+
+    def account_balance(self) -> Balance:
+        """The sum over this account's devices."""
+        total = Balance(0, 0)
+        for _, _, bal, _ in self.devices():
+            total = total + bal
+        return total
 
     # ---------------------------------------------------------------- events
     def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:

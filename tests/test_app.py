@@ -1,0 +1,159 @@
+"""The terminal app, driven headless by Textual's Pilot over a real wallet home.
+
+A funded wallet on a q = 0 network: Home shows the account's money and its devices
+and says it is offline; ``p`` opens Pay, where the amount is checked as it is typed,
+Tab moves between fields and Enter submits; the confirmation takes ``y`` or Enter, and
+the payment is signed (in the store) with its status shown; a locked wallet with no
+passphrase in the environment asks for one; a payment arriving is a notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets
+from tui.app import TallyApp
+from tui.screens.home import HomeScreen
+from tui.screens.modals import ConfirmScreen, PassphraseScreen
+from tui.screens.pay import PayScreen
+from tui.service import WalletService
+from wallet.address import PaymentRequest, parse_address
+from wallet.wallet import Wallet
+
+
+@pytest.fixture
+def funded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    api_network(tmp_path, "app")
+    alice, bob = api_wallets(tmp_path / "g", tmp_path / "alice", tmp_path / "bob")
+    api_fund(tmp_path / "issuer", alice, 10_000)
+    return alice, bob
+
+
+def text(app: TallyApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def settle(pilot, until, what: str, timeout_s: float = 10) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout_s / 0.05)):
+        await pilot.pause()
+        if until():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_home_shows_the_money_and_says_offline(funded) -> None:  # type: ignore[no-untyped-def]
+    alice, _ = funded
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert isinstance(app.screen, HomeScreen)
+            assert "100.00 EUR spendable" in text(app, "#account")
+            assert "OFFLINE" in text(app, "#links")
+            assert app.screen.query_one("#devices", DataTable).row_count == 1
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_pay_checks_as_typed_confirms_and_pays(funded) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("p")
+            assert isinstance(app.screen, PayScreen)
+            app.screen.query_one("#to", Input).value = bob.address
+            await pilot.press("tab", *"500")  # over this device's 100.00
+            await pilot.pause()
+            assert "this device can spend 100.00 EUR" in text(app, "#problem")
+            amount = app.screen.query_one("#amount", Input)
+            amount.value = ""
+            await pilot.press(*"12.5", "tab", *"lunch", "enter")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            assert "12.50 EUR" in app.screen.question and "lunch" in app.screen.question
+            await pilot.press("y")
+            pay = app.screen
+            assert isinstance(pay, PayScreen)
+            await settle(pilot, lambda: pay.paid is not None, "the payment")
+            assert "accepted, no witness" in text(app, "#status")
+            await pilot.press("escape")
+            assert "87.50 EUR spendable" in text(app, "#account")
+        app.service.close()
+
+    asyncio.run(go())
+    w = Wallet.open(alice.path)
+    try:
+        paid = [r for r in w.history() if r.kind.name == "SEND"]
+        assert [r.amount for r in paid] == [1250]
+    finally:
+        w.close()
+
+
+def test_a_request_fills_the_form_and_a_locked_wallet_asks_for_the_passphrase(
+        funded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+    monkeypatch.delenv("TALLY_PASSPHRASE")
+    to = parse_address(bob.address)
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        req = PaymentRequest(app.service.wallet.network, to, 300, request_id=b"q" * 16,
+                             memo="tea", floor_payment=500)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("p")
+            app.screen.query_one("#to", Input).value = req.uri()
+            await pilot.pause()
+            assert app.screen.query_one("#amount", Input).value == "3.00"
+            assert app.screen.query_one("#memo", Input).value == "tea"
+            app.screen.query_one("#to", Input).focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            assert "5.00 EUR a payment" in app.screen.question
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, PassphraseScreen)
+            await pilot.press(*PASSPHRASE, "enter")
+            pay = app.screen
+            assert isinstance(pay, PayScreen)
+            await settle(pilot, lambda: pay.paid is not None, "the payment")
+            assert pay.paid is not None and pay.paid.request_id == b"q" * 16
+            assert not app.service.locked, "unlocked once, for the next payments"
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_a_payment_arriving_is_a_notification(funded) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(bob.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            a = Wallet.open(alice.path)
+            try:
+                to = parse_address(bob.address)
+                a.pay(to, 700, PASSPHRASE)
+                bodies = a.bodies(a.export_ids(to))
+            finally:
+                a.close()
+            app.service.wallet.ingest_bodies(bodies)
+            await pilot.pause()
+            said = [n.message for n in app._notifications]
+            assert any("7.00 EUR arrived from" in m for m in said), said
+            table = app.screen.query_one("#devices", DataTable)
+            assert "7.00 EUR" in [str(c) for c in table.get_row_at(0)], "its to-claim column"
+        app.service.close()
+
+    asyncio.run(go())

@@ -1,0 +1,142 @@
+"""Pay: an address or a ``tally:`` request, an amount checked as it is typed, a
+confirmation, then the payment's status, live."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from tui.screens.modals import ConfirmScreen, PassphraseScreen
+from tui.service import Payee, StatusChanged
+from wallet import keys as keyfiles
+from wallet.encoding import Block, id_text, short
+from wallet.errors import TallyError
+from wallet.ledger import Status
+
+
+class PayScreen(Screen):
+    """The pay form: Tab moves from field to field, Enter submits."""
+
+    CSS_PATH = "pay.tcss"
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paid: Block | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="form"):
+            yield Label("To (an address, or a tally: request)")
+            yield Input(placeholder="tly… or tally:…", id="to")
+            yield Label("Amount")
+            yield Input(placeholder="12.50", id="amount")
+            yield Label("Memo (sealed: only the payee reads it)")
+            yield Input(placeholder="optional", id="memo")
+            yield Static(id="problem", classes="problem")
+            yield Static(id="status")
+        yield Footer()
+
+    @property
+    def service(self):  # type: ignore[no-untyped-def]
+        return self.app.service  # type: ignore[attr-defined]
+
+    def _value(self, name: str) -> str:
+        return self.query_one(f"#{name}", Input).value.strip()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """Check what is typed as it is typed; a request fills amount and memo."""
+        if event.input.id == "to" and event.value.strip().startswith("tally:"):
+            try:
+                payee = self.service.payee(event.value)
+            except TallyError as exc:
+                self._say_problem(str(exc))
+                return
+            req = payee.request
+            self.query_one("#amount", Input).value = self.service.amount_text(payee.amount)
+            if req is not None and req.memo:
+                self.query_one("#memo", Input).value = req.memo
+        self._say_problem(self._problem() or "")
+
+    def _problem(self) -> str | None:
+        to, amount = self._value("to"), self._value("amount")
+        if not to:
+            return None  # nothing typed yet: nothing to say
+        problem = self.service.amount_problem(amount) if amount else None
+        return f"amount: {problem}" if problem else None
+
+    def _say_problem(self, text: str) -> None:
+        self.query_one("#problem", Static).update(text)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter, in any field: check the whole form and ask to confirm."""
+        try:
+            payee = self.service.payee(self._value("to"), self._value("amount") or None)
+            self.service.wallet.check_address(payee.address)
+        except TallyError as exc:
+            self._say_problem(str(exc))
+            return
+        problem = self.service.spend_problem(payee.amount)
+        if problem:
+            self._say_problem(f"amount: {problem}")
+            return
+        memo = self._value("memo") or None
+        self.app.push_screen(ConfirmScreen(self._question(payee, memo)),
+                             lambda yes: self._confirmed(payee, memo) if yes else None)
+
+    def _question(self, payee: Payee, memo: str | None) -> str:
+        svc = self.service
+        lines = [f"Pay [b]{svc.money(payee.amount)}[/b] to {short(payee.address.device)}…?"]
+        if memo:
+            lines.append(f"memo: {memo}")
+        req = payee.request
+        if req is not None and (req.floor_payment or req.floor_account or req.floor_till):
+            lines.append("the till takes it offline within its limits: "
+                         f"{svc.money(req.floor_payment)} a payment, "
+                         f"{svc.money(req.floor_account)} per account, "
+                         f"{svc.money(req.floor_till)} in all")
+        return "\n".join(lines)
+
+    def _confirmed(self, payee: Payee, memo: str | None) -> None:
+        if self.service.locked and not (os.environ.get(keyfiles.PASSPHRASE_ENV)
+                                        or os.environ.get(keyfiles.PASSPHRASE_FILE_ENV)):
+            self.app.push_screen(PassphraseScreen(),
+                                 lambda p: self._pay(payee, memo, p) if p else None)
+        else:
+            self._pay(payee, memo, None)
+
+    @work(thread=True, exclusive=True)
+    def _pay(self, payee: Payee, memo: str | None, passphrase: str | None) -> None:
+        """Sign off the event loop (decrypting the key is slow by design)."""
+        try:
+            if passphrase is not None:
+                self.service.unlock(passphrase)
+            block, st = self.service.pay(payee, memo=memo)
+        except TallyError as exc:
+            self.app.call_from_thread(self._say_problem, str(exc))
+            return
+        self.app.call_from_thread(self._show_paid, block, st)
+
+    def _show_paid(self, block: Block, st: Status) -> None:
+        self.paid = block
+        self._say_problem("")
+        self._show_status(st)
+        self.app.notify(f"paid {self.service.money(block.amount)}")
+
+    def _show_status(self, st: Status) -> None:
+        assert self.paid is not None
+        self.query_one("#status", Static).update(
+            f"payment {id_text(self.paid.id)}: [b]{st.label}[/b]")
+
+    def on_service_event(self, event: object) -> None:
+        """The payment's status as it changes (called by the app on each event)."""
+        if (self.paid is not None and isinstance(event, StatusChanged)
+                and event.change.block_id == self.paid.id):
+            self._show_status(event.change.new)
