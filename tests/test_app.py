@@ -4,7 +4,8 @@ A funded wallet on a q = 0 network: Home shows the account's money and its devic
 and says it is offline; ``p`` opens Pay, where the amount is checked as it is typed,
 Tab moves between fields and Enter submits; the confirmation takes ``y`` or Enter, and
 the payment is signed (in the store) with its status shown; a locked wallet with no
-passphrase in the environment asks for one; a payment arriving is a notification.
+passphrase in the environment asks for one; a payment arriving is a notification; ``r``
+makes a request, drawn as a URI and a QR code, that turns "paid" when it is paid.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from tui.app import TallyApp
 from tui.screens.home import HomeScreen
 from tui.screens.modals import ConfirmScreen, PassphraseScreen
 from tui.screens.pay import PayScreen
+from tui.screens.request import RequestScreen
 from tui.service import WalletService
-from wallet.address import PaymentRequest, parse_address
+from wallet.address import PaymentRequest, parse_address, parse_request
 from wallet.wallet import Wallet
 
 
@@ -154,6 +156,39 @@ def test_a_payment_arriving_is_a_notification(funded) -> None:  # type: ignore[n
             assert any("7.00 EUR arrived from" in m for m in said), said
             table = app.screen.query_one("#devices", DataTable)
             assert "7.00 EUR" in [str(c) for c in table.get_row_at(0)], "its to-claim column"
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_a_request_shows_its_uri_and_qr_and_turns_paid(funded) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(bob.path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("r")
+            screen = app.screen
+            assert isinstance(screen, RequestScreen)
+            await pilot.press(*"0", "enter")
+            assert "must be more than 0" in text(app, "#problem")
+            screen.query_one("#amount", Input).value = "7.00"
+            await pilot.press("tab", *"tea", "enter")
+            req = screen.request
+            assert req is not None and (req.amount, req.memo) == (700, "tea")
+            assert parse_request(text(app, "#uri")) == req
+            assert text(app, "#qr").count("\n") >= 10, "a QR code, drawn"
+            assert "waiting for 7.00 EUR" in text(app, "#state")
+            a = Wallet.open(alice.path)
+            try:
+                got = parse_request(req.uri())
+                a.pay(got.address, got.amount, PASSPHRASE, memo=got.memo, request=got)
+                bodies = a.bodies(a.export_ids(got.address))
+            finally:
+                a.close()
+            app.service.wallet.ingest_bodies(bodies)
+            await pilot.pause()
+            assert screen.paid and "paid" in text(app, "#state")
         app.service.close()
 
     asyncio.run(go())

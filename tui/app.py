@@ -13,6 +13,7 @@ from textual.app import App
 
 from tui.screens.home import HomeScreen
 from tui.screens.pay import PayScreen
+from tui.screens.request import RequestScreen
 from tui.service import ForkSeen, PaymentArrived, ServiceEvent, WalletService
 
 
@@ -33,6 +34,10 @@ class TallyApp(App):
     def action_pay(self) -> None:
         """Open the pay form."""
         self.push_screen(PayScreen())
+
+    def action_request(self) -> None:
+        """Open the request form."""
+        self.push_screen(RequestScreen())
 
     def _from_service(self, event: ServiceEvent) -> None:
         # Commits happen on worker threads too: the UI is touched on its own thread.

@@ -23,7 +23,6 @@ from wallet import keys as keyfiles
 from wallet.address import (
     ADDRESS_PREFIXES,
     Address,
-    PaymentRequest,
     parse_address,
 )
 from wallet.amounts import format_amount, parse_amount
@@ -43,7 +42,7 @@ from wallet.encoding import (
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.wallet import Wallet, check_memo, error_text, local_minute
+from wallet.wallet import Wallet, error_text, local_minute
 
 FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
 
@@ -299,40 +298,33 @@ def cmd_address(a: argparse.Namespace, out: Out) -> None:
 
 def cmd_request(a: argparse.Namespace, out: Out) -> None:
     """Print a payment request."""
-    w = Wallet.open(a.home)
+    svc = WalletService.open(a.home)
+    w = svc.wallet
     expires = parse_expiry(a.expires, time.time()) if a.expires else 0
     try:
-        rid = bytes.fromhex(a.id) if a.id else os.urandom(8)
+        rid = bytes.fromhex(a.id) if a.id else None
     except ValueError as exc:
         raise WalletError(f"request id {a.id!r} is not hex (like 0a1b2c)") from exc
-    if len(rid) > 32:
-        raise WalletError(f"request id is {len(rid)} bytes; at most 32")
-    check_memo(a.memo or "")
-    req = PaymentRequest(w.network, w.address(), _amount(w, a.amount), rid, expires,
-                         a.memo or "")
+    req = svc.request(a.amount, memo=a.memo or "", expires=expires, request_id=rid)
+    rid = req.request_id
     out.put(request=req.uri(), request_id=rid.hex(), **_money(w, amount=req.amount),
             expires=expires or None, expires_at=local_minute(expires) if expires else None)
     out.say(req.uri())
     if expires:
         out.say(f"expires {local_minute(expires)}")
-    if a.qr or a.qr_file:
-        import io
-
+    if a.qr_file:
         import segno
 
-        qr = segno.make(req.uri(), error="m")
-        if a.qr_file:
-            path = Path(a.qr_file)
-            if path.suffix.lower() not in (".svg", ".png"):
-                raise WalletError(f"--qr-file {path}: name an .svg or .png file")
-            qr.save(str(path), scale=8, border=2)
-            out.put(qr_file=str(path))
-            out.say(f"QR code written to {path}")
-        if a.qr:
-            drawing = io.StringIO()
-            qr.terminal(out=drawing, compact=True)
-            out.put(qr_text=drawing.getvalue())
-            out.say(drawing.getvalue().rstrip("\n"))
+        path = Path(a.qr_file)
+        if path.suffix.lower() not in (".svg", ".png"):
+            raise WalletError(f"--qr-file {path}: name an .svg or .png file")
+        segno.make(req.uri(), error="m").save(str(path), scale=8, border=2)
+        out.put(qr_file=str(path))
+        out.say(f"QR code written to {path}")
+    if a.qr:
+        drawing = svc.qr_text(req.uri())
+        out.put(qr_text=drawing)
+        out.say(drawing.rstrip("\n"))
 
 
 # ---------------------------------------------------------------- payments

@@ -13,6 +13,7 @@ by the faces through it, over the same wallet.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,12 @@ from wallet.encoding import Block, Kind, short, short_id
 from wallet.errors import WalletError
 from wallet.ledger import CONFLICTED, Balance, Status, StatusChange
 from wallet.unlocked import UnlockedKeys
-from wallet.wallet import Wallet
+from wallet.wallet import Wallet, check_memo
 
+REQUEST_ID_BYTES = 8
+"""A new request's random id (what a till matches its takings by)."""
+REQUEST_ID_BYTES_MAX = 32
+"""The longest request id a request may carry."""
 IDLE_LOCK_S = 300.0
 """How long unlocked keys stay held without use, by default (seconds)."""
 
@@ -202,6 +207,28 @@ class WalletService:
         for _, _, bal, _ in self.devices():
             total = total + bal
         return total
+
+    def request(self, amount: str, *, memo: str = "", expires: int = 0,
+                request_id: bytes | None = None) -> PaymentRequest:
+        """A payment request to this device: the ``tally:`` URI a payer pays."""
+        w = self.wallet
+        rid = os.urandom(REQUEST_ID_BYTES) if request_id is None else request_id
+        if len(rid) > REQUEST_ID_BYTES_MAX:
+            raise WalletError(f"request id is {len(rid)} bytes; at most "
+                              f"{REQUEST_ID_BYTES_MAX}")
+        check_memo(memo)
+        return PaymentRequest(w.network, w.address(), self.amount(amount), rid, expires, memo)
+
+    @staticmethod
+    def qr_text(uri: str) -> str:
+        """A QR code of ``uri`` drawn with block characters (two rows a line)."""
+        import io
+
+        import segno
+
+        drawing = io.StringIO()
+        segno.make(uri, error="m").terminal(out=drawing, compact=True)
+        return drawing.getvalue()
 
     # ---------------------------------------------------------------- events
     def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:

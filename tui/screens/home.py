@@ -18,6 +18,7 @@ class HomeScreen(Screen):
     CSS_PATH = "home.tcss"
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("p", "app.pay", "Pay"),
+        Binding("r", "app.request", "Request"),
         Binding("q", "app.quit", "Quit"),
     ]
 

@@ -1,0 +1,70 @@
+"""Request: an amount and a memo give a ``tally:`` URI and its QR code; the screen
+turns to "paid" when the payment arrives."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from tui.service import PaymentArrived
+from wallet.address import PaymentRequest
+from wallet.errors import TallyError
+
+
+class RequestScreen(Screen):
+    """Type an amount (and a memo), Enter: the request to show the payer."""
+
+    CSS_PATH = "request.tcss"
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request: PaymentRequest | None = None
+        self.paid = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(id="form"):
+                yield Label("Amount")
+                yield Input(placeholder="12.50", id="amount")
+                yield Label("Memo (the payment carries it back)")
+                yield Input(placeholder="optional", id="memo")
+                yield Static(id="problem", classes="problem")
+                yield Static(id="uri")
+                yield Static(id="state")
+            yield Static(id="qr")
+        yield Footer()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter: make the request."""
+        svc = self.app.service  # type: ignore[attr-defined]
+        amount = self.query_one("#amount", Input).value.strip()
+        memo = self.query_one("#memo", Input).value.strip()
+        try:
+            req = svc.request(amount, memo=memo)
+        except TallyError as exc:
+            self.query_one("#problem", Static).update(str(exc))
+            return
+        self.request, self.paid = req, False
+        self.query_one("#problem", Static).update("")
+        self.query_one("#uri", Static).update(req.uri())
+        self.query_one("#qr", Static).update(svc.qr_text(req.uri()))
+        self.query_one("#state", Static).update(
+            f"waiting for {svc.money(req.amount)} to be paid…")
+
+    def on_service_event(self, event: object) -> None:
+        """A payment answering this request arrived: say so."""
+        req = self.request
+        if (req is not None and isinstance(event, PaymentArrived)
+                and event.block.request_id == req.request_id
+                and event.block.to_device == req.address.device):
+            svc = self.app.service  # type: ignore[attr-defined]
+            self.paid = True
+            self.query_one("#state", Static).update(
+                f"[b]paid[/b]: {svc.money(event.block.amount)} ({event.status.label})")
