@@ -14,10 +14,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets
 from tui.app import TallyApp
+from tui.screens import history as history_mod
+from tui.screens.history import HistoryView
 from tui.screens.home import HomeScreen
 from tui.screens.modals import ConfirmScreen, PassphraseScreen
 from tui.screens.pay import PayScreen
@@ -189,6 +191,46 @@ def test_a_request_shows_its_uri_and_qr_and_turns_paid(funded) -> None:  # type:
             app.service.wallet.ingest_bodies(bodies)
             await pilot.pause()
             assert screen.paid and "paid" in text(app, "#state")
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_history_reads_pages_only_as_it_scrolls_and_filters(
+        funded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+    monkeypatch.setattr(history_mod, "PAGE_ROWS", 4)
+    w = Wallet.open(alice.path)
+    try:
+        to = parse_address(bob.address)
+        for i in range(30):
+            w.pay(to, 100 + i, PASSPHRASE)
+    finally:
+        w.close()
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(100, 20)) as pilot:
+            await pilot.press("h")
+            await pilot.pause()
+            view = app.screen.query_one(HistoryView)
+            held = len(app.service.history(limit=1000))
+            assert held == 32  # 30 sends, the receive of the funds, the open
+            assert len(view.rows) < held, "only what the screen needs was read"
+            assert "-1.29 EUR to" in view._line(view.rows[0]), "newest first"
+            for _ in range(10):
+                await pilot.press("pagedown")
+            await pilot.pause()
+            assert view.done and len(view.rows) == held
+            assert view.pages_read == -(-held // 4) + (held % 4 == 0)
+            await pilot.click("#status")
+            select = app.screen.query_one("#status", Select)
+            select.value = "final"  # nothing is final on a network without witnesses
+            await pilot.pause()
+            assert view.rows == [] and view.done
+            select.value = "accepted"
+            await pilot.pause()
+            assert len(view.rows) > 0
         app.service.close()
 
     asyncio.run(go())

@@ -11,6 +11,7 @@ import threading
 
 from textual.app import App
 
+from tui.screens.history import HistoryScreen
 from tui.screens.home import HomeScreen
 from tui.screens.pay import PayScreen
 from tui.screens.request import RequestScreen
@@ -34,6 +35,10 @@ class TallyApp(App):
     def action_pay(self) -> None:
         """Open the pay form."""
         self.push_screen(PayScreen())
+
+    def action_history(self) -> None:
+        """Open the history."""
+        self.push_screen(HistoryScreen())
 
     def action_request(self) -> None:
         """Open the request form."""

@@ -24,8 +24,9 @@ from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, short, short_id
 from wallet.errors import WalletError
 from wallet.ledger import CONFLICTED, Balance, Status, StatusChange
+from wallet.store import HistoryRow
 from wallet.unlocked import UnlockedKeys
-from wallet.wallet import Wallet, check_memo
+from wallet.wallet import Wallet, check_memo, local_minute
 
 REQUEST_ID_BYTES = 8
 """A new request's random id (what a till matches its takings by)."""
@@ -229,6 +230,25 @@ class WalletService:
         drawing = io.StringIO()
         segno.make(uri, error="m").terminal(out=drawing, compact=True)
         return drawing.getvalue()
+
+    def history(self, *, before: int | None = None, limit: int = 50,
+                status: str | None = None) -> list[HistoryRow]:
+        """A page of the account's history, newest first (``Wallet.history``)."""
+        return self.wallet.history(limit=limit, before=before, status=status)
+
+    def history_line(self, r: HistoryRow) -> str:
+        """One history row as a line: when, what, how much, with whom, its status."""
+        kind = r.kind.name.lower()
+        amount = self.money(r.amount) if r.amount is not None else ""
+        if r.incoming:
+            what = f"+{amount} from {short(r.device)}…"
+        elif r.kind in (Kind.SEND, Kind.ISSUE) and r.peer is not None:
+            what = f"-{amount} to {short(r.peer)}…"
+        elif r.kind == Kind.RECEIVE and r.peer is not None:
+            what = f"claims a payment from {short(r.peer)}…"
+        else:
+            what = ""
+        return f"{local_minute(r.seen)}  {kind:<8} {what:<44} {r.status}"
 
     # ---------------------------------------------------------------- events
     def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:

@@ -19,6 +19,7 @@ class HomeScreen(Screen):
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("p", "app.pay", "Pay"),
         Binding("r", "app.request", "Request"),
+        Binding("h", "app.history", "History"),
         Binding("q", "app.quit", "Quit"),
     ]
 
