@@ -5,12 +5,14 @@ and says it is offline; ``p`` opens Pay, where the amount is checked as it is ty
 Tab moves between fields and Enter submits; the confirmation takes ``y`` or Enter, and
 the payment is signed (in the store) with its status shown; a locked wallet with no
 passphrase in the environment asks for one; a payment arriving is a notification; ``r``
-makes a request, drawn as a URI and a QR code, that turns "paid" when it is paid.
+makes a request, drawn as a URI and a QR code, that turns "paid" when it is paid; ``h``
+reads the history a page at a time; ``f`` explains the fraud proofs as forks arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,39 @@ def test_history_reads_pages_only_as_it_scrolls_and_filters(
             select.value = "accepted"
             await pilot.pause()
             assert len(view.rows) > 0
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_frauds_explains_a_fork_as_it_arrives(funded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = funded
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)  # a cloned disk: the same device key twice
+    to = parse_address(bob.address)
+    sides = []
+    for home, minor in ((alice.path, 100), (clone, 200)):
+        w = Wallet.open(home)
+        try:
+            w.pay(to, minor, PASSPHRASE)
+            sides.append(w.bodies(w.export_ids(to)))
+        finally:
+            w.close()
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(bob.path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.service.wallet.ingest_bodies(sides[0])
+            await pilot.press("f")
+            await pilot.pause()
+            assert "No fraud proofs" in str(app.screen.query_one(".none", Static).render())
+            app.service.wallet.ingest_bodies(sides[1])
+            await pilot.pause()
+            (shown,) = app.screen.query(".proof")
+            said = str(shown.render())
+            assert "signed 2 different blocks at slot 2" in said
+            assert "both sides are refused" in said  # no witnesses on this network
+            assert any("fraud proof" in n.message for n in app._notifications)
         app.service.close()
 
     asyncio.run(go())

@@ -11,6 +11,7 @@ import threading
 
 from textual.app import App
 
+from tui.screens.frauds import FraudsScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.home import HomeScreen
 from tui.screens.pay import PayScreen
@@ -39,6 +40,10 @@ class TallyApp(App):
     def action_history(self) -> None:
         """Open the history."""
         self.push_screen(HistoryScreen())
+
+    def action_frauds(self) -> None:
+        """Open the fraud proofs."""
+        self.push_screen(FraudsScreen())
 
     def action_request(self) -> None:
         """Open the request form."""

@@ -23,7 +23,7 @@ from wallet.address import Address, PaymentRequest, parse_request
 from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, short, short_id
 from wallet.errors import WalletError
-from wallet.ledger import CONFLICTED, Balance, Status, StatusChange
+from wallet.ledger import CONFLICTED, Balance, FraudProof, Status, StatusChange
 from wallet.store import HistoryRow
 from wallet.unlocked import UnlockedKeys
 from wallet.wallet import Wallet, check_memo, local_minute
@@ -249,6 +249,25 @@ class WalletService:
         else:
             what = ""
         return f"{local_minute(r.seen)}  {kind:<8} {what:<44} {r.status}"
+
+    def frauds(self) -> list[FraudProof]:
+        """The fraud proofs held."""
+        return self.wallet.frauds()
+
+    def explain(self, p: FraudProof) -> str:
+        """A fraud proof in words a person reads."""
+        mine = p.device in {k for k, _, _, _ in self.devices()}
+        whose = "one of this account's devices" if mine else "a device"
+        n = len(p.block_ids)
+        if p.equivocation:
+            return (f"Witnesses certified {n} different blocks of {whose} "
+                    f"({short(p.device)}…) at slot {p.seq}: some witness voted both "
+                    "sides. Both sides are refused from that slot on.")
+        outcome = ("the certified side wins; the other is lost" if self.wallet.genesis.quorum
+                   else "with no witnesses, both sides are refused")
+        return (f"{whose.capitalize()} ({short(p.device)}…) signed {n} different blocks at "
+                f"slot {p.seq}: its key was copied or abused. Until a side is certified "
+                f"its money is locked; {outcome}.")
 
     # ---------------------------------------------------------------- events
     def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:
