@@ -274,7 +274,10 @@ class WalletSync:
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         settle_timeout_s: float = SETTLE_TIMEOUT_S,
         votes_timeout_s: float = VOTES_TIMEOUT_S,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
+        """``pool``: the one thread the wallet is used on, when its owner has one (the
+        wallet service's); else this makes its own."""
         if wallet.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
         self.wallet = wallet
@@ -289,7 +292,8 @@ class WalletSync:
         if bytes(self.key.verify_key) != self.device:
             raise WalletError("the device key does not match this wallet")
         self.port = WalletPort(wallet)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
+        self._own_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
         self._claiming: asyncio.Task[None] | None = None
         self._claim_again = False
         self._moved = asyncio.Event()
@@ -315,8 +319,9 @@ class WalletSync:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     def shutdown(self) -> None:
-        """Stop the worker thread (after the last session)."""
-        self._pool.shutdown(wait=True)
+        """Stop the worker thread (after the last session), unless it is the owner's."""
+        if self._own_pool:
+            self._pool.shutdown(wait=True)
 
     def stop(self) -> None:
         """Ask every session to end (a signal, or the caller is done)."""

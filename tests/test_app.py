@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Select, Static
 
-from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets
+from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets, ok, tj
+from tests.test_relay import relay_command, relay_env, start_relay
 from tui.app import TallyApp
 from tui.screens import history as history_mod
 from tui.screens.history import HistoryView
@@ -269,3 +271,44 @@ def test_frauds_explains_a_fork_as_it_arrives(funded, tmp_path: Path) -> None:  
         app.service.close()
 
     asyncio.run(go())
+
+
+def test_with_a_relay_the_app_syncs_and_a_payment_turns_final_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    key = tmp_path / "witness.key"
+    p = subprocess.run(relay_command("keygen", key, "--kind", "witness"), env=relay_env(),
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    genesis = Path(tj(tmp_path / "issuer", "network", "create", "Live", "--currency", "EUR",
+                      "--witness", key)["genesis_file"])
+    relay = start_relay(tmp_path, "--network", genesis, "--witness-key", key)
+    try:
+        alice, bob = api_wallets(genesis, tmp_path / "alice", tmp_path / "bob")
+        tj(tmp_path / "issuer", "issue", alice.address, "50.00", "--yes")
+        ok(tmp_path / "issuer", "sync", "--relay", relay.url, "--once")
+        tj(alice.path, "relays", "add", relay.url)
+
+        async def go() -> None:
+            app = TallyApp(WalletService.open(alice.path))
+            async with app.run_test(size=(100, 30)) as pilot:
+                home = app.screen
+                await settle(pilot, lambda: "50.00 EUR spendable" in text(app, "#account"),
+                             "the issue claimed and final, by the background sync")
+                assert "in sync" in text(app, "#links") and "OFFLINE" not in text(app, "#links")
+                await pilot.press("p")
+                app.screen.query_one("#to", Input).value = bob.address
+                app.screen.query_one("#amount", Input).value = "2.00"
+                app.screen.query_one("#to", Input).focus()
+                await pilot.press("enter", "y")
+                pay = app.screen
+                assert isinstance(pay, PayScreen)
+                await settle(pilot, lambda: "final" in text(app, "#status"),
+                             "the payment final, the witness's vote synced in")
+                assert isinstance(home, HomeScreen)
+                assert "48.00 EUR spendable" in str(home.query_one("#account", Static).render())
+            app.service.close()
+
+        asyncio.run(go())
+    finally:
+        relay.stop()

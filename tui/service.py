@@ -7,17 +7,24 @@ every face (what a ``tally:`` request asks, which device a label names), and one
 of events built from what the wallet commits: a block's status changing, a payment
 arriving for one of the account's devices, a fork seen (a fraud proof).
 
-It imports ``wallet/`` and nothing of the faces; background sync (``sync/``) is driven
-by the faces through it, over the same wallet.
+Threads: the faces read through ``wallet`` on their own thread; everything that signs,
+stores or syncs runs on the service's one wallet thread over a second connection to
+the same home (``sync_forever`` runs the sync client there too), and the reading side
+takes in what it committed with ``Wallet.refresh``. It imports ``wallet/`` and
+``sync/``, and nothing of the faces.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from sync.client import SyncClient, SyncEvent
 from wallet import keys as keyfiles
 from wallet.address import Address, PaymentRequest, parse_request
 from wallet.amounts import format_amount, parse_amount
@@ -32,6 +39,8 @@ REQUEST_ID_BYTES = 8
 """A new request's random id (what a till matches its takings by)."""
 REQUEST_ID_BYTES_MAX = 32
 """The longest request id a request may carry."""
+T = TypeVar("T")
+
 IDLE_LOCK_S = 300.0
 """How long unlocked keys stay held without use, by default (seconds)."""
 
@@ -74,19 +83,31 @@ ServiceEvent = StatusChanged | PaymentArrived | ForkSeen
 _PAYMENTS = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
 
+def passphrase_in_env() -> bool:
+    """True when ``TALLY_PASSPHRASE`` or ``TALLY_PASSPHRASE_FILE`` is set (the keys can
+    be unlocked without asking anyone)."""
+    return bool(os.environ.get(keyfiles.PASSPHRASE_ENV)
+                or os.environ.get(keyfiles.PASSPHRASE_FILE_ENV))
+
+
 class WalletService:
     """One wallet home, opened once: unlocked keys, operations and events."""
 
     def __init__(self, wallet: Wallet, *, idle_lock_s: float | None = IDLE_LOCK_S,
                  passphrase: Callable[[], str] = keyfiles.passphrase_from_env,
                  keys: UnlockedKeys | None = None) -> None:
-        """``passphrase`` is asked when a signing finds the keys locked (by default
-        ``TALLY_PASSPHRASE``, ``TALLY_PASSPHRASE_FILE`` or a prompt)."""
+        """``wallet`` is read on the caller's thread; what signs, stores or syncs runs
+        on the service's one wallet thread, over a second connection to the same home
+        (SQLite lets it write while the first reads). ``passphrase`` is asked when a
+        signing finds the keys locked (by default ``TALLY_PASSPHRASE``,
+        ``TALLY_PASSPHRASE_FILE`` or a prompt)."""
         self.wallet = wallet
         self.keys = keys or UnlockedKeys(idle_lock_s)
         self._passphrase = passphrase
         self._listeners: list[Callable[[ServiceEvent], None]] = []
-        wallet.subscribe(self._on_commit)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
+        self._writer: Wallet | None = None
+        wallet.subscribe(lambda changes: self._on_commit(wallet, changes))
 
     @classmethod
     def open(cls, home: Path | str, **kw: object) -> WalletService:
@@ -94,9 +115,25 @@ class WalletService:
         return cls(Wallet.open(Path(home)), **kw)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Lock the keys and close the wallet."""
+        """Lock the keys, stop the wallet thread and close the wallet."""
         self.keys.lock()
+        if self._writer is not None:
+            self._pool.submit(self._writer.close).result()
+        self._pool.shutdown(wait=True)
         self.wallet.close()
+
+    def _on_wallet_thread(self, fn: Callable[[Wallet], T]) -> T:
+        """``fn(writer)`` on the wallet thread; its result (or what it raised)."""
+        return self._pool.submit(lambda: fn(self._open_writer())).result()
+
+    def _open_writer(self) -> Wallet:
+        """(On the wallet thread) the writing connection, opened on first use."""
+        if self._writer is None:
+            w = Wallet.open(self.wallet.home)
+            w.unlocked = self.keys
+            w.subscribe(lambda changes: self._on_commit(w, changes))
+            self._writer = w
+        return self._writer
 
     # ------------------------------------------------------------------ keys
     @property
@@ -108,8 +145,8 @@ class WalletService:
                kinds: tuple[str, ...] = Wallet.KEY_KINDS) -> list[str]:
         """Decrypt the home's keys once (with ``passphrase``, or the one asked for);
         the kinds now held. A wrong passphrase raises and leaves the keys locked."""
-        return self.wallet.unlock(self._passphrase() if passphrase is None else passphrase,
-                                  self.keys, kinds)
+        phrase = self._passphrase() if passphrase is None else passphrase
+        return self._on_wallet_thread(lambda w: w.unlock(phrase, self.keys, kinds))
 
     def lock(self) -> None:
         """Drop the unlocked keys now."""
@@ -163,12 +200,38 @@ class WalletService:
         """Sign the payment (with the unlocked keys); its block and status."""
         req = payee.request
         text = memo if memo is not None else (req.memo if req else "")
-        return self.wallet.pay(payee.address, payee.amount, self._signing(), memo=text,
-                               request=req, again=again)
+        phrase = self._signing()
+        return self._on_wallet_thread(lambda w: w.pay(
+            payee.address, payee.amount, phrase, memo=text, request=req, again=again))
 
     def receive(self) -> list[tuple[Block, Status]]:
         """Claim every payment addressed to this device."""
-        return self.wallet.receive(self._signing())
+        phrase = self._signing()
+        return self._on_wallet_thread(lambda w: w.receive(phrase))
+
+    # ------------------------------------------------------------------ sync
+    async def sync_forever(self, on_event: Callable[[SyncEvent], None] | None = None,
+                           links: dict[str, str] | None = None) -> None:
+        """Sync with the wallet's relays and peers (or ``links``: URL → ``relay`` or
+        ``peer``) until cancelled, on the caller's event loop; the wallet work runs on
+        the wallet thread. ``on_event`` gets each sync event on that loop."""
+        links = self.wallet.links() if links is None else links
+        if not links:
+            return
+        phrase = self._signing()
+        loop = asyncio.get_running_loop()
+
+        def make() -> SyncClient:
+            return SyncClient(self._open_writer(), phrase,
+                              relays=[u for u, k in links.items() if k == "relay"],
+                              peers=[u for u, k in links.items() if k != "relay"],
+                              on_event=on_event, pool=self._pool)
+
+        client = await loop.run_in_executor(self._pool, make)
+        try:
+            await client.run()
+        finally:
+            client.stop()
 
     def amount_problem(self, text: str) -> str | None:
         """What is wrong with an amount as it is typed (format, decimals, this
@@ -271,15 +334,17 @@ class WalletService:
 
     # ---------------------------------------------------------------- events
     def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:
-        """Call ``listener`` with every event, in order, after each commit."""
+        """Call ``listener`` with every event, in order, after each commit (on the
+        thread that committed: the wallet thread for what the service signs or syncs)."""
         self._listeners.append(listener)
 
-    def _on_commit(self, changes: list[StatusChange]) -> None:
+    def _on_commit(self, wallet: Wallet, changes: list[StatusChange]) -> None:
+        """(On the thread that committed, with the wallet that did)."""
         if not self._listeners:
             return
-        led = self.wallet.ledger
-        mine = {k for k, _, _ in self.wallet.devices()} | (
-            {self.wallet.device} if self.wallet.device else set())
+        led = wallet.ledger
+        mine = {k for k, _, _ in wallet.devices()} | (
+            {wallet.device} if wallet.device else set())
         events: list[ServiceEvent] = []
         for ch in changes:
             events.append(StatusChanged(ch))

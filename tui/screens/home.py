@@ -50,7 +50,18 @@ class HomeScreen(Screen):
             table.add_row(short(key) + ("  (this one)" if this else ""), label,
                           svc.money(bal.spendable), svc.money(bal.incoming),
                           svc.money(bal.to_claim))
-        links = svc.wallet.links()
-        self.query_one("#links", Static).update(
-            "[b reverse] OFFLINE [/] no relay or peer yet: this wallet works offline"
-            if not links else "syncs with: " + ", ".join(sorted(links)))
+        self.refresh_links()
+
+    def refresh_links(self) -> None:
+        """Each relay and peer with what its link is doing; offline shown plainly."""
+        links = self.app.service.wallet.links()  # type: ignore[attr-defined]
+        states = self.app.link_states  # type: ignore[attr-defined]
+        if not links:
+            text = "[b reverse] OFFLINE [/] no relay or peer yet: this wallet works offline"
+        else:
+            online = any(s.startswith(("connected", "syncing", "in sync"))
+                         for s in states.values())
+            head = "" if online else "[b reverse] OFFLINE [/] "
+            text = head + "\n".join(f"{kind} {url}: {states.get(url, 'connecting…')}"
+                                     for url, kind in sorted(links.items()))
+        self.query_one("#links", Static).update(text)

@@ -3,7 +3,6 @@ confirmation, then the payment's status, live."""
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 from textual import work
@@ -14,8 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
 from tui.screens.modals import ConfirmScreen, PassphraseScreen
-from tui.service import Payee, StatusChanged
-from wallet import keys as keyfiles
+from tui.service import Payee, StatusChanged, passphrase_in_env
 from wallet.encoding import Block, id_text, short
 from wallet.errors import TallyError
 from wallet.ledger import Status
@@ -105,8 +103,7 @@ class PayScreen(Screen):
         return "\n".join(lines)
 
     def _confirmed(self, payee: Payee, memo: str | None) -> None:
-        if self.service.locked and not (os.environ.get(keyfiles.PASSPHRASE_ENV)
-                                        or os.environ.get(keyfiles.PASSPHRASE_FILE_ENV)):
+        if self.service.locked and not passphrase_in_env():
             self.app.push_screen(PassphraseScreen(),
                                  lambda p: self._pay(payee, memo, p) if p else None)
         else:
@@ -127,6 +124,7 @@ class PayScreen(Screen):
     def _show_paid(self, block: Block, st: Status) -> None:
         self.paid = block
         self._say_problem("")
+        self.app.start_sync()  # type: ignore[attr-defined]  # the keys are unlocked now
         self._show_status(st)
         self.app.notify(f"paid {self.service.money(block.amount)}")
 
