@@ -312,3 +312,29 @@ def test_with_a_relay_the_app_syncs_and_a_payment_turns_final_live(
         asyncio.run(go())
     finally:
         relay.stop()
+
+
+def test_the_live_demo_opens_on_a_funded_wallet_where_bobs_payments_arrive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tui import live_demo
+
+    monkeypatch.setattr(live_demo, "BOB_PAYS_EVERY_S", 0.5)
+    monkeypatch.setenv("TALLY_PASSPHRASE", live_demo.PASSPHRASE)
+    demo = live_demo.LiveDemo(tmp_path / "demo")
+    said: list[str] = []
+    try:
+        demo.start(say=said.append)
+        assert demo.url.startswith("ws://127.0.0.1:") and len(said) == 2
+
+        async def go() -> None:
+            app = TallyApp(WalletService.open(demo.alice))
+            async with app.run_test(size=(100, 30)) as pilot:
+                await settle(pilot, lambda: "in sync" in text(app, "#links"), "in sync")
+                await settle(pilot, lambda: "101.50 EUR spendable" in text(app, "#account"),
+                             "bob's payment, claimed and final", timeout_s=30)
+            app.service.close()
+
+        asyncio.run(go())
+    finally:
+        demo.stop()
+    assert demo.relay is not None and demo.relay.poll() is not None, "the relay stopped"

@@ -803,10 +803,16 @@ def cmd_serve(a: argparse.Namespace, out: Out) -> None:
 
 
 def cmd_demo(a: argparse.Namespace, out: Out) -> None:
-    """The scripted walk-through."""
+    """The live demo in the app (in a terminal), or the scripted walk-through."""
+    workdir = Path(a.dir) if a.dir else None
+    if not (a.script or out.as_json) and sys.stdin.isatty() and sys.stdout.isatty():
+        from tui.live_demo import run_live_demo
+
+        run_live_demo(workdir)
+        return
     from wallet.demo import run_demo
 
-    run_demo(out, workdir=Path(a.dir) if a.dir else None)
+    run_demo(out, workdir=workdir)
 
 
 def cmd_app(a: argparse.Namespace, out: Out) -> None:
@@ -845,6 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo)
     sp.add_argument("--dir", help="keep the demo's wallets here (default: a temp dir)")
+    sp.add_argument("--script", action="store_true",
+                    help="the printed walk-through, not the app (also without a terminal)")
 
     net = sub.add_parser("network", help="create, join or show the network").add_subparsers(
         dest="sub", metavar="SUB", required=True)
