@@ -338,3 +338,21 @@ def test_the_live_demo_opens_on_a_funded_wallet_where_bobs_payments_arrive(
     finally:
         demo.stop()
     assert demo.relay is not None and demo.relay.poll() is not None, "the relay stopped"
+
+
+def test_the_palette_offers_the_apps_actions(funded) -> None:  # type: ignore[no-untyped-def]
+    alice, _ = funded
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            assert titles[:5] == ["Pay", "Request", "History", "Frauds", "Lock"]
+            await pilot.press("ctrl+p")
+            await pilot.press(*"History", "enter")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "HistoryScreen"
+        app.service.close()
+
+    asyncio.run(go())

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 
-from textual.app import App
+from textual.app import App, SystemCommand
+from textual.screen import Screen
 
 from sync.client import Claimed, Down, Linked, Problem, Progress, Synced, SyncEvent
 from tui.screens.frauds import FraudsScreen
@@ -82,6 +84,17 @@ class TallyApp(App):
         for screen in self.screen_stack:
             if isinstance(screen, HomeScreen):
                 screen.refresh_links()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette (ctrl+p) offers every action of the app, then Textual's own."""
+        yield SystemCommand("Pay", "Pay an address or a tally: request", self.action_pay)
+        yield SystemCommand("Request", "Ask for a payment: a tally: URI and QR code",
+                            self.action_request)
+        yield SystemCommand("History", "Every block, with its status", self.action_history)
+        yield SystemCommand("Frauds", "The fraud proofs held", self.action_frauds)
+        yield SystemCommand("Lock", "Lock the keys now (the next signing asks again)",
+                            self.service.lock)
+        yield from super().get_system_commands(screen)
 
     def action_pay(self) -> None:
         """Open the pay form."""
