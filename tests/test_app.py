@@ -348,11 +348,41 @@ def test_the_palette_offers_the_apps_actions(funded) -> None:  # type: ignore[no
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            assert titles[:5] == ["Pay", "Request", "History", "Frauds", "Lock"]
+            assert titles[:6] == ["Pay", "Request", "History", "Devices", "Frauds", "Lock"]
             await pilot.press("ctrl+p")
             await pilot.press(*"History", "enter")
             await pilot.pause()
             assert app.screen.__class__.__name__ == "HistoryScreen"
+        app.service.close()
+
+    asyncio.run(go())
+
+
+def test_devices_shows_each_share_and_moves_money(funded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _ = funded
+    laptop = tmp_path / "laptop"
+    tj(laptop, "network", "join", tmp_path / "g")
+    req = tj(laptop, "devices", "pair", alice.address, "--label", "laptop")["request"]
+    tj(alice.path, "devices", "add", req)
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("d")
+            await pilot.pause()
+            table = app.screen.query_one("#devices", DataTable)
+            assert table.row_count == 2
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(2)]
+            other = next(i for i, r in enumerate(rows) if "this one" not in r[0])
+            table.move_cursor(row=other)
+            await pilot.press("m")
+            await pilot.pause()
+            await pilot.press(*"5.00", "enter")
+            said = app.screen.query_one("#said", Static)
+            await settle(pilot, lambda: "moved 5.00 EUR" in str(said.render()), "the move")
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(2)]
+            mine = next(r for r in rows if "this one" in r[0])
+            assert mine[2] == "95.00 EUR"
         app.service.close()
 
     asyncio.run(go())

@@ -15,6 +15,7 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from sync.client import Claimed, Down, Linked, Problem, Progress, Synced, SyncEvent
+from tui.screens.devices import DevicesScreen
 from tui.screens.frauds import FraudsScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.home import HomeScreen
@@ -91,6 +92,8 @@ class TallyApp(App):
         yield SystemCommand("Request", "Ask for a payment: a tally: URI and QR code",
                             self.action_request)
         yield SystemCommand("History", "Every block, with its status", self.action_history)
+        yield SystemCommand("Devices", "Each device's share; move money between them",
+                            self.action_devices)
         yield SystemCommand("Frauds", "The fraud proofs held", self.action_frauds)
         yield SystemCommand("Lock", "Lock the keys now (the next signing asks again)",
                             self.service.lock)
@@ -103,6 +106,10 @@ class TallyApp(App):
     def action_history(self) -> None:
         """Open the history."""
         self.push_screen(HistoryScreen())
+
+    def action_devices(self) -> None:
+        """Open the devices."""
+        self.push_screen(DevicesScreen())
 
     def action_frauds(self) -> None:
         """Open the fraud proofs."""

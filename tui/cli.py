@@ -21,7 +21,6 @@ from nacl.signing import SigningKey
 from tui.service import WalletService
 from wallet import keys as keyfiles
 from wallet.address import (
-    ADDRESS_PREFIXES,
     Address,
     parse_address,
 )
@@ -449,8 +448,9 @@ def cmd_history(a: argparse.Namespace, out: Out) -> None:
     """The account's blocks and the payments sent to it, with statuses, newest first."""
     if a.limit < 1:
         raise WalletError(f"--limit {a.limit}: give 1 or more rows per page")
-    w = Wallet.open(a.home)
-    device = _resolve_device(w, a.device) if a.device else None
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    device = svc.device(a.device) if a.device else None
     rows = w.history(limit=a.limit, before=a.before, status=a.status, device=device)
     labels = {k: lbl for k, lbl, _ in w.devices()}
     several = len({r.device for r in rows if not r.incoming}) > 1 or a.all
@@ -554,20 +554,6 @@ def cmd_doctor(a: argparse.Namespace, out: Out) -> None:
 
 
 # ---------------------------------------------------------------- devices
-def _resolve_device(w: Wallet, text: str) -> bytes:
-    if text.strip().lower().startswith(ADDRESS_PREFIXES):
-        address = parse_address(text)
-        w.check_address(address)
-        hits = [address.device] if address.account == w.account else []
-    else:
-        hits = w.match_devices(text, w.account) if w.account else []
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise WalletError(f"no device of this account matches {text!r} (`tally devices list`)")
-    raise WalletError(f"{text!r} matches {len(hits)} devices; give more of the key")
-
-
 def cmd_devices_list(a: argparse.Namespace, out: Out) -> None:
     """This account's devices."""
     w = Wallet.open(a.home)
@@ -601,9 +587,10 @@ def cmd_devices_add(a: argparse.Namespace, out: Out) -> None:
 
 def cmd_devices_revoke(a: argparse.Namespace, out: Out) -> None:
     """Revoke a device, passing its balance to a sibling."""
-    w = Wallet.open(a.home)
-    dev = _resolve_device(w, a.device)
-    to = _resolve_device(w, a.to) if a.to else w.device
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    dev = svc.device(a.device)
+    to = svc.device(a.to) if a.to else w.device
     if to is None:
         raise WalletError("give --to DEVICE: the sibling that takes the balance")
     block, st = w.revoke(dev, to, _passphrase())
@@ -614,12 +601,11 @@ def cmd_devices_revoke(a: argparse.Namespace, out: Out) -> None:
 
 def cmd_move(a: argparse.Namespace, out: Out) -> None:
     """Move money to another device of this account (escrow)."""
-    w = Wallet.open(a.home)
-    to = _resolve_device(w, a.to)
-    if w.account is None:
-        raise WalletError("this wallet has no account yet")
-    amount = _amount(w, a.amount)
-    block, st = w.pay(Address.of(w.network, w.account, to), amount, _passphrase())
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    to = svc.device(a.to)
+    amount = svc.amount(a.amount)
+    block, st = svc.move(a.amount, to)
     out.put(id=id_text(block.id), **_money(w, amount=amount), to=key_text(to),
             **_status_doc(st))
     out.say(f"moved {_fmt(w, amount)} to {short(to)}…: {st.label}")

@@ -26,7 +26,13 @@ from typing import TypeVar
 
 from sync.client import SyncClient, SyncEvent
 from wallet import keys as keyfiles
-from wallet.address import Address, PaymentRequest, parse_request
+from wallet.address import (
+    ADDRESS_PREFIXES,
+    Address,
+    PaymentRequest,
+    parse_address,
+    parse_request,
+)
 from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, short, short_id
 from wallet.errors import WalletError
@@ -203,6 +209,35 @@ class WalletService:
         phrase = self._signing()
         return self._on_wallet_thread(lambda w: w.pay(
             payee.address, payee.amount, phrase, memo=text, request=req, again=again))
+
+    def device(self, text: str) -> bytes:
+        """The device of this account that ``text`` names: an address, a label, or the
+        start of its key."""
+        w = self.wallet
+        if text.strip().lower().startswith(ADDRESS_PREFIXES):
+            address = parse_address(text)
+            w.check_address(address)
+            hits = [address.device] if address.account == w.account else []
+        else:
+            hits = w.match_devices(text, w.account) if w.account else []
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise WalletError(f"no device of this account matches {text!r} "
+                              "(`tally devices list`)")
+        raise WalletError(f"{text!r} matches {len(hits)} devices; give more of the key")
+
+    def move(self, amount: str, to_device: bytes) -> tuple[Block, Status]:
+        """Move money from this device to another of this account (its escrow)."""
+        w = self.wallet
+        if w.account is None:
+            raise WalletError("this wallet has no account yet")
+        if to_device == w.device:
+            raise WalletError("that is this device: move to another one of the account")
+        minor = self.amount(amount)
+        phrase = self._signing()
+        to = Address.of(w.network, w.account, to_device)
+        return self._on_wallet_thread(lambda wt: wt.pay(to, minor, phrase))
 
     def receive(self) -> list[tuple[Block, Status]]:
         """Claim every payment addressed to this device."""

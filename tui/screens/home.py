@@ -20,6 +20,7 @@ class HomeScreen(Screen):
         Binding("p", "app.pay", "Pay"),
         Binding("r", "app.request", "Request"),
         Binding("h", "app.history", "History"),
+        Binding("d", "app.devices", "Devices"),
         Binding("f", "app.frauds", "Frauds"),
         Binding("q", "app.quit", "Quit"),
     ]
