@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
@@ -29,7 +29,7 @@ class RequestScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal():
+        with VerticalScroll():  # at 80×24 the QR code is below the form, scrolled to
             with Vertical(id="form"):
                 yield Label("Amount")
                 yield Input(placeholder="12.50", id="amount")
@@ -40,6 +40,9 @@ class RequestScreen(Screen):
                 yield Static(id="state")
             yield Static(id="qr")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#amount", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter: make the request."""
