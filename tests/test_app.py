@@ -14,13 +14,27 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Select, Static
 
-from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets, ok, tj
+from tests.clikit import (
+    PASSPHRASE,
+    api_fund,
+    api_network,
+    api_wallets,
+    check_failed,
+    command,
+    ok,
+    run,
+    tally_env,
+    tj,
+)
 from tests.test_relay import relay_command, relay_env, start_relay
+from tests.test_sync_client import free_port
 from tui.app import TallyApp
 from tui.screens import history as history_mod
 from tui.screens.history import HistoryView
@@ -386,3 +400,28 @@ def test_devices_shows_each_share_and_moves_money(funded, tmp_path: Path) -> Non
         app.service.close()
 
     asyncio.run(go())
+
+
+def test_tally_web_serves_the_app_to_a_browser(funded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _ = funded
+    port = free_port()
+    proc = subprocess.Popen(command(alice.path, "web", "--listen", f"127.0.0.1:{port}"),
+                            env=tally_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        page = ""
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                    page = r.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.05)
+        assert "textual.js" in page and "Tallystick" in page, page[:300]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "the app needs a terminal" not in (proc.stdout.read() if proc.stdout else "")
+    missing = check_failed(run(tmp_path / "nowhere", "web", "--listen", "127.0.0.1:0"))
+    assert "nowhere" in missing
+    assert "give HOST:PORT" in check_failed(run(alice.path, "web", "--listen", "nope"))

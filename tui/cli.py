@@ -801,11 +801,31 @@ def cmd_demo(a: argparse.Namespace, out: Out) -> None:
     run_demo(out, workdir=workdir)
 
 
+WEB_PORT = 8000  # where `tally web` serves the app by default
+
+
+def cmd_web(a: argparse.Namespace, out: Out) -> None:
+    """Serve the app to browsers (textual-serve): each visitor gets the app on this
+    wallet, run as its own ``tally`` process."""
+    import shlex
+
+    from textual_serve.server import Server
+
+    from sync.listener import parse_listen
+
+    host, port = parse_listen(a.listen)
+    Wallet.open(a.home).close()  # a wallet that is not there is said here, not per visitor
+    command = shlex.join([sys.executable, "-m", "tui.cli", "--home", str(a.home)])
+    out.say(f"serving the app on http://{host}:{port}/ (ctrl+c stops)")
+    Server(command, host=host, port=port, title="Tallystick").serve()
+
+
 def cmd_app(a: argparse.Namespace, out: Out) -> None:
     """No sub-command: open the terminal app on this wallet."""
     if out.as_json:
         raise WalletError("the app has no --json: give a command (see `tally --help`)")
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    web = os.environ.get("TEXTUAL_DRIVER", "").endswith("WebDriver")  # under `tally web`
+    if not web and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise WalletError("the app needs a terminal: run `tally` in one, or give a command "
                           "(see `tally --help`)")
     from tui.app import TallyApp
@@ -932,6 +952,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--peer", action="store_true", help="a peer (a till), not a relay")
     add("remove", cmd_relays_remove, rel).add_argument("url", metavar="URL")
     add("list", cmd_relays_list, rel)
+    sp = add("web", cmd_web)
+    sp.add_argument("--listen", default=f"127.0.0.1:{WEB_PORT}", metavar="HOST:PORT",
+                    help=f"where to serve the app (default 127.0.0.1:{WEB_PORT})")
     sp = add("serve", cmd_serve)
     sp.add_argument("--listen", required=True, metavar="HOST:PORT",
                     help="where to accept peers (port 0: any free port)")
