@@ -12,6 +12,7 @@ reads the history a page at a time; ``f`` explains the fraud proofs as forks arr
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -405,7 +406,8 @@ def test_devices_shows_each_share_and_moves_money(funded, tmp_path: Path) -> Non
 def test_tally_web_serves_the_app_to_a_browser(funded, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     alice, _ = funded
     port = free_port()
-    proc = subprocess.Popen(command(alice.path, "web", "--listen", f"127.0.0.1:{port}"),
+    proc = subprocess.Popen(command(alice.path, "web", "--listen", f"127.0.0.1:{port}",
+                                    "--json"),
                             env=tally_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -421,7 +423,8 @@ def test_tally_web_serves_the_app_to_a_browser(funded, tmp_path: Path) -> None: 
     finally:
         proc.terminate()
         proc.wait(10)
-    assert "the app needs a terminal" not in (proc.stdout.read() if proc.stdout else "")
+    said = proc.stdout.read() if proc.stdout else ""
+    assert json.loads(said.splitlines()[0]) == {"url": f"http://127.0.0.1:{port}/"}, said
     missing = check_failed(run(tmp_path / "nowhere", "web", "--listen", "127.0.0.1:0"))
     assert "nowhere" in missing
     assert "give HOST:PORT" in check_failed(run(alice.path, "web", "--listen", "nope"))

@@ -716,6 +716,7 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     assert "the app needs a terminal" in check_failed(run(a))
     seen.add("")
     seen |= {"sync", "serve"}  # need a peer: their --json is checked in test_sync_client.py
+    seen.add("web")  # a server that runs until stopped: checked in test_app.py
     assert seen == _leaf_commands()
 
 

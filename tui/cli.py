@@ -816,7 +816,10 @@ def cmd_web(a: argparse.Namespace, out: Out) -> None:
     host, port = parse_listen(a.listen)
     Wallet.open(a.home).close()  # a wallet that is not there is said here, not per visitor
     command = shlex.join([sys.executable, "-m", "tui.cli", "--home", str(a.home)])
-    out.say(f"serving the app on http://{host}:{port}/ (ctrl+c stops)")
+    url = f"http://{host}:{port}/"
+    out.say(f"serving the app on {url} (ctrl+c stops)")
+    if out.as_json:  # said now: the server runs until stopped
+        print(json.dumps({"url": url}), flush=True)
     Server(command, host=host, port=port, title="Tallystick").serve()
 
 
