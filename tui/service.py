@@ -302,8 +302,13 @@ class WalletService:
 
     def account_balance(self) -> Balance:
         """The sum over this account's devices."""
+        return self.total(self.devices())
+
+    @staticmethod
+    def total(rows: list[tuple[bytes, str, Balance, bool]]) -> Balance:
+        """The sum of the balances of ``devices()`` rows already read."""
         total = Balance(0, 0)
-        for _, _, bal, _ in self.devices():
+        for _, _, bal, _ in rows:
             total = total + bal
         return total
 

@@ -41,13 +41,14 @@ class HomeScreen(Screen):
     def refresh_balances(self) -> None:
         """Read the balances again (after a commit)."""
         svc = self.app.service  # type: ignore[attr-defined]
-        total = svc.account_balance()
+        rows = svc.devices()
+        total = svc.total(rows)
         self.query_one("#account", Static).update(
             f"[b]{svc.money(total.spendable)}[/b] spendable    "
             f"{svc.money(total.incoming)} incoming (not final yet)")
         table = self.query_one("#devices", DataTable)
         table.clear()
-        for key, label, bal, this in svc.devices():
+        for key, label, bal, this in rows:
             table.add_row(short(key) + ("  (this one)" if this else ""), label,
                           svc.money(bal.spendable), svc.money(bal.incoming),
                           svc.money(bal.to_claim))
