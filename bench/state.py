@@ -10,13 +10,18 @@ each command of the issue in a fresh ``tally`` process, timing its wall clock an
 reading its peak resident memory from the kernel (its ``VmHWM`` at exit): ``pay``, ``receive``,
 ``move``, ``balance``, ``history`` (with and without ``--status``), ``devices list``,
 ``frauds``, ``request``, ``bundle export --for`` and ``sync --once`` against a relay
-holding the same set. Then the same on the 500,000-block wallet (1,000,000 entries),
+holding the same set. ``bundle export --for`` is timed on a wallet that has exported
+before: the first export of a wallet makes the sections it keeps ready afterwards
+(``wallet.export_cache``); that one is timed too and printed as ``export_first_s``.
+The packages are byte-compiled first, as an installed ``tally`` is (this machine sets
+``PYTHONDONTWRITEBYTECODE``, which would otherwise make every process compile its
+modules again). Then the same on the 500,000-block wallet (1,000,000 entries),
 and a ``tally-relay`` restarted on a database of 200,000 and of 1,000,000 entries: the
 seconds from its start until it serves a new device (the first window of its cold
 catch-up), and its peak resident memory once that device has drained the whole
 catch-up. The last line is
-``cmd_max_s=… cmd_rss_mb_max=… cmd_max_s_1m=… relay_start_s_1m=… relay_rss_mb_1m=…
-relay_rss_mb_per_m=…``.
+``cmd_max_s=… cmd_rss_mb_max=… cmd_max_s_1m=… export_first_s=… relay_start_s_1m=…
+relay_rss_mb_1m=… relay_rss_mb_per_m=…``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ if str(HERE) not in sys.path:
 
 OUT = HERE / "out"
 BLOCKS = 100_000
+PACKAGES = ("wallet", "sync", "server", "tui")
+"""Byte-compiled before timing, as an installed tally is."""
 BLOCKS_1M = 500_000  # with one vote each: 1,000,000 entries
 PASSPHRASE = "bench passphrase"  # the throwaway wallet bench/ingest.py makes
 FUNDS_MINOR = 1_000_000  # what the mint issues to the bench device: 10,000.00
@@ -305,8 +312,9 @@ def relay_for(home: Path, n_blocks: int) -> tuple[RelayProcess, str]:
 
 
 # --------------------------------------------------------------------------- commands
-def run_commands(blocks: int) -> tuple[float, float]:
-    """Every command on a scratch copy of the ``blocks``-block wallet: (worst s, MB)."""
+def run_commands(blocks: int) -> tuple[float, float, float]:
+    """Every command on a scratch copy of the ``blocks``-block wallet: (worst s, MB,
+    s of the wallet's first bundle export)."""
     src = build_wallet(blocks)
     home = OUT / f"state-{blocks}"
     shutil.rmtree(home, ignore_errors=True)
@@ -327,7 +335,12 @@ def run_commands(blocks: int) -> tuple[float, float]:
         shown = " ".join(a if len(a) < 24 else a[:12] + "…" for a in args[:3])
         print(f"[{blocks}] {shown:40s} {wall:6.3f} s  {rss:6.1f} MB", flush=True)
 
+    first_export = 0.0
     try:
+        first_export = tally(home, "bundle", "export", "--for", sibling, str(bundle),
+                             "--json")[0]
+        print(f"[{blocks}] first bundle export (makes the sections) {first_export:6.3f} s",
+              flush=True)
         timed("receive")  # claims the funds
         vote_own_chain(home)
         timed("pay", to, "0.01", "--yes")
@@ -341,7 +354,7 @@ def run_commands(blocks: int) -> tuple[float, float]:
         timed("sync", "--once", "--relay", url)  # and now nothing is new
     finally:
         relay.stop()
-    return worst_s, worst_mb
+    return worst_s, worst_mb, first_export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-1m", action="store_true",
                    help="only the 100,000-block wallet (no 1,000,000-entry figures)")
     a = p.parse_args(argv)
-    worst_s, worst_mb = run_commands(BLOCKS)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *PACKAGES], cwd=ROOT, check=True)
+    worst_s, worst_mb, first_export = run_commands(BLOCKS)
     s_1m = start_1m = rss_1m = per_m = "na"
     if not a.skip_1m:
         s_1m = f"{run_commands(BLOCKS_1M)[0]:.3f}"
@@ -359,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         start_1m, rss_1m = f"{start:.2f}", f"{peak:.0f}"
         per_m = f"{(peak - peak_small) / ((2 * BLOCKS_1M - 2 * BLOCKS) / 1e6):.0f}"
     print(f"cmd_max_s={worst_s:.3f} cmd_rss_mb_max={worst_mb:.1f} cmd_max_s_1m={s_1m} "
+          f"export_first_s={first_export:.2f} "
           f"relay_start_s_1m={start_1m} relay_rss_mb_1m={rss_1m} relay_rss_mb_per_m={per_m}",
           flush=True)
     return 0

@@ -36,7 +36,7 @@ from wallet.wallet import Wallet
 
 pytestmark = pytest.mark.slow
 
-_HEAD = len(MAGIC) + 1 + 32 + 4
+_HEAD = bundle_mod.HEAD_BYTES
 
 
 def _network(home: Path, name: str) -> Path:
@@ -140,11 +140,26 @@ def _with_checksum(body: bytes) -> bytes:
 
 def _oversized_entry(w: World) -> bytes:
     n = ENTRY_BYTES_MAX + 1
-    return _with_checksum(w.good[: len(MAGIC) + 33] + struct.pack(">IH", 1, n) + b"\0" * n)
+    return bundle_mod.encode_head(w.network, 1) + _with_checksum(
+        struct.pack(">IH", 1, n) + b"\0" * n)
+
+
+def _section_missing(w: World) -> bytes:
+    """A header that promises two sections, then one."""
+    return bundle_mod.encode_head(w.network, 2) + w.good[_HEAD:]
 
 
 def _trailing(w: World) -> bytes:
-    return _with_checksum(w.good[:-32] + b"extra")
+    return w.good + b"extra"
+
+
+def encode_v1(network: bytes, bodies: list[bytes]) -> bytes:
+    """A bundle of layout version 1 (one list, one checksum of everything before it),
+    as tally wrote them before sections."""
+    parts = [MAGIC, bytes((1,)), network, struct.pack(">I", len(bodies))]
+    for b in bodies:
+        parts += [struct.pack(">H", len(b)), b]
+    return _with_checksum(b"".join(parts))
 
 
 # name, make(world) -> file bytes, what the message must say
@@ -154,12 +169,21 @@ CASES: list[tuple[str, Callable[[World], bytes], str]] = [
     ("truncated: inside the header", lambda w: w.good[:20], "truncated bundle: 20 bytes"),
     ("truncated: inside the magic", lambda w: w.good[:3], "truncated bundle: 3 bytes"),
     ("empty file", lambda w: b"", "the file is empty"),
-    ("bit flip: entry body", lambda w: _flip(w.good, _HEAD + 60, 3), "checksum failed"),
-    ("bit flip: signature", lambda w: _flip(w.good, len(w.good) - 40, 7), "checksum failed"),
-    ("bit flip: checksum", lambda w: _flip(w.good, len(w.good) - 1), "checksum failed"),
-    ("bit flip: network id", lambda w: _flip(w.good, len(MAGIC) + 5), "checksum failed"),
-    ("bit flip: entry count", lambda w: _flip(w.good, _HEAD - 1), "truncated or corrupt"),
-    ("bit flip: version", lambda w: _flip(w.good, len(MAGIC), 1), "format version 3"),
+    ("bit flip: entry body", lambda w: _flip(w.good, _HEAD + 60, 3),
+     "checksum of section 1 of 1 failed"),
+    ("bit flip: signature", lambda w: _flip(w.good, len(w.good) - 40, 7),
+     "checksum of section 1 of 1 failed"),
+    ("bit flip: checksum", lambda w: _flip(w.good, len(w.good) - 1),
+     "checksum of section 1 of 1 failed"),
+    ("bit flip: network id", lambda w: _flip(w.good, len(MAGIC) + 5),
+     "checksum of the header failed"),
+    ("bit flip: section count", lambda w: _flip(w.good, _HEAD - 33),
+     "checksum of the header failed"),
+    ("bit flip: entry count", lambda w: _flip(w.good, _HEAD + 3), "corrupt bundle"),
+    ("bit flip: version", lambda w: _flip(w.good, len(MAGIC), 1), "format version 0"),
+    ("a section missing", _section_missing, "section 2 of 2 is missing"),
+    ("version 1: bit flip", lambda w: _flip(encode_v1(w.network, _entries(w.good, w.network)),
+                                            _HEAD, 2), "checksum failed"),
     ("bit flip: magic", lambda w: _flip(w.good, 0), "bad magic"),
     ("another network's bundle", lambda w: w.foreign, "bundle is for network"),
     ("another network's entries", _foreign_entries, "belongs to another network"),
@@ -270,3 +294,9 @@ def test_good_bundle_still_imports_after_the_bad_ones(world: World, tmp_path: Pa
     assert store_snapshot(world.bob.path)["entries"] == before["entries"] + doc["new"]
     got = tj(world.bob.path, "receive")["received"]
     assert sorted(r["amount_minor"] for r in got) == [100, 250, 300]
+
+
+def test_a_version_1_bundle_still_reads(world: World) -> None:
+    """Bundles written before sections (layout version 1) carry the same entries."""
+    bodies = _entries(world.good, world.network)
+    assert decode_bundle(encode_v1(world.network, bodies), world.network) == bodies

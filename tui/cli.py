@@ -616,11 +616,13 @@ def cmd_move(a: argparse.Namespace, out: Out) -> None:
 def cmd_bundle_export(a: argparse.Namespace, out: Out) -> None:
     """Write the entries another wallet needs to a file."""
     w = Wallet.open(a.home)
-    target = w.resolve_address(a.for_address) if a.for_address else None
-    entries = w.export_entries(target)
-    size = write_bundle(Path(a.file), w.network, [e.raw for e in entries])
-    out.put(file=a.file, entries=len(entries), bytes=size)
-    out.say(f"wrote {_count(len(entries), 'entry')} ({size} bytes) to {a.file}")
+    if a.for_address:
+        count, size = w.export_bundle(Path(a.file), w.resolve_address(a.for_address))
+    else:
+        bodies = [e.raw for e in w.export_entries()]
+        count, size = len(bodies), write_bundle(Path(a.file), w.network, bodies)
+    out.put(file=a.file, entries=count, bytes=size)
+    out.say(f"wrote {_count(count, 'entry')} ({size} bytes) to {a.file}")
 
 
 def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:

@@ -16,15 +16,13 @@ takes in what it committed with ``Wallet.refresh``. It imports ``wallet/`` and
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sync.client import SyncClient, SyncEvent
 from wallet import keys as keyfiles
 from wallet.address import (
     ADDRESS_PREFIXES,
@@ -40,6 +38,9 @@ from wallet.ledger import CONFLICTED, Balance, FraudProof, Status, StatusChange
 from wallet.store import HistoryRow
 from wallet.unlocked import UnlockedKeys
 from wallet.wallet import Wallet, check_memo, local_minute
+
+if TYPE_CHECKING:  # the sync client (websockets) is loaded only by what syncs
+    from sync.client import SyncClient, SyncEvent
 
 REQUEST_ID_BYTES = 8
 """A new request's random id (what a till matches its takings by)."""
@@ -254,6 +255,10 @@ class WalletService:
         if not links:
             return
         phrase = self._signing()
+        import asyncio
+
+        from sync.client import SyncClient
+
         loop = asyncio.get_running_loop()
 
         def make() -> SyncClient:

@@ -1,16 +1,25 @@
 """Payment bundles: entries carried as a file when no network exists at all.
 
-Layout (all integers big-endian)::
+Layout (all integers big-endian), version 2::
 
     magic     6 bytes  b"TSBNDL"
-    version   u8       1
+    version   u8       2
     network   32 bytes the network id
-    count     u32      number of entries
-    entries   count × (u16 length, entry bytes)
-    checksum  32 bytes BLAKE2b-256 of everything before it
+    sections  u32      number of sections
+    checksum  32 bytes BLAKE2b-256 of the 43 bytes before it
+    section × sections:
+        count     u32      number of entries
+        entries   count × (u16 length, entry bytes)
+        checksum  32 bytes BLAKE2b-256 of the section's count and entries
 
-Entries are ordered dependencies first (``dependency_order``), so a receiver merges the
-file in one pass.
+Each section checks itself, so a wallet keeps the sections it exported before
+(``wallet.export_cache``) and writes a new bundle by copying them and adding one, without
+reading or hashing them again. Within a section entries are ordered dependencies first
+(``dependency_order``); a reader's statuses never depend on the order (validity is a
+function of the set), the order only lets it merge the file in one pass.
+
+Version 1 (one list of entries, ``count`` then the entries, a checksum of everything
+before it) is still read.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import operator
 import os
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from wallet.encoding import (
@@ -40,31 +50,74 @@ from wallet.encoding import (
 from wallet.errors import BundleError
 
 MAGIC = b"TSBNDL"
-VERSION = 1
+VERSION = 2
+VERSIONS_READ = (1, 2)
 BUNDLE_BYTES_MAX = 256 << 20
-_HEAD = len(MAGIC) + 1 + 32 + 4
-_SUM = 32
+SUM_BYTES = 32
+"""A BLAKE2b-256 checksum."""
+HEAD_BYTES = len(MAGIC) + 1 + 32 + 4 + SUM_BYTES
+"""A version-2 header: magic, version, network, section count, checksum."""
+SECTION_OVERHEAD = 4 + SUM_BYTES
+"""A section's bytes beside its entries: the count and the checksum."""
+_V1_HEAD = len(MAGIC) + 1 + 32 + 4
+_COPY_CHUNK = 8 << 20
 
 
-def encode_bundle(network: bytes, bodies: list[bytes]) -> bytes:
-    """The bytes of a bundle carrying these entries."""
-    parts = [MAGIC, bytes((VERSION,)), network, struct.pack(">I", len(bodies))]
+def checksum(data: bytes | bytearray | memoryview) -> bytes:
+    """BLAKE2b-256: a bundle's checksums."""
+    return hashlib.blake2b(data, digest_size=SUM_BYTES).digest()
+
+
+def encode_section(bodies: list[bytes]) -> bytes:
+    """One self-checking section carrying these entries."""
+    parts = [struct.pack(">I", len(bodies))]
     for b in bodies:
         parts += [struct.pack(">H", len(b)), b]
     data = b"".join(parts)
-    return data + hashlib.blake2b(data, digest_size=_SUM).digest()
+    return data + checksum(data)
 
 
-def write_bundle(path: Path, network: bytes, bodies: list[bytes]) -> int:
-    """Write a bundle file atomically; return its size in bytes."""
-    data = encode_bundle(network, bodies)
-    if len(data) > BUNDLE_BYTES_MAX:
-        raise BundleError(f"bundle would be {len(data)} bytes, over the {BUNDLE_BYTES_MAX} limit")
+def encode_head(network: bytes, sections: int) -> bytes:
+    """A version-2 bundle's header, for a bundle of ``sections`` sections."""
+    data = MAGIC + bytes((VERSION,)) + network + struct.pack(">I", sections)
+    return data + checksum(data)
+
+
+def encode_bundle(network: bytes, bodies: list[bytes]) -> bytes:
+    """The bytes of a bundle carrying these entries (one section)."""
+    return encode_head(network, 1) + encode_section(bodies)
+
+
+@dataclass(frozen=True, slots=True)
+class SectionsFile:
+    """Sections already encoded, in a file: the first ``size`` bytes of ``path`` hold
+    ``sections`` sections carrying ``entries`` entries (``wallet.export_cache``)."""
+
+    path: Path
+    size: int
+    sections: int
+    entries: int
+
+
+def write_bundle(path: Path, network: bytes, bodies: list[bytes],
+                 prefix: SectionsFile | None = None) -> int:
+    """Write a bundle file atomically: the sections of ``prefix`` (copied as they are,
+    by the kernel) and then one more carrying ``bodies`` (none when it is empty and a
+    prefix is given). Return its size in bytes."""
+    tail = encode_section(bodies) if bodies or prefix is None else b""
+    n = (prefix.sections if prefix else 0) + (1 if tail else 0)
+    size = HEAD_BYTES + (prefix.size if prefix else 0) + len(tail)
+    if size > BUNDLE_BYTES_MAX:
+        raise BundleError(f"bundle would be {size} bytes, over the {BUNDLE_BYTES_MAX} limit")
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            f.write(encode_head(network, n))
+            if prefix is not None:
+                f.flush()
+                copy_span(prefix, f.fileno())
+            f.write(tail)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -72,7 +125,70 @@ def write_bundle(path: Path, network: bytes, bodies: list[bytes]) -> int:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise BundleError(f"cannot write bundle {path}: {exc.strerror}") from exc
-    return len(data)
+    return size
+
+
+def join_sections(parts: list[bytes]) -> bytes:
+    """Encoded sections, in order, as one section carrying all their entries (each
+    part's checksum is dropped, not checked: they come from our own file)."""
+    count = sum(struct.unpack(">I", p[:4])[0] for p in parts)
+    data = struct.pack(">I", count) + b"".join(p[4:-SUM_BYTES] for p in parts)
+    return data + checksum(data)
+
+
+def copy_span(prefix: SectionsFile, out: int) -> None:
+    """The first ``prefix.size`` bytes of its file, appended to the file ``out``."""
+    with open(prefix.path, "rb") as src:
+        left = prefix.size
+        while left:
+            try:
+                n = os.copy_file_range(src.fileno(), out, min(left, _COPY_CHUNK))
+            except (AttributeError, OSError):  # no copy_file_range here: copy by hand
+                n = os.write(out, src.read(min(left, _COPY_CHUNK)))
+            if n <= 0:
+                raise OSError(0, f"{prefix.path} is shorter than its {prefix.size} bytes")
+            left -= n
+
+
+def decode_sections(data: bytes | memoryview, count: int, where: str = "") -> \
+        tuple[list[bytes], int]:
+    """``count`` sections from the start of ``data``: their entries and the bytes they
+    took. A BundleError says which section and entry is wrong."""
+    out: list[bytes] = []
+    pos = 0
+    for s in range(count):
+        at = f"section {s + 1} of {count}{where}"
+        if pos + 4 > len(data):
+            raise BundleError(f"truncated or corrupt bundle: {at} is missing")
+        start = pos
+        (n_entries,) = struct.unpack(">I", data[pos : pos + 4])
+        pos += 4
+        for i in range(n_entries):
+            if pos + 2 > len(data):
+                raise BundleError(f"truncated or corrupt bundle: entry #{i} of {n_entries} "
+                                  f"in {at} is missing")
+            (n,) = struct.unpack(">H", data[pos : pos + 2])
+            if n > ENTRY_BYTES_MAX:
+                raise _entry_fault(f"entry #{i} of {n_entries} in {at} is {n} "
+                                   f"bytes, over the {ENTRY_BYTES_MAX}-byte limit of an entry")
+            if pos + 2 + n > len(data):
+                raise BundleError(f"truncated or corrupt bundle: entry #{i} of {n_entries} "
+                                  f"in {at} is cut short")
+            out.append(bytes(data[pos + 2 : pos + 2 + n]))
+            pos += 2 + n
+        if pos + SUM_BYTES > len(data):
+            raise BundleError(f"truncated or corrupt bundle: the checksum of {at} is cut short")
+        if checksum(data[start:pos]) != data[pos : pos + SUM_BYTES]:
+            raise BundleError(f"corrupt bundle: checksum of {at} failed (the file was "
+                              "damaged or altered)")
+        pos += SUM_BYTES
+    return out, pos
+
+
+def _entry_fault(what: str) -> BundleError:
+    """An entry length over the limit: a writer never makes one, so the file was
+    damaged or made by hand (the section's end, hence its checksum, is unknown)."""
+    return BundleError(f"malformed or corrupt bundle: {what}")
 
 
 def decode_bundle(data: bytes, network: bytes) -> list[bytes]:
@@ -83,29 +199,55 @@ def decode_bundle(data: bytes, network: bytes) -> list[bytes]:
         raise BundleError("not a Tallystick bundle: the file is empty")
     if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]):
         raise BundleError("not a Tallystick bundle (bad magic)")
-    if len(data) < _HEAD + _SUM:
+    if len(data) <= len(MAGIC):
         raise BundleError(f"truncated bundle: {len(data)} bytes is shorter than its header")
-    if data[len(MAGIC)] != VERSION:
-        raise BundleError(f"bundle format version {data[len(MAGIC)]} is not supported")
-    body, checksum = data[:-_SUM], data[-_SUM:]
+    version = data[len(MAGIC)]
+    if version not in VERSIONS_READ:
+        raise BundleError(f"bundle format version {version} is not supported "
+                          f"(this tally reads {' and '.join(map(str, VERSIONS_READ))})")
+    if version == 1:
+        return _decode_v1(data, network)
+    if len(data) < HEAD_BYTES:
+        raise BundleError(f"truncated bundle: {len(data)} bytes is shorter than its header")
+    head = data[: HEAD_BYTES - SUM_BYTES]
+    if checksum(head) != data[HEAD_BYTES - SUM_BYTES : HEAD_BYTES]:
+        raise BundleError("corrupt bundle: checksum of the header failed (the file was "
+                          "damaged or altered)")
     bundle_net = data[len(MAGIC) + 1 : len(MAGIC) + 33]
-    (count,) = struct.unpack(">I", data[len(MAGIC) + 33 : _HEAD])
-    pos, out = _HEAD, []
+    if bundle_net != network:
+        raise BundleError(
+            f"bundle is for network {id_text(bundle_net)}, this wallet is on {id_text(network)}"
+        )
+    (count,) = struct.unpack(">I", data[len(MAGIC) + 33 : HEAD_BYTES - SUM_BYTES])
+    body = memoryview(data)[HEAD_BYTES:]
+    out, used = decode_sections(body, count)
+    if used != len(body):
+        raise BundleError(f"malformed bundle: {len(body) - used} bytes after the entries")
+    return out
+
+
+def _decode_v1(data: bytes, network: bytes) -> list[bytes]:
+    if len(data) < _V1_HEAD + SUM_BYTES:
+        raise BundleError(f"truncated bundle: {len(data)} bytes is shorter than its header")
+    body, given = data[:-SUM_BYTES], data[-SUM_BYTES:]
+    bundle_net = data[len(MAGIC) + 1 : len(MAGIC) + 33]
+    (count,) = struct.unpack(">I", data[len(MAGIC) + 33 : _V1_HEAD])
+    pos, out = _V1_HEAD, []
     for i in range(count):
         if pos + 2 > len(body):
-            raise _truncated_or_corrupt(body, checksum, f"entry #{i} of {count} is missing")
+            raise _truncated_or_corrupt(body, given, f"entry #{i} of {count} is missing")
         (n,) = struct.unpack(">H", body[pos : pos + 2])
         if n > ENTRY_BYTES_MAX:
             raise _truncated_or_corrupt(
-                body, checksum, f"entry #{i} of {count} is {n} bytes, over the "
+                body, given, f"entry #{i} of {count} is {n} bytes, over the "
                 f"{ENTRY_BYTES_MAX}-byte limit of an entry")
         if pos + 2 + n > len(body):
-            raise _truncated_or_corrupt(body, checksum, f"entry #{i} of {count} is cut short")
+            raise _truncated_or_corrupt(body, given, f"entry #{i} of {count} is cut short")
         out.append(body[pos + 2 : pos + 2 + n])
         pos += 2 + n
     if pos != len(body):
-        raise _truncated_or_corrupt(body, checksum, f"{len(body) - pos} bytes after the entries")
-    if hashlib.blake2b(body, digest_size=_SUM).digest() != checksum:
+        raise _truncated_or_corrupt(body, given, f"{len(body) - pos} bytes after the entries")
+    if checksum(body) != given:
         raise BundleError("corrupt bundle: checksum failed (the file was damaged or altered)")
     if bundle_net != network:
         raise BundleError(
@@ -114,8 +256,8 @@ def decode_bundle(data: bytes, network: bytes) -> list[bytes]:
     return out
 
 
-def _truncated_or_corrupt(body: bytes, checksum: bytes, what: str) -> BundleError:
-    if hashlib.blake2b(body, digest_size=_SUM).digest() == checksum:
+def _truncated_or_corrupt(body: bytes, given: bytes, what: str) -> BundleError:
+    if checksum(body) == given:
         return BundleError(f"malformed bundle: {what}")
     return BundleError(f"truncated or corrupt bundle: {what}")
 

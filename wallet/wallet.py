@@ -57,6 +57,7 @@ from wallet.encoding import (
     signature_problem,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
+from wallet.export_cache import ExportCache
 from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
 from wallet.pairing import (
     PairingRequest,
@@ -225,6 +226,7 @@ class Wallet:
         self.genesis = genesis
         self.network = genesis.network_id
         self._ledger: Ledger | None = None
+        self._exports: ExportCache | None = None
         self._listeners: list[Callable[[list[StatusChange]], None]] = []
         self._lock_depth = 0
         self._synced: int | None = None  # the store's data_version the caches reflect
@@ -541,6 +543,22 @@ class Wallet:
             self._ledger = led
         return self._ledger
 
+    @property
+    def exports(self) -> ExportCache:
+        """The bundle sections kept ready for ``bundle export --for``: made by the first
+        such export, then grown with each commit (``wallet.export_cache``)."""
+        if self._exports is None:
+            self._exports = ExportCache(self.home, self.store.conn)
+        return self._exports
+
+    def _own_tips(self, led: Ledger) -> list[bytes]:
+        """The last blocks of our account's devices (this one's too): the roots of what
+        every payee gets from us."""
+        mine = set(led.account_devices(self.account)) if self.account else set()
+        if self.device is not None:
+            mine.add(self.device)
+        return [t.id for t in map(led.tip, mine) if t is not None]
+
     def refresh(self) -> bool:
         """Take in what other processes stored (another ``tally`` on this home): when
         another connection committed since the ledger was opened, its caches are
@@ -622,10 +640,13 @@ class Wallet:
                     self.store.set_metas(meta)
                 if before_commit is not None:
                     before_commit()
+                if self.exports.ready():  # kept once a bundle was exported for a payee
+                    self.exports.update(self._own_tips(led))
         except BaseException:
             self._ledger = None  # its caches hold the batch the rollback undid
             raise
         self._synced = self._data_version()
+        self.exports.forget_others()
         self._after_commit(changes)
         return IngestReport(len(entries), len(fresh), changes, tuple(fresh.values()))
 
@@ -1008,6 +1029,23 @@ class Wallet:
         roots.extend(b.id for b in led.payments_to(for_address.device))
         roots.extend(b.id for b in led.revokes_naming(for_address.device))
         return closure(led, roots)
+
+    def export_bundle(self, path: Path, for_address: Address) -> tuple[int, int]:
+        """Write the bundle one payee needs from us (``export_entries``) to ``path``:
+        the sections kept ready and one for what is the payee's alone. Returns (entries,
+        bytes). Costs what is new since the last commit, not the wallet's size, once a
+        first export made the sections (which costs the whole closure, once)."""
+        from wallet.bundle import write_bundle
+
+        with self._writing():
+            led = self.ledger
+            with self.store.transaction():
+                ready = self.exports.update(self._own_tips(led))
+            self._synced = self._data_version()
+            roots = [b.id for b in led.payments_to(for_address.device)]
+            roots.extend(b.id for b in led.revokes_naming(for_address.device))
+            extra = self.exports.extra(ready, roots)
+            return ready.entries + len(extra), write_bundle(path, self.network, extra, ready)
 
     def export_ids(self, for_address: Address | None = None) -> list[bytes]:
         """The ids of ``export_entries``."""
