@@ -1363,6 +1363,30 @@ class Ledger:
         out.sort(key=lambda b: (b.device, b.seq))
         return out
 
+    def payment_ids_to(self, device: bytes) -> list[bytes]:
+        """The ids of the sends and issues addressed to the device (none parsed)."""
+        t = self.tables
+        return list(t.ids_where("peer = ? AND kind IN (?, ?)",
+                                (t.dev_refs.get(device, -1), int(Kind.SEND), int(Kind.ISSUE))))
+
+    def revoke_ids_naming(self, device: bytes) -> list[bytes]:
+        """The ids of the revokes that name the device as their sibling."""
+        return sorted(self._revokes_to.get(device))
+
+    def top_block_ids(self, devices: Iterable[bytes]) -> list[bytes]:
+        """For each device holding blocks, the id of a block at its highest slot (read
+        from the tables; no chain loaded)."""
+        t = self.tables
+        out = []
+        for d in devices:
+            ref = t.dev_refs.get(d)
+            row = None if ref is None else t.conn.execute(
+                "SELECT id FROM entries WHERE dev = ? AND kind != ? ORDER BY seq DESC LIMIT 1",
+                (ref, int(Kind.VOTE))).fetchone()
+            if row is not None:
+                out.append(bytes(row[0]))
+        return out
+
     def votes_on(self, block_id: bytes) -> list[bytes]:
         """The ids of the votes held for a block (read through the vote index)."""
         return sorted(self._votes_for.get(block_id))

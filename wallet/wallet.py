@@ -554,10 +554,11 @@ class Wallet:
     def _own_tips(self, led: Ledger) -> list[bytes]:
         """The last blocks of our account's devices (this one's too): the roots of what
         every payee gets from us."""
-        mine = set(led.account_devices(self.account)) if self.account else set()
+        mine = {k for k, _ in self.store.account_labels(self.account)} if self.account \
+            else set()
         if self.device is not None:
             mine.add(self.device)
-        return [t.id for t in map(led.tip, mine) if t is not None]
+        return led.top_block_ids(sorted(mine))
 
     def refresh(self) -> bool:
         """Take in what other processes stored (another ``tally`` on this home): when
@@ -1042,8 +1043,8 @@ class Wallet:
             with self.store.transaction():
                 ready = self.exports.update(self._own_tips(led))
             self._synced = self._data_version()
-            roots = [b.id for b in led.payments_to(for_address.device)]
-            roots.extend(b.id for b in led.revokes_naming(for_address.device))
+            roots = led.payment_ids_to(for_address.device)
+            roots.extend(led.revoke_ids_naming(for_address.device))
             extra = self.exports.extra(ready, roots)
             return ready.entries + len(extra), write_bundle(path, self.network, extra, ready)
 
