@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clikit import PASSPHRASE, Home, api_fund, api_network, api_wallets, tj
+from tests.clikit import PASSPHRASE, Home, api_fund, api_network, api_wallets, run, tj
 from wallet.address import parse_address
 from wallet.bundle import decode_bundle
 from wallet.encoding import parse_entry
@@ -118,3 +118,23 @@ def test_a_payee_section_carries_what_only_that_payee_needs(
     carols = {parse_entry(b, verify=False).id for b in bodies}
     assert carols <= for_bob
     assert not carols <= for_carol
+
+
+def test_doctor_checks_the_sections(pair: tuple[Home, Home], tmp_path: Path) -> None:
+    """`tally doctor` finds the sections sound, then names a damaged byte in them."""
+    alice, bob = pair
+    _pay(alice.path, bob.address, [100])
+    _exported(alice.path, bob.address, tmp_path / "b.bundle")
+    assert tj(alice.path, "doctor")["ok"] is True
+    (sections,) = _sections(alice.path)
+    data = bytearray(sections.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    sections.write_bytes(bytes(data))
+    p = run(alice.path, "doctor")
+    assert p.returncode == 1
+    assert "export sections: corrupt bundle: checksum of section" in p.stdout, p.stdout
+    assert "the next `bundle export --for` makes the sections again" in p.stdout
+    sections.unlink()  # what the doctor says to do: the next export makes them again
+    got, _ = _exported(alice.path, bob.address, tmp_path / "b.bundle")
+    assert got == _fresh_closure(alice.path, bob.address)
+    assert tj(alice.path, "doctor")["ok"] is True

@@ -534,6 +534,8 @@ def cmd_doctor(a: argparse.Namespace, out: Out) -> None:
             print(f"tally: rebuilt {done:,} of {total:,} entries…", file=sys.stderr, flush=True)
 
     report = examine(w.store, w.genesis, progress=progress)
+    for d in w.export_differences():
+        report.note(d)
     out.put(entries=report.entries, integrity=report.integrity, ok=report.ok,
             differences=report.count, shown=report.differences)
     if report.integrity != "ok":

@@ -193,6 +193,35 @@ class ExportCache:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
 
+    def differences(self, roots: Iterable[bytes]) -> list[str]:
+        """What the sections hold beside the closure of ``roots`` computed afresh, in
+        words (empty when they agree, or when there are no sections): for ``tally
+        doctor``."""
+        from wallet.bundle import decode_sections
+        from wallet.errors import BundleError
+
+        rec = self._record()
+        if rec is None:
+            return []
+        data = self._path(rec.generation).read_bytes()[: rec.size]
+        try:
+            held, _ = decode_sections(data, len(rec.sections), " of the export sections")
+        except BundleError as exc:
+            return [f"export sections: {exc}", f"(delete {self._path(rec.generation)}: the "
+                    "next `bundle export --for` makes the sections again)"]
+        got = {parse_entry(b, verify=False).id for b in held}
+        _, bodies = grow(self.conn, ClosureState(), roots)
+        want = {parse_entry(b, verify=False).id for b in bodies}
+        out = []
+        if len(held) != len(got):
+            out.append(f"export sections: {len(held) - len(got)} entries held twice")
+        if want - got:
+            out.append(f"export sections: {len(want - got)} entries of the closure missing")
+        if got - want:
+            out.append(f"export sections: {len(got - want)} entries outside the closure")
+        return out + ([f"(delete {self._path(rec.generation)}: the next `bundle export "
+                       "--for` makes the sections again)"] if out else [])
+
     def extra(self, sections: SectionsFile, roots: Iterable[bytes]) -> list[bytes]:
         """What a bundle adds to the sections for these payee-specific roots (its own
         section, dependencies first); nothing is stored."""

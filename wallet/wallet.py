@@ -551,6 +551,11 @@ class Wallet:
             self._exports = ExportCache(self.home, self.store.conn)
         return self._exports
 
+    def export_differences(self) -> list[str]:
+        """How the bundle sections kept ready differ from our chains' closure computed
+        afresh (``tally doctor``; empty when they agree or there are none)."""
+        return self.exports.differences(self._own_tips(self.ledger))
+
     def _own_tips(self, led: Ledger) -> list[bytes]:
         """The last blocks of our account's devices (this one's too): the roots of what
         every payee gets from us."""
