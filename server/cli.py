@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -36,15 +35,6 @@ from server.tls import ServerTls
 from wallet import keys as keyfiles
 from wallet.encoding import key_text
 from wallet.errors import TallyError
-
-FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
-
-
-def kdf_limits() -> keyfiles.KdfLimits:
-    """Interactive limits; minimal ones only when tests set TALLY_INSECURE_FAST_KDF=1."""
-    if os.environ.get(FAST_KDF_ENV) == "1":
-        return keyfiles.FAST_INSECURE
-    return keyfiles.INTERACTIVE
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -126,7 +116,8 @@ def _node_key(a: argparse.Namespace, passphrase: str
         raise RelayError(f"cannot make the node key {path}: directory {path.parent} "
                          "does not exist")
     key = SigningKey.generate()
-    sealed = keyfiles.encrypt_secret(bytes(key), passphrase, kind="node", limits=kdf_limits())
+    sealed = keyfiles.encrypt_secret(bytes(key), passphrase, kind="node",
+                                     limits=keyfiles.kdf_limits())
     return key, lambda: keyfiles.write_key_file(path, sealed)
 
 
@@ -239,7 +230,7 @@ def keygen_main(argv: list[str]) -> int:
                          "does not exist")
     passphrase = keyfiles.passphrase_from_env("Passphrase for the new key: ")
     key = SigningKey.generate()
-    keyfiles.save_key(a.file, key, passphrase, kind=a.kind, limits=kdf_limits())
+    keyfiles.save_key(a.file, key, passphrase, kind=a.kind, limits=keyfiles.kdf_limits())
     print(key_text(bytes(key.verify_key)))
     return 0
 

@@ -329,29 +329,41 @@ def test_with_a_relay_the_app_syncs_and_a_payment_turns_final_live(
         relay.stop()
 
 
-def test_the_live_demo_opens_on_a_funded_wallet_where_bobs_payments_arrive(
+def spendable_minor(app: TallyApp) -> int:
+    """The account's spendable money on Home, in minor units."""
+    head = text(app, "#account").split(" EUR spendable")[0].split()[-1]
+    return int(head.replace(".", ""))
+
+
+def test_the_live_demo_opens_funded_and_the_coffee_shop_pays_requests_and_pays_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tui import live_demo
 
-    monkeypatch.setattr(live_demo, "BOB_PAYS_EVERY_S", 0.5)
-    monkeypatch.setenv("TALLY_PASSPHRASE", live_demo.PASSPHRASE)
+    monkeypatch.setattr(live_demo, "SHOP_PAYS_EVERY_S", 1.0)
+    monkeypatch.setattr(live_demo, "SHOP_ANSWERS_AFTER_S", 0.1)
+    monkeypatch.setenv("TALLY_PASSPHRASE", live_demo.PASSPHRASE)  # restored afterwards
     demo = live_demo.LiveDemo(tmp_path / "demo")
     said: list[str] = []
     try:
-        demo.start(say=said.append)
+        service = demo.start(say=said.append)
         assert demo.url.startswith("ws://127.0.0.1:") and len(said) == 2
 
         async def go() -> None:
-            app = TallyApp(WalletService.open(demo.alice))
+            app = TallyApp(service)
             async with app.run_test(size=(100, 30)) as pilot:
                 await settle(pilot, lambda: "in sync" in text(app, "#links"), "in sync")
-                await settle(pilot, lambda: "101.50 EUR spendable" in text(app, "#account"),
-                             "bob's payment, claimed and final", timeout_s=30)
-            app.service.close()
-
+                await settle(pilot, lambda: spendable_minor(app) > live_demo.FUNDS_MINOR,
+                             "the shop paying back, claimed and final", timeout_s=30)
+                await pilot.press("r", *"4.20", "enter")
+                req = app.screen
+                assert isinstance(req, RequestScreen) and req.request is not None
+                await settle(pilot, lambda: req.paid, "the shop paying the request",
+                             timeout_s=30)
+                assert req.request.uri() in demo.answered
         asyncio.run(go())
     finally:
         demo.stop()
+        service.close()
     assert demo.relay is not None and demo.relay.poll() is not None, "the relay stopped"
 
 
@@ -363,7 +375,8 @@ def test_the_palette_offers_the_apps_actions(funded) -> None:  # type: ignore[no
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            assert titles[:6] == ["Pay", "Request", "History", "Devices", "Frauds", "Lock"]
+            assert titles[:7] == ["Pay", "Request", "History", "Devices", "Frauds", "Settings",
+                                  "Lock"]
             await pilot.press("ctrl+p")
             await pilot.press(*"History", "enter")
             await pilot.pause()

@@ -3,24 +3,31 @@
 A face over the wallet service (``tui.service``): the screens read and sign through
 it, and every event it sends (a status changing, a payment arriving, a fork seen) is
 passed to the screen on top and shown as a notification when a person should see it.
+A home with no wallet, or a wallet with no device yet, opens on first run (join a
+network, create, restore or pair an account, or start the demo).
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from sync.client import Claimed, Down, Linked, Problem, Progress, Synced, SyncEvent
 from tui.screens.devices import DevicesScreen
+from tui.screens.first_run import WelcomeScreen
 from tui.screens.frauds import FraudsScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.home import HomeScreen
 from tui.screens.pay import PayScreen
 from tui.screens.request import RequestScreen
+from tui.screens.settings import SettingsScreen
 from tui.service import (
     ForkSeen,
     PaymentArrived,
@@ -30,34 +37,134 @@ from tui.service import (
 )
 from wallet.errors import TallyError
 
+if TYPE_CHECKING:
+    from tui.live_demo import LiveDemo
+
+LOCK_CHECK_S = 1.0
+"""How often the app looks whether the keys were locked for idleness (seconds)."""
+
 
 class TallyApp(App):
-    """The wallet app over one wallet service."""
+    """The wallet app over one wallet service (or, before a wallet exists at ``home``,
+    first run)."""
 
     TITLE = "Tallystick"
 
-    def __init__(self, service: WalletService) -> None:
+    def __init__(self, service: WalletService | None, *, home: Path | None = None,
+                 demo: bool = False, demo_dir: Path | None = None) -> None:
+        """``demo``: start the live demo at once and work on its wallet (its files in
+        ``demo_dir``, kept; else in a scratch directory removed at the end)."""
         super().__init__()
-        self.service = service
-        self.sub_title = f"{service.wallet.genesis.name} · {service.wallet.genesis.currency}"
+        if service is None and home is None:
+            raise ValueError("the app needs a wallet service or a home to make one in")
+        self.home = Path(home) if home is not None else service.wallet.home  # type: ignore[union-attr]
+        self.service: WalletService = None  # type: ignore[assignment]  # set by attach
         self.syncing = False
         self.link_states: dict[str, str] = {}  # URL → what its link is doing
+        self.demo: LiveDemo | None = None  # the live demo this app started, if any
+        self._was_locked = True
+        self._start_demo = demo
+        self._demo_dir = demo_dir
+        self._made: list[WalletService] = []  # services this app opened: it closes them
+        if service is not None:
+            self.attach(service)
+
+    def attach(self, service: WalletService, *, owned: bool = False) -> None:
+        """Work on this wallet service from now on (first run made it, or the demo:
+        ``owned``, closed when the app ends)."""
+        if owned:
+            self._made.append(service)
+        self.service = service
+        g = service.wallet.genesis
+        self.sub_title = f"{g.name} · {g.currency}"
+        self.link_states = {}
         service.subscribe(self._from_service)
+        self.theme = service.settings().theme
 
     def on_mount(self) -> None:
+        self.set_interval(LOCK_CHECK_S, self._check_lock)
+        if self._start_demo:
+            self.start_demo()
+        elif self.service is None or self.service.wallet.device is None:
+            self.push_screen(WelcomeScreen())
+        else:
+            self.open_home()
+
+    def open_home(self) -> None:
+        """Home on top of nothing else (after first run), syncing."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
         self.push_screen(HomeScreen())
         self.start_sync()
+
+    def _check_lock(self) -> None:
+        """Say so once when the keys were dropped after the idle time."""
+        if self.service is None:
+            return
+        locked = self.service.locked
+        if locked and not self._was_locked:
+            self.notify("the keys were locked after the idle time; the next signing asks "
+                        "for the passphrase", title="Locked")
+        self._was_locked = locked
+        base = self.sub_title.removesuffix(" · locked")
+        self.sub_title = base + (" · locked" if locked and not passphrase_in_env() else "")
+
+    # ------------------------------------------------------------------ demo
+    def start_demo(self) -> None:
+        """Make the live demo (a relay with a witness, a funded wallet, a coffee shop)
+        off the event loop, then work on its wallet."""
+        self.notify("starting the demo: a relay with a witness, a funded wallet…")
+        self.run_worker(self._make_demo, thread=True, group="demo", exclusive=True)
+
+    def _make_demo(self) -> None:
+        import tempfile
+
+        from tui.live_demo import LiveDemo
+
+        if self._demo_dir is not None:
+            demo = LiveDemo(self._demo_dir)
+        else:
+            demo = LiveDemo(Path(tempfile.mkdtemp(prefix="tally-demo-")), owns_dir=True)
+        try:
+            service = demo.start(say=lambda m: self.call_from_thread(self.notify, m))
+        except (OSError, RuntimeError, TallyError) as exc:
+            demo.stop()
+            self.call_from_thread(self.notify, f"the demo did not start: {exc}",
+                                  severity="error")
+            return
+        self.call_from_thread(self._demo_ready, demo, service)
+
+    def _demo_ready(self, demo: LiveDemo, service: WalletService) -> None:
+        self.demo = demo
+        self.attach(service, owned=True)
+        self.open_home()
+
+    def on_unmount(self) -> None:
+        for service in self._made:
+            service.close()
+        if self.demo is not None:
+            self.demo.stop()
+            if self.demo.owns_dir:
+                shutil.rmtree(self.demo.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ sync
     def start_sync(self) -> None:
         """Sync in the background with the wallet's relays and peers, once the keys can
         be had without asking (unlocked, or a passphrase in the environment)."""
-        if self.syncing or not self.service.wallet.links():
+        if (self.syncing or self.service is None or self.service.wallet.device is None
+                or not self.service.wallet.links()):
             return
         if self.service.locked and not passphrase_in_env():
             return  # the first payment asks for it, and starts sync then
         self.syncing = True
         self.run_worker(self._sync(), group="sync", exclusive=True)
+
+    def restart_sync(self) -> None:
+        """The relays and peers changed: sync with the ones remembered now."""
+        self.workers.cancel_group(self, "sync")
+        self.syncing = False
+        self.link_states = {}
+        self.start_sync()
 
     async def _sync(self) -> None:
         try:
@@ -88,6 +195,9 @@ class TallyApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The palette (ctrl+p) offers every action of the app, then Textual's own."""
+        if self.service is None or self.service.wallet.device is None:
+            yield from super().get_system_commands(screen)  # first run: nothing to act on
+            return
         yield SystemCommand("Pay", "Pay an address or a tally: request", self.action_pay)
         yield SystemCommand("Request", "Ask for a payment: a tally: URI and QR code",
                             self.action_request)
@@ -95,6 +205,8 @@ class TallyApp(App):
         yield SystemCommand("Devices", "Each device's share; move money between them",
                             self.action_devices)
         yield SystemCommand("Frauds", "The fraud proofs held", self.action_frauds)
+        yield SystemCommand("Settings", "Relays and peers, idle lock time, theme",
+                            self.action_settings)
         yield SystemCommand("Lock", "Lock the keys now (the next signing asks again)",
                             self.service.lock)
         yield from super().get_system_commands(screen)
@@ -118,6 +230,10 @@ class TallyApp(App):
     def action_request(self) -> None:
         """Open the request form."""
         self.push_screen(RequestScreen())
+
+    def action_settings(self) -> None:
+        """Open the settings."""
+        self.push_screen(SettingsScreen())
 
     def _from_service(self, event: ServiceEvent) -> None:
         # Commits happen on worker threads too: the UI is touched on its own thread.

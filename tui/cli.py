@@ -26,6 +26,7 @@ from wallet.address import (
 )
 from wallet.amounts import format_amount, parse_amount
 from wallet.bundle import read_bundle, write_bundle
+from wallet.durations import parse_duration_s
 from wallet.encoding import (
     Block,
     Genesis,
@@ -43,8 +44,6 @@ from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
 from wallet.wallet import Wallet, error_text, local_minute
 
-FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
-
 
 def default_home() -> Path:
     """``TALLY_HOME``, else the platform's user data dir."""
@@ -54,13 +53,6 @@ def default_home() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("tally", "tallystick"))
-
-
-def kdf_limits() -> keyfiles.KdfLimits:
-    """Interactive limits; minimal ones only when tests set TALLY_INSECURE_FAST_KDF=1."""
-    if os.environ.get(FAST_KDF_ENV) == "1":
-        return keyfiles.FAST_INSECURE
-    return keyfiles.INTERACTIVE
 
 
 class Out:
@@ -102,20 +94,14 @@ def _money(w: Wallet, **amounts: int) -> dict[str, Any]:
     return doc
 
 
-_DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_expiry(text: str, now: float) -> int:
     """``--expires T`` as a Unix time: a duration from now (``90s``, ``30m``, ``2h``,
     ``7d``; a bare number is seconds) or a local time (``2026-12-24 18:00``, a date for
     its midnight). Refuses a time that is not in the future."""
     import datetime as dt
 
-    t = text.strip().lower()
-    unit = t[-1:] if t[-1:] in _DURATION_UNITS_S else "s"
-    number = t[:-1] if t[-1:] in _DURATION_UNITS_S else t
-    if number.isdigit():
-        seconds = int(number) * _DURATION_UNITS_S[unit]
+    seconds = parse_duration_s(text)
+    if seconds is not None:
         if seconds <= 0:
             raise WalletError(f"--expires {text}: give a time in the future, like 30m")
         return int(now) + seconds
@@ -192,7 +178,7 @@ def cmd_network_create(a: argparse.Namespace, out: Out) -> None:
     if a.out and not out_path.parent.is_dir():
         raise WalletError(f"cannot write the genesis to {out_path}: "
                           f"{out_path.parent} is not a directory")
-    w = Wallet.create_network(a.home, genesis, issuer, _passphrase(), limits=kdf_limits())
+    w = Wallet.create_network(a.home, genesis, issuer, _passphrase(), limits=keyfiles.kdf_limits())
     try:
         out_path.write_bytes(genesis.raw)
     except OSError as exc:
@@ -261,7 +247,7 @@ def cmd_network_show(a: argparse.Namespace, out: Out) -> None:
 def cmd_init(a: argparse.Namespace, out: Out) -> None:
     """A new account and this device."""
     w = Wallet.open(a.home)
-    phrase = w.init(_passphrase(), label=a.label, limits=kdf_limits())
+    phrase = w.init(_passphrase(), label=a.label, limits=keyfiles.kdf_limits())
     out.put(address=w.address().text(), phrase=phrase)
     out.say(f"address: {w.address().text()}")
     out.say("recovery phrase (write it down; it restores the account key):")
@@ -281,7 +267,7 @@ def cmd_restore(a: argparse.Namespace, out: Out) -> None:
     if not phrase.strip():
         raise WalletError("no recovery phrase given: type it at the prompt, pipe it in "
                           "(`tally restore < phrase.txt`), or set TALLY_PHRASE")
-    w.restore(phrase, _passphrase(), label=a.label, limits=kdf_limits())
+    w.restore(phrase, _passphrase(), label=a.label, limits=keyfiles.kdf_limits())
     out.put(address=w.address().text())
     out.say(f"account restored; this is a new device: {w.address().text()}")
     out.say("sync to get the history back, then `tally devices revoke` the devices you lost")
@@ -571,7 +557,7 @@ def cmd_devices_pair(a: argparse.Namespace, out: Out) -> None:
     """On the new device: make its key and print a pairing request."""
     w = Wallet.open(a.home)
     account = parse_address(a.account_address)
-    text = w.pair_request(_passphrase(), account, label=a.label, limits=kdf_limits())
+    text = w.pair_request(_passphrase(), account, label=a.label, limits=keyfiles.kdf_limits())
     out.put(request=text, device=key_text(w.device or b""), account=key_text(account.account))
     out.say(text)
     out.say(f"on the account key's holder run: tally devices add {text[:24]}…")
@@ -848,6 +834,9 @@ def cmd_app(a: argparse.Namespace, out: Out) -> None:
                           "(see `tally --help`)")
     from tui.app import TallyApp
 
+    if not Wallet.exists(a.home):  # first run: join a network, or the demo
+        TallyApp(None, home=a.home).run()
+        return
     service = WalletService.open(a.home)
     try:
         TallyApp(service).run()

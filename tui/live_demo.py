@@ -2,10 +2,12 @@
 
 ``tally demo`` (in a terminal) makes, in a scratch directory: a network with one
 witness, a ``tally-relay`` holding the witness key on a loopback port, a mint, and two
-payers, alice and bob, each funded with 100.00 EUR made final by the witness. It opens
-the app on alice's wallet, syncing with the relay; meanwhile bob pays alice a little
-now and then (as another person would), so payments arrive and turn final on screen.
-When the app quits, the relay and bob stop and the directory is removed (``--dir``
+accounts, alice (the person at the keyboard) and a coffee shop, each funded with
+100.00 EUR made final by the witness. It opens the app on alice's wallet, syncing with
+the relay. The coffee shop's device answers each payment request alice makes in the
+app (it pays it a few seconds later) and pays her back a little now and then, so
+payments arrive and turn final on screen; paying the shop's address works too. When
+the app quits, the relay and the shop stop and the directory is removed (``--dir``
 keeps it).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -21,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
@@ -29,10 +33,15 @@ from wallet.address import parse_address
 from wallet.encoding import Genesis, Policy
 from wallet.wallet import Wallet
 
+if TYPE_CHECKING:
+    from tui.service import ServiceEvent, WalletService
+
 PASSPHRASE = "demo passphrase"  # throwaway wallets in a scratch directory
-FUNDS_MINOR = 10_000  # what the mint issues each payer: 100.00 EUR
-BOB_PAYS_EVERY_S = 20.0  # how often bob pays alice while the demo runs
-BOB_PAYS_MINOR = 150  # 1.50 EUR each time
+FUNDS_MINOR = 10_000  # what the mint issues each account: 100.00 EUR
+SHOP_PAYS_EVERY_S = 30.0  # how often the coffee shop pays alice back while the demo runs
+SHOP_PAYS_MINOR = 150  # 1.50 EUR each time
+SHOP_ANSWERS_AFTER_S = 2.0  # how long the shop "looks at" a request before paying it
+REQUESTS_QUEUED_MAX = 16  # requests waiting for the shop; more are not answered
 RELAY_START_S = 30.0  # how long the relay may take to listen
 
 
@@ -55,18 +64,26 @@ def _tally(home: Path, *args: str) -> str:
 class LiveDemo:
     """The demo's network, relay and wallets; ``stop`` ends them."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, owns_dir: bool = False) -> None:
+        """The demo's files go in ``workdir`` (removed afterwards when ``owns_dir``)."""
         self.dir = workdir
+        self.owns_dir = owns_dir
         self.alice = workdir / "alice"
-        self.bob = workdir / "bob"
+        self.shop = workdir / "coffee-shop"
         self.mint = workdir / "mint"
         self.relay: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.answered: list[str] = []  # the request URIs the shop paid
         self._stop = threading.Event()
-        self._bob: threading.Thread | None = None
+        self._requests: queue.Queue[str] = queue.Queue(REQUESTS_QUEUED_MAX)
+        self._shop: threading.Thread | None = None
 
-    def start(self, say: Callable[[str], None] = print) -> None:
-        """Make the network, start the relay, fund the payers."""
+    def start(self, say: Callable[[str], None] = print) -> WalletService:
+        """Make the network, start the relay, fund both accounts, set the coffee shop
+        going; the wallet service of alice's wallet (unlocked with the demo's
+        passphrase), whose requests the shop answers."""
+        from tui.service import WalletService
+
         limits = keyfiles.FAST_INSECURE
         witness, issuer = SigningKey.generate(), SigningKey.generate()
         genesis = Genesis("demo", "EUR", 2, bytes(issuer.verify_key),
@@ -79,25 +96,39 @@ class LiveDemo:
         say("starting a relay with the network's witness on a loopback port…")
         self._start_relay()
         Wallet.create_network(self.mint, genesis, issuer, PASSPHRASE, limits=limits).close()
-        for home, label in ((self.alice, "alice-phone"), (self.bob, "bob-laptop")):
+        for home, label in ((self.alice, "alice-phone"), (self.shop, "coffee-till")):
             w = Wallet.join(home, genesis.raw)
             try:
                 w.init(PASSPHRASE, label=label, limits=limits)
             finally:
                 w.close()
             _tally(home, "relays", "add", self.url)
-        say("the mint issues 100.00 EUR to alice and to bob; the witness makes it final…")
+        say("the mint issues 100.00 EUR to alice and the coffee shop; the witness makes "
+            "it final…")
         m = Wallet.open(self.mint)
         try:
-            for home in (self.alice, self.bob):
+            for home in (self.alice, self.shop):
                 to = parse_address(_tally(home, "address").strip())
                 m.pay(to, FUNDS_MINOR, PASSPHRASE)
         finally:
             m.close()
         _tally(self.mint, "sync", "--relay", self.url, "--once")
-        _tally(self.bob, "sync", "--once")
-        self._bob = threading.Thread(target=self._bob_pays, name="demo-bob", daemon=True)
-        self._bob.start()
+        _tally(self.shop, "sync", "--once")
+        os.environ[keyfiles.PASSPHRASE_ENV] = PASSPHRASE  # the app unlocks without asking
+        service = WalletService.open(self.alice)
+        service.subscribe(self._on_alice_event)
+        self._shop = threading.Thread(target=self._shop_runs, name="demo-coffee-shop",
+                                      daemon=True)
+        self._shop.start()
+        return service
+
+    def _on_alice_event(self, event: ServiceEvent) -> None:
+        """Alice made a request: the coffee shop will pay it."""
+        from tui.service import RequestMade
+
+        if isinstance(event, RequestMade):
+            with contextlib.suppress(queue.Full):  # a flood of requests: the rest wait
+                self._requests.put_nowait(event.request.uri())
 
     def _start_relay(self) -> None:
         log = self.dir / "relay.log"
@@ -120,22 +151,36 @@ class LiveDemo:
             time.sleep(0.05)
         raise RuntimeError(f"the demo relay did not start listening; see {log}")
 
-    def _bob_pays(self) -> None:
-        """Bob pays alice now and then, as another person would."""
+    def _shop_runs(self) -> None:
+        """The coffee shop pays each request alice makes, and pays her back now and
+        then, as another person would."""
         alice = _tally(self.alice, "address").strip()
-        while not self._stop.wait(BOB_PAYS_EVERY_S):
+        next_payback = time.monotonic() + SHOP_PAYS_EVERY_S
+        while not self._stop.is_set():
             try:
-                _tally(self.bob, "pay", alice, f"{BOB_PAYS_MINOR / 100:.2f}", "--yes",
-                       "--memo", "from bob")
-                _tally(self.bob, "sync", "--once")
+                uri = self._requests.get(timeout=0.2)
+            except queue.Empty:
+                uri = None
+            try:
+                if uri is not None:
+                    if self._stop.wait(SHOP_ANSWERS_AFTER_S):
+                        return
+                    _tally(self.shop, "pay", uri, "--yes")
+                    _tally(self.shop, "sync", "--once")
+                    self.answered.append(uri)
+                elif time.monotonic() >= next_payback:
+                    next_payback = time.monotonic() + SHOP_PAYS_EVERY_S
+                    _tally(self.shop, "pay", alice, f"{SHOP_PAYS_MINOR / 100:.2f}", "--yes",
+                           "--memo", "thanks for coming by")
+                    _tally(self.shop, "sync", "--once")
             except (RuntimeError, subprocess.TimeoutExpired):
-                continue  # a busy moment: bob tries again next time
+                continue  # a busy moment, or a request it cannot pay: carry on
 
     def stop(self) -> None:
-        """Stop bob and the relay."""
+        """Stop the coffee shop and the relay."""
         self._stop.set()
-        if self._bob is not None:
-            self._bob.join(5)
+        if self._shop is not None:
+            self._shop.join(10)
         if self.relay is not None and self.relay.poll() is None:
             self.relay.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -145,21 +190,9 @@ class LiveDemo:
 
 
 def run_live_demo(workdir: Path | None = None) -> None:
-    """Start the demo, open the app on alice's wallet, and clean up when it quits."""
+    """Open the app, which starts the demo and works on its wallet; everything the
+    demo started stops when the app quits (and its directory goes, unless given)."""
     from tui.app import TallyApp
-    from tui.service import WalletService
 
-    tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="tally-demo-")
-    demo = LiveDemo(Path(tmp.name) if tmp else workdir)  # type: ignore[arg-type]
-    try:
-        demo.start()
-        os.environ[keyfiles.PASSPHRASE_ENV] = PASSPHRASE  # the app unlocks without asking
-        service = WalletService.open(demo.alice)
-        try:
-            TallyApp(service).run()
-        finally:
-            service.close()
-    finally:
-        demo.stop()
-        if tmp is not None:
-            tmp.cleanup()
+    home = workdir if workdir is not None else Path(tempfile.gettempdir())
+    TallyApp(None, home=home, demo=True, demo_dir=workdir).run()

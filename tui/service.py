@@ -32,9 +32,10 @@ from wallet.address import (
     parse_request,
 )
 from wallet.amounts import format_amount, parse_amount
-from wallet.encoding import Block, Kind, short, short_id
+from wallet.encoding import Block, Kind, id_text, key_text, short, short_id
 from wallet.errors import WalletError
 from wallet.ledger import CONFLICTED, Balance, FraudProof, Status, StatusChange
+from wallet.settings import Settings
 from wallet.store import HistoryRow
 from wallet.unlocked import UnlockedKeys
 from wallet.wallet import Wallet, check_memo, local_minute
@@ -48,8 +49,10 @@ REQUEST_ID_BYTES_MAX = 32
 """The longest request id a request may carry."""
 T = TypeVar("T")
 
-IDLE_LOCK_S = 300.0
-"""How long unlocked keys stay held without use, by default (seconds)."""
+FROM_SETTINGS = "settings"
+"""``idle_lock_s`` read from the wallet's saved settings."""
+HISTORY_PAGE_ROWS = 500
+"""Rows read from the store at a time when a whole filtered history is exported."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,26 @@ class ForkSeen:
     block_id: bytes
 
 
-ServiceEvent = StatusChanged | PaymentArrived | ForkSeen
+@dataclass(frozen=True)
+class RequestMade:
+    """This wallet made a payment request (a payer may now pay it)."""
+
+    request: PaymentRequest
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which rows of the history a person asked for: a status word or group
+    (``wallet.store.STATUS_FILTERS``), block kinds, and a counterparty (a label, the
+    start of a device key, or an address) whose payments to or from the account
+    are kept."""
+
+    status: str | None = None
+    kinds: tuple[Kind, ...] = ()
+    counterparty: str = ""
+
+
+ServiceEvent = StatusChanged | PaymentArrived | ForkSeen | RequestMade
 
 _PAYMENTS = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
@@ -97,18 +119,39 @@ def passphrase_in_env() -> bool:
                 or os.environ.get(keyfiles.PASSPHRASE_FILE_ENV))
 
 
+def join_network(home: Path, genesis_file: Path | str) -> Wallet:
+    """A new wallet home at ``home`` on the network a genesis file names (what first
+    run does before an account exists)."""
+    path = Path(str(genesis_file).strip()).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise WalletError(f"cannot read the genesis file {path}: {exc.strerror}") from exc
+    return Wallet.join(Path(home), raw)
+
+
+def new_recovery_phrase() -> str:
+    """The recovery phrase of a new account key (nothing is stored until the person has
+    written it down and ``create_account`` is called with it)."""
+    return keyfiles.phrase_from_seed(os.urandom(32))
+
+
 class WalletService:
     """One wallet home, opened once: unlocked keys, operations and events."""
 
-    def __init__(self, wallet: Wallet, *, idle_lock_s: float | None = IDLE_LOCK_S,
+    def __init__(self, wallet: Wallet, *, idle_lock_s: float | str | None = FROM_SETTINGS,
                  passphrase: Callable[[], str] = keyfiles.passphrase_from_env,
                  keys: UnlockedKeys | None = None) -> None:
         """``wallet`` is read on the caller's thread; what signs, stores or syncs runs
         on the service's one wallet thread, over a second connection to the same home
         (SQLite lets it write while the first reads). ``passphrase`` is asked when a
         signing finds the keys locked (by default ``TALLY_PASSPHRASE``,
-        ``TALLY_PASSPHRASE_FILE`` or a prompt)."""
+        ``TALLY_PASSPHRASE_FILE`` or a prompt). The keys are locked after
+        ``idle_lock_s`` idle seconds: by default what the person saved in Settings."""
         self.wallet = wallet
+        if idle_lock_s == FROM_SETTINGS:
+            idle_lock_s = wallet.settings().idle_lock_s
+        assert not isinstance(idle_lock_s, str), idle_lock_s
         self.keys = keys or UnlockedKeys(idle_lock_s)
         self._passphrase = passphrase
         self._listeners: list[Callable[[ServiceEvent], None]] = []
@@ -245,6 +288,80 @@ class WalletService:
         phrase = self._signing()
         return self._on_wallet_thread(lambda w: w.receive(phrase))
 
+    def create_account(self, phrase: str, passphrase: str, label: str = "main") -> Address:
+        """Make this wallet's account from a phrase the person confirmed
+        (``new_recovery_phrase``) and its first device; keys sealed with ``passphrase``
+        and held unlocked. Restoring an account is the same call with the old phrase:
+        either way the device is new (never an old device's key)."""
+        def start(w: Wallet) -> Address:
+            w.restore(phrase, passphrase, label=label, limits=keyfiles.kdf_limits())
+            w.unlock(passphrase, self.keys, Wallet.KEY_KINDS)
+            return w.address()
+
+        address = self._on_wallet_thread(start)
+        self.wallet.refresh()
+        return address
+
+    def pair_request(self, account_address: str, passphrase: str,
+                     label: str = "device") -> str:
+        """Make this device's key and its request to join the account of a device at
+        ``account_address`` (the key holder adds it in its Devices)."""
+        account = parse_address(account_address.strip())
+        return self._on_wallet_thread(lambda w: w.pair_request(
+            passphrase, account, label=label, limits=keyfiles.kdf_limits()))
+
+    def add_device(self, request_text: str) -> Block:
+        """Sign the open of a new device of this account from its pairing request (on
+        the account key's holder)."""
+        phrase = self._signing("account")
+        return self._on_wallet_thread(lambda w: w.pair_add(request_text.strip(), phrase))
+
+    def revoke(self, device: bytes, to_device: bytes | None = None) -> tuple[Block, Status]:
+        """Close a device's chain with the account key, passing its balance to
+        ``to_device`` (by default this device)."""
+        to = to_device if to_device is not None else self.wallet.device
+        if to is None:
+            raise WalletError("this wallet has no device to take the balance")
+        phrase = self._signing("account")
+        return self._on_wallet_thread(lambda w: w.revoke(device, to, phrase))
+
+    def sibling_to_ask(self, minor: int) -> tuple[bytes, str, int] | None:
+        """When this device cannot pay ``minor`` but a sibling device could move it the
+        shortfall: (that device, its label, the shortfall); else None."""
+        this = self.wallet.device
+        if this is None:
+            return None
+        have = self.wallet.ledger.balance(this).spendable
+        short_by = minor - have
+        if short_by <= 0:
+            return None
+        best = max(((bal.spendable, key, label) for key, label, bal, mine in self.devices()
+                    if not mine), default=None)
+        if best is None or best[0] < short_by:
+            return None
+        return best[1], best[2], short_by
+
+    # -------------------------------------------------------------- settings
+    def settings(self) -> Settings:
+        """What the person saved for this wallet (idle lock time, theme)."""
+        return self.wallet.settings()
+
+    def save_settings(self, settings: Settings) -> None:
+        """Keep these settings in the wallet home; the idle lock time applies now."""
+        self._on_wallet_thread(lambda w: w.save_settings(settings))
+        self.keys.idle_lock_s = settings.idle_lock_s
+
+    def add_link(self, url: str, kind: str = "relay") -> dict[str, str]:
+        """Remember a relay or peer (``kind``) to sync with; all remembered."""
+        from sync.client import check_url
+
+        checked = check_url(url.strip())
+        return self._on_wallet_thread(lambda w: w.remember_links({checked: kind}))
+
+    def remove_link(self, url: str) -> None:
+        """Forget a remembered relay or peer."""
+        self._on_wallet_thread(lambda w: w.forget_link(url))
+
     # ------------------------------------------------------------------ sync
     async def sync_forever(self, on_event: Callable[[SyncEvent], None] | None = None,
                            links: dict[str, str] | None = None) -> None:
@@ -326,7 +443,10 @@ class WalletService:
             raise WalletError(f"request id is {len(rid)} bytes; at most "
                               f"{REQUEST_ID_BYTES_MAX}")
         check_memo(memo)
-        return PaymentRequest(w.network, w.address(), self.amount(amount), rid, expires, memo)
+        req = PaymentRequest(w.network, w.address(), self.amount(amount), rid, expires, memo)
+        for listener in list(self._listeners):
+            listener(RequestMade(req))
+        return req
 
     @staticmethod
     def qr_text(uri: str) -> str:
@@ -340,9 +460,89 @@ class WalletService:
         return drawing.getvalue()
 
     def history(self, *, before: int | None = None, limit: int = 50,
-                status: str | None = None) -> list[HistoryRow]:
-        """A page of the account's history, newest first (``Wallet.history``)."""
-        return self.wallet.history(limit=limit, before=before, status=status)
+                status: str | None = None,
+                where: HistoryFilter | None = None) -> list[HistoryRow]:
+        """A page of the account's history, newest first (``Wallet.history``), of the
+        rows ``where`` keeps (or of one ``status``)."""
+        f = where or HistoryFilter(status=status)
+        peers = self.counterparties(f.counterparty) if f.counterparty.strip() else None
+        if peers == []:
+            return []  # nobody answers to that name: no row can match
+        return self.wallet.history(limit=limit, before=before, status=f.status,
+                                   kinds=f.kinds, peers=peers)
+
+    def counterparties(self, text: str) -> list[bytes]:
+        """The devices ``text`` may name as a counterparty: an address's device, or
+        every device whose label is ``text`` or whose key starts with it."""
+        t = text.strip()
+        if t.lower().startswith(ADDRESS_PREFIXES):
+            return [parse_address(t).device]
+        return self.wallet.match_devices(t)
+
+    def export_history_csv(self, path: Path, where: HistoryFilter,
+                           progress: Callable[[int], None] | None = None) -> int:
+        """Write every row ``where`` keeps to ``path`` as CSV (a page at a time, newest
+        first); the number of rows written. ``progress(rows)`` after each page."""
+        import csv
+
+        g = self.wallet.genesis
+        written = 0
+        tmp = Path(path).with_name(Path(path).name + ".part")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["time", "kind", "direction", "amount", "amount_minor", "currency",
+                          "device", "seq", "counterparty", "status", "reason", "memo", "id"])
+            before = None
+            while True:
+                page = self.history(before=before, limit=HISTORY_PAGE_ROWS, where=where)
+                for r in page:
+                    peer = r.device if r.incoming else r.peer
+                    out.writerow([
+                        local_minute(r.seen), r.kind.name.lower(),
+                        "in" if r.incoming else "out" if r.kind in _PAYMENTS else "",
+                        "" if r.amount is None else self.amount_text(r.amount),
+                        "" if r.amount is None else r.amount, g.currency,
+                        key_text(r.device), r.seq, key_text(peer) if peer else "",
+                        r.status, r.reason, r.memo or "", id_text(r.id)])
+                written += len(page)
+                if progress is not None:
+                    progress(written)
+                if len(page) < HISTORY_PAGE_ROWS:
+                    break
+                before = page[-1].ref
+        os.replace(tmp, path)  # a reader never sees half a file
+        return written
+
+    def detail(self, r: HistoryRow) -> str:
+        """Everything about one history row a person may ask: ids, parties, status,
+        the witnesses whose votes cover it, and the fraud proof of a refused or disputed
+        payment."""
+        led = self.wallet.ledger
+        g = self.wallet.genesis
+        lines = [f"[b]{r.kind.name.lower()}[/b]  {self.history_line(r).split('  ', 1)[1]}",
+                 f"id        {id_text(r.id)}",
+                 f"device    {key_text(r.device)}  (block {r.seq})"]
+        peer = r.device if r.incoming else r.peer
+        if peer is not None:
+            lines.append(f"{'from' if r.incoming else 'to':<9} {key_text(peer)}")
+        if r.amount is not None:
+            lines.append(f"amount    {self.money(r.amount)}")
+        if r.memo:
+            lines.append(f"memo      {r.memo}")
+        lines.append(f"status    {r.status}" + (f" ({r.reason})" if r.reason else ""))
+        if g.quorum:
+            cover = led.cover.get(r.id, 0) or 0
+            voters = [w for w, bit in led.witness_bit.items() if cover & bit]
+            lines.append(f"votes     {len(voters)} of {len(g.witnesses)} witnesses cover it "
+                         f"({g.quorum} make it final)")
+            lines += [f"          witness {short(w)}…" for w in voters]
+        else:
+            lines.append("votes     none: this network has no witnesses")
+        proofs = [p for p in self.frauds() if p.device == r.device and p.seq <= r.seq]
+        for p in proofs:
+            lines.append("fraud     " + self.explain(p))
+            lines += [f"          block {id_text(i)}" for i in p.block_ids]
+        return "\n".join(lines)
 
     def history_line(self, r: HistoryRow) -> str:
         """One history row as a line: when, what, how much, with whom, its status."""

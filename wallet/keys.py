@@ -115,6 +115,17 @@ FAST_INSECURE = KdfLimits(argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
 """The cheapest limits libsodium allows (1 pass, 8 KiB). For tests only: a file
 written with these is cheap to brute-force."""
 
+FAST_KDF_ENV = "TALLY_INSECURE_FAST_KDF"
+"""Set to ``1`` (by tests only) to write new key files with ``FAST_INSECURE``."""
+
+
+def kdf_limits() -> KdfLimits:
+    """The limits new key files are written with: interactive, or minimal ones only
+    when tests set ``TALLY_INSECURE_FAST_KDF=1``."""
+    if os.environ.get(FAST_KDF_ENV) == "1":
+        return FAST_INSECURE
+    return INTERACTIVE
+
 
 def _limits_problem(opslimit: Any, memlimit: Any) -> str | None:
     """Why these KDF limits are refused, or None when they are within sane bounds."""

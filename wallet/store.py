@@ -241,13 +241,16 @@ class Store:
         before: int | None = None,
         status: str | None = None,
         kinds: Iterable[Kind] | None = None,
+        peers: Iterable[bytes] | None = None,
         witnessed: bool = True,
     ) -> list[HistoryRow]:
         """Blocks of the given devices, and payments to them from others that none of
         their valid receives claims, newest first, ``limit`` at a time.
 
         Page with ``before`` (the ``ref`` of the last row of the previous page); filter
-        with ``status``: one word of ``STATUS_FILTERS``. ``witnessed`` is False on a
+        with ``status``: one word of ``STATUS_FILTERS``; with ``kinds``; with ``peers``,
+        the counterparty devices (a row is kept when it pays or claims from one of them,
+        or one of them is its author). ``witnessed`` is False on a
         network with no witnesses (q = 0), where valid blocks read "accepted, no witness".
         """
         dev_refs = self.tables.dev_refs
@@ -270,6 +273,13 @@ class Store:
             ks = [int(k) for k in kinds]
             where.append(f"e.kind IN ({','.join('?' * len(ks))})")
             args += ks
+        if peers is not None:
+            peer_refs = [dev_refs[k] for k in peers if k in dev_refs]
+            if not peer_refs:
+                return []
+            pm = ",".join("?" * len(peer_refs))
+            where.append(f"(e.peer IN ({pm}) OR e.dev IN ({pm}))")
+            args += peer_refs + peer_refs
         if status:
             where.append(status_sql(status, witnessed))
         sql = (

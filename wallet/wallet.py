@@ -66,6 +66,7 @@ from wallet.pairing import (
     parse_pairing_request,
     sign_open,
 )
+from wallet.settings import SETTINGS_META, Settings
 from wallet.store import HistoryRow, Store
 from wallet.unlocked import UnlockedKeys
 from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
@@ -728,9 +729,12 @@ class Wallet:
         return [(k, label, led.balance(k)) for k, label in self.store.account_labels(self.account)]
 
     def history(self, *, limit: int = 50, before: int | None = None,
-                status: str | None = None, device: bytes | None = None) -> list[HistoryRow]:
+                status: str | None = None, device: bytes | None = None,
+                kinds: Iterable[Kind] | None = None,
+                peers: Iterable[bytes] | None = None) -> list[HistoryRow]:
         """The account's blocks (or one device's) and the payments sent to them that no
-        valid receive claims yet, whatever their status; newest first, paged, filtered."""
+        valid receive claims yet, whatever their status; newest first, paged, filtered
+        (``Store.history``: a status, block kinds, counterparty devices)."""
         if device is not None:
             devs = [device]
         elif self.account:
@@ -738,6 +742,7 @@ class Wallet:
         else:
             devs = [self.device] if self.device else []
         return self.store.history(devs, limit=limit, before=before, status=status,
+                                  kinds=kinds, peers=peers,
                                   witnessed=self.genesis.quorum > 0)
 
     # --------------------------------------------------------------- links
@@ -761,6 +766,15 @@ class Wallet:
             raise WalletError(f"{url} is not a remembered relay or peer (remembered: {listed})")
         del known[url]
         self.store.set_meta(LINKS_META, json.dumps(known, sort_keys=True))
+
+    # ------------------------------------------------------------ settings
+    def settings(self) -> Settings:
+        """What the person set for this home (the defaults until they save)."""
+        return Settings.from_json(self.store.get_meta(SETTINGS_META))
+
+    def save_settings(self, settings: Settings) -> None:
+        """Keep these settings in the home (one record, written whole)."""
+        self.store.set_meta(SETTINGS_META, settings.to_json())
 
     def unfinal_own(self) -> int:
         """How many of this device's valid blocks wait for witness votes (0 with q = 0,

@@ -1,4 +1,5 @@
-"""Devices: each device's share of the account, and moving money between them."""
+"""Devices: each device's share of the account; moving money between them; pairing a
+new device (this device's address for it, its request added here) and revoking one."""
 
 from __future__ import annotations
 
@@ -7,45 +8,25 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
 
+from tui.screens.modals import AskScreen, ConfirmScreen, TextScreen
 from wallet.encoding import Block, short
 from wallet.errors import TallyError
 from wallet.ledger import Status
 
 
-class AmountScreen(ModalScreen[str | None]):
-    """Asks for an amount (Enter) or nothing (Escape)."""
-
-    CSS_PATH = "modals.tcss"
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(self.question)
-            yield Input(placeholder="12.50", id="amount")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter: the amount typed."""
-        self.dismiss(event.value.strip() or None)
-
-    def action_cancel(self) -> None:
-        """Escape: none."""
-        self.dismiss(None)
-
-
 class DevicesScreen(Screen):
-    """The account's devices; ``m`` moves money to the highlighted one."""
+    """The account's devices; ``m`` moves money to the highlighted one, ``n`` shows how
+    a new device pairs, ``a`` adds one from its request, ``v`` revokes one."""
 
     CSS_PATH = "devices.tcss"
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("m", "move", "Move money here"),
+        Binding("n", "new_device", "Pair a new device"),
+        Binding("a", "add", "Add a request"),
+        Binding("v", "revoke", "Revoke"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -88,10 +69,11 @@ class DevicesScreen(Screen):
         if to is None or to == svc.wallet.device:
             self.query_one("#said", Static).update("highlight another device of the account")
             return
-        self.app.push_screen(AmountScreen(f"Move how much from this device to {short(to)}…?"),
+        self.app.push_screen(AskScreen(f"Move how much from this device to {short(to)}…?",
+                                       placeholder="12.50"),
                              lambda amount: self._move(amount, to) if amount else None)
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, group="devices")
     def _move(self, amount: str, to: bytes) -> None:
         try:
             block, st = self.app.service.move(amount, to)  # type: ignore[attr-defined]
@@ -104,6 +86,63 @@ class DevicesScreen(Screen):
         svc = self.app.service  # type: ignore[attr-defined]
         self.query_one("#said", Static).update(
             f"moved {svc.money(block.amount)} to {short(block.to_device)}…: {st.label}")
+
+    def _say(self, text: str) -> None:
+        self.query_one("#said", Static).update(text)
+
+    def action_new_device(self) -> None:
+        """How a new device joins: it pairs with this device's address (text and QR)."""
+        svc = self.app.service  # type: ignore[attr-defined]
+        try:
+            address = svc.wallet.address().text()
+        except TallyError as exc:
+            self._say(str(exc))
+            return
+        self.app.push_screen(TextScreen(
+            "[b]Pair a new device.[/b] On the new device, open tally, join this network "
+            "and choose [b]Pair with a device of an account I already have[/b], giving "
+            "this address (or scan it). It shows a pairing request: add it here with "
+            f"[b]a[/b].\n\n{address}\n\n{svc.qr_text(address)}", copy=address))
+
+    def action_add(self) -> None:
+        """Paste a new device's pairing request: sign its open (the account key)."""
+        self.app.push_screen(AskScreen("Paste the new device's pairing request:",
+                                       placeholder="tally-pair:…"),
+                             lambda text: self._add(text) if text else None)
+
+    @work(thread=True, exclusive=True, group="devices")
+    def _add(self, text: str) -> None:
+        svc = self.app.service  # type: ignore[attr-defined]
+        try:
+            block = svc.add_device(text)
+        except TallyError as exc:
+            self.app.call_from_thread(self._say, str(exc))
+            return
+        self.app.call_from_thread(
+            self._say, f"added device {short(block.device)}…: it is open once it syncs")
+        self.app.call_from_thread(self.refresh_devices)
+
+    def action_revoke(self) -> None:
+        """Revoke the highlighted device (its balance passes to this one)."""
+        dev = self._highlighted()
+        svc = self.app.service  # type: ignore[attr-defined]
+        if dev is None or dev == svc.wallet.device:
+            self._say("highlight another device of the account to revoke it")
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Revoke device {short(dev)}…? Its chain ends for good and its "
+                          "money passes to this device (a lost or stolen device)."),
+            lambda yes: self._revoke(dev) if yes else None)
+
+    @work(thread=True, exclusive=True, group="devices")
+    def _revoke(self, dev: bytes) -> None:
+        svc = self.app.service  # type: ignore[attr-defined]
+        try:
+            _, st = svc.revoke(dev)
+        except TallyError as exc:
+            self.app.call_from_thread(self._say, str(exc))
+            return
+        self.app.call_from_thread(self._say, f"revoked {short(dev)}…: {st.label}")
 
     def on_service_event(self, event: object) -> None:
         """Balances changed: read them again."""

@@ -22,6 +22,7 @@ class HomeScreen(Screen):
         Binding("h", "app.history", "History"),
         Binding("d", "app.devices", "Devices"),
         Binding("f", "app.frauds", "Frauds"),
+        Binding("s", "app.settings", "Settings"),
         Binding("q", "app.quit", "Quit"),
     ]
 
