@@ -1,16 +1,18 @@
 """Drives the terminal app in its own process, headless, as a person at the keyboard.
 
-``python -m tests.app_driver --home H --to ADDRESS --pay 12.50 --expect 3.00`` (from
-the repository root, in ``tests.clikit.tally_env``) opens ``TallyApp`` over the wallet
-at ``H`` with Textual's Pilot and:
+``python -m tests.app_driver --home H --funds 50.00 --to ADDRESS --pay 12.50
+--expect 3.00`` (from the repository root, in ``tests.clikit.tally_env``) opens
+``TallyApp`` over the wallet at ``H`` with Textual's Pilot and:
 
 1. waits until Home says the wallet is in sync with its relay and shows enough
    spendable money to pay;
 2. presses ``p``, types the address and the amount key by key, Enter, ``y``, and
    watches the Pay screen's status until it reads *final*;
 3. goes back to Home and waits for the payment of ``--expect`` from elsewhere: its
-   notification, then nothing left incoming or to claim on Home, then (pressing ``h``,
-   as often as needed) its line in History reading *final*.
+   notification, then Home's spendable money rising to funds − paid + expected with
+   nothing left incoming or to claim (spendable money is final credit), then (pressing
+   ``h``, as often as needed) History showing the receive that claims it, and this
+   side's own payment, *final*.
 
 It prints one JSON line of what it saw (statuses, notifications, Home's figures, the
 history lines) and exits 0; past ``--timeout`` seconds it prints the same line with an
@@ -55,7 +57,8 @@ class Driver:
         self.app = app
         self.pilot = pilot
         self.deadline = deadline
-        self.seen: dict[str, Any] = {"notifications": [], "pay_statuses": []}
+        self.seen: dict[str, Any] = {"notifications": [], "pay_statuses": [],
+                                     "home_timeline": []}
         self._notified: set[str] = set()
 
     # ------------------------------------------------------------- reading
@@ -95,7 +98,14 @@ class Driver:
                 "incoming_minor": figures[1] if figures else None}
 
     def _watch(self) -> None:
-        """Note every notification shown and every status the Pay screen shows."""
+        """Note every notification shown, every status the Pay screen shows, and each
+        change of Home's spendable, incoming and to-claim figures."""
+        figures = self.home_figures()
+        if figures is not None:
+            now = [*figures, [r[4] for r in self.device_rows()]]
+            timeline = self.seen["home_timeline"]
+            if not timeline or timeline[-1] != now:
+                timeline.append(now)
         for n in list(self.app._notifications):
             if n.identity not in self._notified:
                 self._notified.add(n.identity)
@@ -167,23 +177,32 @@ class Driver:
         """The plain text of a ``Static`` on ``screen``."""
         return str(screen.query_one(selector, Static).render())
 
-    async def expect(self, amount: str) -> None:
-        """Wait until a payment of ``amount`` from elsewhere arrived and is final."""
-        money = self.app.service.money(self.app.service.amount(amount))
-        arrived = f"{money} arrived from"
-        zero = self.app.service.money(0)
+    async def expect(self, amount: str, funds: str, paid: str) -> None:
+        """Wait until a payment of ``amount`` from elsewhere arrived and its credit is
+        final: its notification, then Home showing nothing incoming or to claim and
+        ``funds - paid + amount`` spendable; then History showing the receive that
+        claims it, and this side's payment, final."""
+        svc = self.app.service
+        money = svc.money(svc.amount(amount))
+        arrived = re.compile(re.escape(f"{money} arrived from ") + r"(\S+)…")
+        want = svc.amount(funds) - svc.amount(paid) + svc.amount(amount)
+        self.seen["expected_spendable_minor"] = want
+        zero = svc.money(0)
         self.seen["arrived_final"] = False
 
         def settled() -> bool:
-            figures = self.home_figures()
-            return (any(arrived in m for m in self.seen["notifications"])
-                    and figures is not None and figures[1] == 0
+            return (any(arrived.search(m) for m in self.seen["notifications"])
+                    and self.home_figures() == (want, 0)
                     and all(r[4] == zero for r in self.device_rows()))
 
-        await self.until(settled, f"the notification of {money} arriving, then nothing "
-                                  "incoming or to claim on Home")
-        incoming = f"+{money} from"
-        while True:  # History is read when it opens: open it until it says final
+        await self.until(settled, f"the notification of {money} arriving, then "
+                                  f"{svc.money(want)} spendable, nothing incoming or to "
+                                  "claim on Home")
+        payer = next(m.group(1) for m in map(arrived.search, self.seen["notifications"])
+                     if m is not None)
+        claim = f"claims a payment from {payer}…"
+        sent = f"-{svc.money(svc.amount(paid))} to"
+        while True:  # History is read when it opens: open it until both read final
             await self.press("h")
             await self.until(lambda: isinstance(self.app.screen, HistoryScreen),
                              "the History screen")
@@ -193,21 +212,21 @@ class Driver:
             await self.pilot.pause()
             lines = [view.render_line(y).text.rstrip() for y in range(view.size.height)]
             self.seen["history"] = [ln for ln in lines if ln]
-            line = next((ln for ln in lines if incoming in ln), None)
-            self.seen["arrived_line"] = line
             await self.press("escape")
             await self.until(lambda: isinstance(self.app.screen, HomeScreen), "Home again")
-            if line is not None and line.endswith(" final"):
+            if all(any(what in ln and ln.endswith(" final") for ln in lines)
+                   for what in (claim, sent)):
                 break
             if time.monotonic() > self.deadline:
-                raise Stuck(f"timed out waiting for History to show {incoming} … final")
+                raise Stuck(f"timed out waiting for History to show {claim!r} and "
+                            f"{sent!r} final")
             await asyncio.sleep(0.2)
         self.seen["arrived_final"] = True
         self.seen["home_after"] = self.home_snapshot()
 
 
-async def drive(home: Path, to: str, pay: str, expect: str, timeout_s: float
-                ) -> tuple[dict[str, Any], str | None]:
+async def drive(home: Path, to: str, pay: str, expect: str, funds: str,
+                timeout_s: float) -> tuple[dict[str, Any], str | None]:
     """Run the app over ``home``; what was seen, and the error if it got stuck."""
     start = time.monotonic()
     app = TallyApp(WalletService.open(home))
@@ -219,7 +238,7 @@ async def drive(home: Path, to: str, pay: str, expect: str, timeout_s: float
             seen = d.seen
             try:
                 await d.pay(to, pay)
-                await d.expect(expect)
+                await d.expect(expect, funds, pay)
             except Stuck as exc:
                 error = str(exc)
                 seen["screen"] = type(app.screen).__name__
@@ -239,11 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pay", required=True, help="the amount to pay, as typed (12.50)")
     ap.add_argument("--expect", required=True,
                     help="the amount of the payment from elsewhere to wait for")
+    ap.add_argument("--funds", required=True,
+                    help="what this wallet was funded with: its spendable money before")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds, at most")
     a = ap.parse_args(argv)
     try:
         seen, error = asyncio.run(asyncio.wait_for(
-            drive(a.home, a.to, a.pay, a.expect, a.timeout), a.timeout + 15))
+            drive(a.home, a.to, a.pay, a.expect, a.funds, a.timeout), a.timeout + 15))
     except TimeoutError:
         seen, error = {}, f"the app did not close within {a.timeout + 15} s"
     if error is not None:

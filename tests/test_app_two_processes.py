@@ -5,8 +5,9 @@ A network with one witness; the relay holds the witness key; alice and bob are f
 by the issuer (through the relay) and remember it. Two ``tests.app_driver`` processes
 run concurrently, each driving ``TallyApp`` with key presses: alice pays bob 12.50 and
 bob pays alice 3.00, and each waits to see its own payment final on the Pay screen and
-the other's arrive (a notification) and turn final (History; nothing left incoming or to
-claim on Home). Afterwards the ``tally balance`` command agrees with what the apps show.
+the other's arrive (a notification) and its credit turn final (Home's spendable money
+rising by it, nothing left incoming or to claim; History's claim of it final).
+Afterwards the ``tally balance`` command agrees with what the apps showed.
 """
 
 from __future__ import annotations
@@ -22,16 +23,19 @@ import pytest
 
 from tests.clikit import api_wallets, run_many, tally_env, tj
 from tests.test_relay import ROOT, relay_command, relay_env, start_relay
+from wallet.address import parse_address
+from wallet.encoding import short
 
 DRIVER_TIMEOUT_S = 45
 """How long each app process may take, at most (it prints why it got stuck)."""
 
 
-def start_driver(home: Path, to: str, pay: str, expect: str) -> subprocess.Popen[str]:
+def start_driver(home: Path, funds: str, to: str, pay: str, expect: str
+                 ) -> subprocess.Popen[str]:
     """Start ``python -m tests.app_driver`` for one wallet (the ledger's checks on)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.app_driver", "--home", str(home), "--to", to,
-         "--pay", pay, "--expect", expect, "--timeout", str(DRIVER_TIMEOUT_S)],
+        [sys.executable, "-m", "tests.app_driver", "--home", str(home), "--funds", funds,
+         "--to", to, "--pay", pay, "--expect", expect, "--timeout", str(DRIVER_TIMEOUT_S)],
         cwd=ROOT, env=tally_env(TALLY_CHECK="1"), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -47,10 +51,11 @@ def finish(name: str, proc: subprocess.Popen[str], deadline: float) -> dict[str,
     return seen
 
 
-def history_line(seen: dict[str, Any], start: str) -> str:
-    """The one line of the history the driver read that contains ``start``."""
-    (line,) = [ln for ln in seen["history"] if start in ln]
-    return line
+def history_line(seen: dict[str, Any], text: str) -> str:
+    """The one line of the history the driver read that contains ``text``."""
+    lines = [ln for ln in seen["history"] if text in ln]
+    assert len(lines) == 1, (text, seen["history"])
+    return lines[0]
 
 
 @pytest.mark.slow
@@ -73,8 +78,8 @@ def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
                               (bob.path, "relays", "add", relay.url)]):
             assert done.returncode == 0, (done.args, done.stderr)
 
-        drivers = [start_driver(alice.path, bob.address, "12.50", "3.00"),
-                   start_driver(bob.path, alice.address, "3.00", "12.50")]
+        drivers = [start_driver(alice.path, "50.00", bob.address, "12.50", "3.00"),
+                   start_driver(bob.path, "20.00", alice.address, "3.00", "12.50")]
         deadline = time.monotonic() + DRIVER_TIMEOUT_S + 20
         a_seen = finish("alice's app", drivers[0], deadline)
         b_seen = finish("bob's app", drivers[1], deadline)
@@ -85,23 +90,27 @@ def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
                 proc.wait(10)
         relay.stop()
 
-    for seen, paid, got in ((a_seen, "12.50", "3.00"), (b_seen, "3.00", "12.50")):
+    for seen, peer, paid, got, want in (
+            (a_seen, bob, "12.50", "3.00", 5000 - 1250 + 300),
+            (b_seen, alice, "3.00", "12.50", 2000 - 300 + 1250)):
         summary = json.dumps(seen, indent=1)
+        other = short(parse_address(peer.address).device)
         # each saw its own payment go from signed to final on the Pay screen
         assert seen["paid_final"] is True, summary
-        assert f"Pay {paid} EUR to" in seen["question"].replace("[b]", "").replace(
-            "[/b]", ""), summary
+        assert f"Pay {paid} EUR to {other}…?" in seen["question"].replace(
+            "[b]", "").replace("[/b]", ""), summary
         assert seen["pay_statuses"][-1].endswith(": final"), summary
         assert f"paid {paid} EUR" in seen["notifications"], summary
-        # and the other's payment arrive (a notification), then final in its History
-        assert any(f"{got} EUR arrived from" in m for m in seen["notifications"]), summary
+        # and the other's payment arrive (a notification naming the payer's device) ...
+        assert any(m.startswith(f"{got} EUR arrived from {other}…")
+                   for m in seen["notifications"]), summary
+        # ... and its credit final: Home's spendable is funds − paid + got, nothing
+        # incoming or to claim, and History shows the claim and the payment final
         assert seen["arrived_final"] is True, summary
-        assert history_line(seen, f"+{got} EUR from").endswith(" final"), summary
-        assert history_line(seen, f"-{paid} EUR to").endswith(" final"), summary
+        assert seen["home_after"]["spendable_minor"] == want, summary
         assert seen["home_after"]["incoming_minor"] == 0, summary
-    # Home's final figures: funds − what it paid + what it was paid, all spendable
-    assert a_seen["home_after"]["spendable_minor"] == 5000 - 1250 + 300, a_seen
-    assert b_seen["home_after"]["spendable_minor"] == 2000 - 300 + 1250, b_seen
+        assert history_line(seen, f"claims a payment from {other}…").endswith(" final")
+        assert history_line(seen, f"-{paid} EUR to {other}…").endswith(" final")
 
     # the command line, reading each home afresh, agrees
     for home, want in ((alice.path, 4050), (bob.path, 2950)):
