@@ -32,7 +32,7 @@ from wallet.address import (
     parse_request,
 )
 from wallet.amounts import format_amount, parse_amount
-from wallet.encoding import Block, Kind, id_text, key_text, short, short_id
+from wallet.encoding import Block, Kind, id_text, key_text, parse_entry, short, short_id
 from wallet.errors import WalletError
 from wallet.ledger import CONFLICTED, Balance, FraudProof, Status, StatusChange
 from wallet.settings import Settings
@@ -477,7 +477,19 @@ class WalletService:
         t = text.strip()
         if t.lower().startswith(ADDRESS_PREFIXES):
             return [parse_address(t).device]
-        return self.wallet.match_devices(t)
+        return self.wallet.match_counterparties(t)
+
+    def counterparty_address(self, r: HistoryRow) -> Address | None:
+        """The address of a history row's other party: the payee a send or issue
+        names, or the device a payment came from (when its open is here)."""
+        w = self.wallet
+        if not r.incoming and r.kind in (Kind.SEND, Kind.ISSUE) and r.body:
+            b = parse_entry(r.body, verify=False)
+            if isinstance(b, Block) and b.to_account and b.to_device:
+                return Address.of(w.network, b.to_account, b.to_device)
+        device = r.device if r.incoming else r.peer
+        account = w.ledger.devices.account_of(device) if device is not None else None
+        return Address.of(w.network, account, device) if account and device else None
 
     def export_history_csv(self, path: Path, where: HistoryFilter,
                            progress: Callable[[int], None] | None = None) -> int:

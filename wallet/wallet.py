@@ -508,6 +508,16 @@ class Wallet:
                 out.append(k)
         return sorted(out)
 
+    def match_counterparties(self, text: str) -> list[bytes]:
+        """Devices this store knows of, open here or only named by a payment, whose key
+        starts with ``text`` (at least 4 characters) or whose label is ``text``."""
+        found = set(self.match_devices(text))
+        prefix = text.strip().lower().rstrip("…")
+        if len(prefix) >= SHORT_MATCH_MIN and set(prefix) <= BASE32_CHARS:
+            found.update(k for k in self.store.tables.dev_refs
+                         if key_text(k).startswith(prefix))
+        return sorted(found)
+
     def _refuse_known_device(self, req: PairingRequest) -> None:
         """Refuse a request added before, or for a device already open or revoked."""
         seen = self.store.get_meta(_seen_key(req))

@@ -23,11 +23,15 @@ class PayScreen(Screen):
     """The pay form: Tab moves from field to field, Enter submits."""
 
     CSS_PATH = "pay.tcss"
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("ctrl+o", "ask_sibling", "Ask a sibling device"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
         self.paid: Block | None = None
+        self.shortfall: tuple[bytes, str, int] | None = None  # what a sibling could move
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,10 +69,38 @@ class PayScreen(Screen):
 
     def _problem(self) -> str | None:
         to, amount = self._value("to"), self._value("amount")
+        self.shortfall = None
         if not to:
             return None  # nothing typed yet: nothing to say
         problem = self.service.amount_problem(amount) if amount else None
-        return f"amount: {problem}" if problem else None
+        if problem is None:
+            return None
+        return f"amount: {problem}" + self._sibling_offer(amount)
+
+    def _sibling_offer(self, amount: str) -> str:
+        """When a sibling device holds enough: offer to ask it for the shortfall."""
+        try:
+            minor = self.service.amount(amount)
+        except TallyError:
+            return ""
+        self.shortfall = self.service.sibling_to_ask(minor)
+        if self.shortfall is None:
+            return ""
+        _, label, short_by = self.shortfall
+        return (f"\n{label or 'a sibling device'} holds enough: [b]ctrl+o[/b] asks it to "
+                f"move {self.service.money(short_by)} here first (a request it pays)")
+
+    def action_ask_sibling(self) -> None:
+        """A request for the shortfall, for the sibling device to pay (a move here)."""
+        if self.shortfall is None:
+            self._say_problem("this device can pay that itself, or no sibling holds enough")
+            return
+        from tui.screens.request import RequestScreen
+
+        short_by = self.shortfall[2]
+        here = next((label for _, label, _, mine in self.service.devices() if mine), "")
+        self.app.push_screen(RequestScreen(self.service.amount_text(short_by),
+                                           f"move to {here or 'my other device'}"))
 
     def _say_problem(self, text: str) -> None:
         self.query_one("#problem", Static).update(text)
@@ -83,7 +115,8 @@ class PayScreen(Screen):
             return
         problem = self.service.spend_problem(payee.amount)
         if problem:
-            self._say_problem(f"amount: {problem}")
+            self._say_problem(f"amount: {problem}"
+                              + self._sibling_offer(self.service.amount_text(payee.amount)))
             return
         memo = self._value("memo") or None
         self.app.push_screen(ConfirmScreen(self._question(payee, memo)),

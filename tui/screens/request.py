@@ -22,19 +22,22 @@ class RequestScreen(Screen):
     CSS_PATH = "request.tcss"
     BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self) -> None:
+    def __init__(self, amount: str = "", memo: str = "") -> None:
+        """The form, filled with ``amount`` and ``memo`` when given (a request made for
+        a sibling device to move money here)."""
         super().__init__()
         self.request: PaymentRequest | None = None
         self.paid = False
+        self._filled = (amount, memo)
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll():  # at 80×24 the QR code is below the form, scrolled to
             with Vertical(id="form"):
                 yield Label("Amount")
-                yield Input(placeholder="12.50", id="amount")
+                yield Input(self._filled[0], placeholder="12.50", id="amount")
                 yield Label("Memo (the payment carries it back)")
-                yield Input(placeholder="optional", id="memo")
+                yield Input(self._filled[1], placeholder="optional", id="memo")
                 yield Static(id="problem", classes="problem")
                 yield Static(id="uri")
                 yield Static(id="state")
