@@ -11,8 +11,8 @@
 3. goes back to Home and waits for the payment of ``--expect`` from elsewhere: its
    notification, then Home's spendable money rising to funds − paid + expected with
    nothing left incoming or to claim (spendable money is final credit), then (pressing
-   ``h``, as often as needed) History showing the receive that claims it, and this
-   side's own payment, *final*.
+   ``h``, as often as needed) History showing the receive that claims it with its
+   credit final, and this side's own payment, *final*.
 
 It prints one JSON line of what it saw (statuses, notifications, Home's figures, the
 history lines) and exits 0; past ``--timeout`` seconds it prints the same line with an
@@ -200,7 +200,7 @@ class Driver:
                                   "claim on Home")
         payer = next(m.group(1) for m in map(arrived.search, self.seen["notifications"])
                      if m is not None)
-        claim = f"claims a payment from {payer}…"
+        claim = f"+{money} from {payer}… (final)"  # the claim's credit is final
         sent = f"-{svc.money(svc.amount(paid))} to"
         while True:  # History is read when it opens: open it until both read final
             await self.press("h")

@@ -109,7 +109,7 @@ def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
         assert seen["arrived_final"] is True, summary
         assert seen["home_after"]["spendable_minor"] == want, summary
         assert seen["home_after"]["incoming_minor"] == 0, summary
-        assert history_line(seen, f"claims a payment from {other}…").endswith(" final")
+        assert history_line(seen, f"+{got} EUR from {other}… (final)").endswith(" final")
         assert history_line(seen, f"-{paid} EUR to {other}…").endswith(" final")
 
     # the command line, reading each home afresh, agrees

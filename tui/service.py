@@ -565,7 +565,8 @@ class WalletService:
         elif r.kind in (Kind.SEND, Kind.ISSUE) and r.peer is not None:
             what = f"-{amount} to {short(r.peer)}…"
         elif r.kind == Kind.RECEIVE and r.peer is not None:
-            what = f"claims a payment from {short(r.peer)}…"
+            what = (f"+{amount} from {short(r.peer)}… ({r.credit})" if amount and r.credit
+                    else f"claims a payment from {short(r.peer)}…")
         else:
             what = ""
         return f"{local_minute(r.seen)}  {kind:<8} {what:<44} {r.status}"

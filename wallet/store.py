@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING
 from wallet.encoding import Entry, Kind, parse_entry
 from wallet.ledger import (
     ACCEPTED_WORD,
+    CONFLICTED,
+    INVALID,
     PENDING,
     STATE_NAMES,
+    VALID,
     status_word,
 )
 from wallet.ledger_tables import LedgerTables, transaction
@@ -74,6 +77,11 @@ class HistoryRow:
     body: bytes = b""
     memo: str | None = None
     claim: bytes | None = None
+    credit: str = ""
+    """For a receive: where its credit stands, by the claimed payment's status
+    (DESIGN §3 rule 4): ``final``, ``incoming`` (not final yet) or ``refused``
+    (conflicted or invalid), and with no witnesses (q = 0) ``accepted`` where the
+    payment is valid; empty for other kinds or a claim not held."""
 
     @property
     def status(self) -> str:
@@ -284,22 +292,26 @@ class Store:
             where.append(status_sql(status, witnessed))
         sql = (
             "SELECT e.ref, e.id, e.kind, d.key, e.seq, e.amount, p.key, e.state, e.reason, "
-            f"e.final, e.seen, e.body, e.target, e.dev NOT IN ({marks}) "
+            f"e.final, e.seen, e.body, e.target, e.dev NOT IN ({marks}), "
+            "c.amount, c.state, c.final "
             "FROM entries e JOIN devices d ON d.ref = e.dev "
             "LEFT JOIN devices p ON p.ref = e.peer "
+            f"LEFT JOIN entries c ON c.id = e.target AND e.kind = {int(Kind.RECEIVE)} "
             f"WHERE {' AND '.join(where)} ORDER BY e.ref DESC LIMIT ?"
         )
         args = [*refs, *args, limit]
         rows = [
             HistoryRow(
-                ref, bytes(i), Kind(k), bytes(dk), seq, amt,
+                ref, bytes(i), Kind(k), bytes(dk), seq,
+                amt if amt is not None or k != Kind.RECEIVE else c_amt,
                 bytes(pk) if pk is not None else None,
                 STATE_NAMES.get(st, PENDING) if st is not None else PENDING,
                 reason or "", bool(fin), seen, witnessed, bool(inc), bytes(body),
                 None, bytes(claim) if claim is not None else None,
+                _credit(k, c_st, c_fin, witnessed),
             )
-            for ref, i, k, dk, seq, amt, pk, st, reason, fin, seen, body, claim, inc
-            in self.conn.execute(sql, args)
+            for ref, i, k, dk, seq, amt, pk, st, reason, fin, seen, body, claim, inc,
+            c_amt, c_st, c_fin in self.conn.execute(sql, args)
         ]
         memos = self.memos({r.claim or r.id for r in rows})
         return [replace(r, memo=memos.get(r.claim or r.id)) for r in rows]
@@ -338,6 +350,19 @@ STATUS_FILTERS = (*_STATUS_SQL, ACCEPTED_FILTER)
 """What ``history --status`` takes: each status word (``accepted`` for "accepted, no
 witness"), and two groups: ``not-final`` and ``conflicted`` (lost or disputed)."""
 _NOTHING = "0"
+
+
+def _credit(kind: int, claimed_state: int | None, claimed_final: int | None,
+            witnessed: bool) -> str:
+    """Where a receive's credit stands, from the status of the payment it claims."""
+    if kind != Kind.RECEIVE or claimed_state is None:
+        return ""
+    state = STATE_NAMES.get(claimed_state, PENDING)
+    if state in (CONFLICTED, INVALID):
+        return "refused"
+    if not witnessed:
+        return "accepted" if state == VALID else "incoming"
+    return "final" if claimed_final else "incoming"
 
 
 def status_sql(word: str, witnessed: bool) -> str:
