@@ -107,6 +107,7 @@ def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
         # ... and its credit final: Home's spendable is funds − paid + got, nothing
         # incoming or to claim, and History shows the claim and the payment final
         assert seen["arrived_final"] is True, summary
+        assert f"{got} EUR from {other}… is final" in seen["notifications"], summary
         assert seen["home_after"]["spendable_minor"] == want, summary
         assert seen["home_after"]["incoming_minor"] == 0, summary
         assert history_line(seen, f"+{got} EUR from {other}… (final)").endswith(" final")

@@ -31,6 +31,7 @@ from tui.screens.settings import SettingsScreen
 from tui.service import (
     ForkSeen,
     PaymentArrived,
+    PaymentFinal,
     ServiceEvent,
     WalletService,
     passphrase_in_env,
@@ -244,7 +245,7 @@ class TallyApp(App):
 
     def _show(self, event: ServiceEvent) -> None:
         self.service.wallet.refresh()  # take in what the wallet thread committed
-        if isinstance(event, PaymentArrived | ForkSeen):
+        if isinstance(event, PaymentArrived | PaymentFinal | ForkSeen):
             self.notify(self.service.describe(event),
                         severity="warning" if isinstance(event, ForkSeen) else "information")
         for screen in self.screen_stack:

@@ -80,6 +80,13 @@ class PaymentArrived:
 
 
 @dataclass(frozen=True)
+class PaymentFinal:
+    """A payment to one of this account's devices, from outside it, turned final."""
+
+    block: Block
+
+
+@dataclass(frozen=True)
 class ForkSeen:
     """A block of a device turned conflicted: a fraud proof is held for that device."""
 
@@ -107,7 +114,7 @@ class HistoryFilter:
     counterparty: str = ""
 
 
-ServiceEvent = StatusChanged | PaymentArrived | ForkSeen | RequestMade
+ServiceEvent = StatusChanged | PaymentArrived | PaymentFinal | ForkSeen | RequestMade
 
 _PAYMENTS = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
@@ -606,10 +613,14 @@ class WalletService:
         events: list[ServiceEvent] = []
         for ch in changes:
             events.append(StatusChanged(ch))
-            if ch.old is None and ch.kind in _PAYMENTS:
+            turned_final = ch.new.shown_final and not (ch.old and ch.old.shown_final)
+            if ch.kind in _PAYMENTS and (ch.old is None or turned_final):
                 b = led.blocks.get(ch.block_id)
                 if b is not None and b.to_device in mine and b.device not in mine:
-                    events.append(PaymentArrived(b, ch.new))
+                    if ch.old is None:
+                        events.append(PaymentArrived(b, ch.new))
+                    if turned_final:
+                        events.append(PaymentFinal(b))
             if ch.new.state == CONFLICTED and (ch.old is None
                                                or ch.old.state != CONFLICTED):
                 events.append(ForkSeen(ch.device, ch.seq, ch.block_id))
@@ -617,13 +628,17 @@ class WalletService:
             for e in events:
                 listener(e)
 
+    def _value(self, b: Block) -> int:
+        """What a payment carries (a revoke: the balance it passes)."""
+        return self.wallet.ledger.revoke_value(b.id) if b.kind == Kind.REVOKE else b.amount
+
     def describe(self, e: ServiceEvent) -> str:
         """One line a person reads for an event (notifications, logs)."""
         if isinstance(e, PaymentArrived):
-            b = e.block
-            value = (self.wallet.ledger.revoke_value(b.id) if b.kind == Kind.REVOKE
-                     else b.amount)
-            return f"{self.money(value)} arrived from {short(b.device)}…: {e.status.label}"
+            return (f"{self.money(self._value(e.block))} arrived from "
+                    f"{short(e.block.device)}…: {e.status.label}")
+        if isinstance(e, PaymentFinal):
+            return f"{self.money(self._value(e.block))} from {short(e.block.device)}… is final"
         if isinstance(e, ForkSeen):
             return (f"device {short(e.device)}… signed two blocks at slot {e.seq}: a fraud "
                     "proof is held (see Frauds)")
