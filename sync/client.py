@@ -52,7 +52,10 @@ from wallet.errors import TallyError, WalletError
 from wallet.wallet import Wallet, error_text
 
 POLL_S = 0.5
-"""How often a live session looks for new rows in the store."""
+"""How often a live session looks for rows another process wrote to the store (SQLite
+tells no other process of a commit). What this process commits on the wallet — a
+payment the app signs, entries a peer sent — is pushed at once: the client subscribes
+to the wallet's commits."""
 PUSH_ROWS_MAX = 20_000
 """Rows read and sent in one round of pushing."""
 BACKOFF_BASE_S = 0.2
@@ -605,10 +608,18 @@ class SyncClient(WalletSync):
     async def run(self) -> list[PeerResult]:
         """Sync with every URL; with ``once`` return when each is in sync or failed,
         else run until ``stop()``. One result per URL, in order."""
+        loop = asyncio.get_running_loop()
+
+        def committed(changes: object) -> None:  # on the wallet's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._moved.set)
+
+        self.wallet.subscribe(committed)
         try:
             self.claim_soon()  # payments that came in by bundle or an earlier sync
             return list(await asyncio.gather(*(self._run_url(u) for u in self.urls)))
         finally:
+            self.wallet.unsubscribe(committed)
             await self.claims_done()
 
     async def _run_url(self, url: str) -> PeerResult:

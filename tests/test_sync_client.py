@@ -33,6 +33,7 @@ from sync.client import (
     PeerResult,
     Progress,
     SyncClient,
+    Synced,
     SyncEvent,
     backoff_s,
     os_reason,
@@ -554,6 +555,59 @@ def test_client_and_listener_in_process(tmp_path: Path) -> None:
         assert [c.amount for c in claims] == [200] and claims[0].status == ACCEPTED_WORD
         assert payer.store.get_meta(f"cursor:{first.url}") is not None
         assert till.store.get_meta(f"cursor:{key_text(payer.device or b'')}") is not None
+    finally:
+        payer.close()
+        till.close()
+
+
+def test_a_live_session_pushes_what_this_process_commits_without_polling(
+        tmp_path: Path) -> None:
+    """A payment signed on the client's own wallet goes out at once: the client hears
+    the wallet's commit (its poll, here a minute, only finds other processes' rows)."""
+    net = make_net(tmp_path, witness=False)
+    api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
+    payer, till = Wallet.open(net.payer), Wallet.open(net.till)
+    till_claims: list[Claimed] = []
+    payer_events: list[SyncEvent] = []
+
+    async def go() -> float:
+        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0,
+                            on_event=lambda e: till_claims.append(e)
+                            if isinstance(e, Claimed) else None)
+        urls: list[str] = []
+        serving = asyncio.create_task(listener.run(ready=urls.append))
+        client = None
+        try:
+            while not urls:
+                await asyncio.sleep(0.01)
+            client = SyncClient(payer, PASSPHRASE, peers=[urls[0]], poll_s=60,
+                                on_event=payer_events.append)
+            running = asyncio.create_task(client.run())
+            for _ in range(200):
+                if any(isinstance(e, Synced) for e in payer_events):
+                    break
+                await asyncio.sleep(0.05)
+            to = parse_address(net.till_address)
+            start = time.monotonic()
+            await client.offload(lambda: payer.pay(to, 300, PASSPHRASE))
+            while not till_claims and time.monotonic() - start < 10:
+                await asyncio.sleep(0.02)
+            took = time.monotonic() - start
+            client.stop()
+            await running
+            return took
+        finally:
+            if client is not None:
+                client.shutdown()
+            listener.stop()
+            await serving
+            listener.shutdown()
+
+    try:
+        took = asyncio.run(go())
+        assert [c.amount for c in till_claims] == [300], "the till got it and claimed it"
+        assert took < 5, f"pushed on the commit, not on a poll ({took:.2f} s)"
+        assert payer._listeners == [], "the client unsubscribed when it stopped"
     finally:
         payer.close()
         till.close()

@@ -590,6 +590,10 @@ class Wallet:
         """Call ``listener`` with every batch of status changes this wallet commits."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[list[StatusChange]], None]) -> None:
+        """Stop calling ``listener`` (one that ``subscribe`` was given)."""
+        self._listeners.remove(listener)
+
     def _data_version(self) -> int:
         """SQLite's count of commits by other connections to this store."""
         return self.store.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -713,7 +717,7 @@ class Wallet:
             d = self.ledger.devices.get(self.device)
             if d is not None and d.account is not None:
                 self.store.set_meta("account", d.account)
-        for listener in self._listeners:
+        for listener in list(self._listeners):  # one may unsubscribe from another thread
             listener(changes)
 
     # -------------------------------------------------------------- reading
