@@ -377,10 +377,17 @@ def test_the_palette_offers_the_apps_actions(funded) -> None:  # type: ignore[no
             titles = [c.title for c in app.get_system_commands(app.screen)]
             assert titles[:7] == ["Pay", "Request", "History", "Devices", "Frauds", "Settings",
                                   "Lock"]
+            assert "Add a device" in titles and "Export history to CSV" in titles
             await pilot.press("ctrl+p")
             await pilot.press(*"History", "enter")
             await pilot.pause()
             assert app.screen.__class__.__name__ == "HistoryScreen"
+            await pilot.press("escape")
+            await pilot.press("ctrl+p")
+            await pilot.press(*"Add a device", "enter")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "AskScreen", "Devices, then its add"
+            assert app.screen_stack[-2].__class__.__name__ == "DevicesScreen"
         app.service.close()
 
     asyncio.run(go())

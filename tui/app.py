@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -210,7 +210,30 @@ class TallyApp(App):
                             self.action_settings)
         yield SystemCommand("Lock", "Lock the keys now (the next signing asks again)",
                             self.service.lock)
+        for title, help_text, screen_type, action in self.SCREEN_ACTIONS:
+            yield SystemCommand(title, help_text,
+                                lambda t=screen_type, a=action: self.open_and_run(t, a))
         yield from super().get_system_commands(screen)
+
+    SCREEN_ACTIONS: ClassVar[list[tuple[str, str, type[Screen], str]]] = [
+        ("Move money to another device", "Devices: highlight one, then m", DevicesScreen,
+         ""),
+        ("Pair a new device", "This device's address for the new one to pair with",
+         DevicesScreen, "new_device"),
+        ("Add a device", "Paste a new device's pairing request", DevicesScreen, "add"),
+        ("Revoke a device", "Devices: highlight it, then v", DevicesScreen, ""),
+        ("Export history to CSV", "Every row the history's filters keep", HistoryScreen,
+         "export"),
+    ]
+    """Palette entries that open a screen and run one of its actions (or let the
+    person pick the row first, when the action needs one)."""
+
+    def open_and_run(self, screen_type: type[Screen], action: str) -> None:
+        """Open a screen, then run one of its actions once it is mounted."""
+        screen = screen_type()
+        self.push_screen(screen)
+        if action:
+            self.call_after_refresh(screen.run_action, action)
 
     def action_pay(self) -> None:
         """Open the pay form."""
