@@ -359,6 +359,8 @@ def test_the_live_demo_opens_funded_and_the_coffee_shop_pays_requests_and_pays_b
                 assert isinstance(req, RequestScreen) and req.request is not None
                 await settle(pilot, lambda: req.paid, "the shop paying the request",
                              timeout_s=30)
+                await settle(pilot, lambda: "(final)" in text(app, "#state"),
+                             "the request's payment turning final", timeout_s=30)
                 assert req.request.uri() in demo.answered
         asyncio.run(go())
     finally:

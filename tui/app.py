@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from sync.client import Claimed, Down, Linked, Problem, Progress, Synced, SyncEvent
+from sync.client import Down, Linked, Problem, Progress, Synced, SyncEvent
 from tui.screens.devices import DevicesScreen
 from tui.screens.first_run import WelcomeScreen
 from tui.screens.frauds import FraudsScreen
@@ -186,8 +186,6 @@ class TallyApp(App):
             self.link_states[e.url] = f"in sync ({e.count} entries)"
         elif isinstance(e, Down):
             self.link_states[e.url] = f"offline since {now}: {e.reason}"
-        elif isinstance(e, Claimed):
-            self.notify(f"claimed {self.service.money(e.amount or 0)}: {e.status}")
         elif isinstance(e, Problem):
             self.notify(e.reason, severity="warning")
         for screen in self.screen_stack:

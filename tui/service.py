@@ -613,7 +613,9 @@ class WalletService:
         events: list[ServiceEvent] = []
         for ch in changes:
             events.append(StatusChanged(ch))
-            turned_final = ch.new.shown_final and not (ch.old and ch.old.shown_final)
+            # arriving final already is said by PaymentArrived; this is the later turn
+            turned_final = (ch.old is not None and not ch.old.shown_final
+                            and ch.new.shown_final)
             if ch.kind in _PAYMENTS and (ch.old is None or turned_final):
                 b = led.blocks.get(ch.block_id)
                 if b is not None and b.to_device in mine and b.device not in mine:

@@ -11,7 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from tui.service import PaymentArrived
+from tui.service import PaymentArrived, PaymentFinal
 from wallet.address import PaymentRequest
 from wallet.errors import TallyError
 
@@ -65,12 +65,14 @@ class RequestScreen(Screen):
             f"waiting for {svc.money(req.amount)} to be paid…")
 
     def on_service_event(self, event: object) -> None:
-        """A payment answering this request arrived: say so."""
+        """A payment answering this request arrived, or turned final: say so."""
         req = self.request
-        if (req is not None and isinstance(event, PaymentArrived)
-                and event.block.request_id == req.request_id
-                and event.block.to_device == req.address.device):
-            svc = self.app.service  # type: ignore[attr-defined]
-            self.paid = True
-            self.query_one("#state", Static).update(
-                f"[b]paid[/b]: {svc.money(event.block.amount)} ({event.status.label})")
+        if (req is None or not isinstance(event, PaymentArrived | PaymentFinal)
+                or event.block.request_id != req.request_id
+                or event.block.to_device != req.address.device):
+            return
+        svc = self.app.service  # type: ignore[attr-defined]
+        label = event.status.label if isinstance(event, PaymentArrived) else "final"
+        self.paid = True
+        self.query_one("#state", Static).update(
+            f"[b]paid[/b]: {svc.money(event.block.amount)} ({label})")
