@@ -362,6 +362,19 @@ def test_the_live_demo_opens_funded_and_the_coffee_shop_pays_requests_and_pays_b
                 await settle(pilot, lambda: "(final)" in text(app, "#state"),
                              "the request's payment turning final", timeout_s=30)
                 assert req.request.uri() in demo.answered
+                await pilot.press("escape")
+                app.demo = demo  # as the app's own demo: the palette offers a coffee
+                await pilot.press("ctrl+p", *"buy a coffee", "enter")
+                await settle(pilot, lambda: isinstance(app.screen, PayScreen),
+                             "Pay, on the shop's request")
+                pay = app.screen
+                await settle(pilot, lambda: pay.query_one("#amount", Input).value == "3.50",
+                             "the request's amount filled in")
+                await pilot.press("enter", "y")
+                await settle(pilot, lambda: pay.paid is not None, "the coffee paid")
+                await settle(pilot, lambda: ": final" in text(app, "#status"),
+                             "the coffee's payment final", timeout_s=30)
+                app.demo = None  # stopped below, not by the app
         asyncio.run(go())
     finally:
         demo.stop()

@@ -139,6 +139,8 @@ class TallyApp(App):
         self.demo = demo
         self.attach(service, owned=True)
         self.open_home()
+        self.notify("The demo is live. ctrl+p → 'Demo: buy a coffee' pays the coffee "
+                    "shop; r makes a request it pays.", title="Demo", timeout=15)
 
     def on_unmount(self) -> None:
         for service in self._made:
@@ -197,6 +199,9 @@ class TallyApp(App):
         if self.service is None or self.service.wallet.device is None:
             yield from super().get_system_commands(screen)  # first run: nothing to act on
             return
+        if self.demo is not None:
+            yield SystemCommand("Demo: buy a coffee", "Pay the demo coffee shop's request",
+                                self.action_buy_coffee)
         yield SystemCommand("Pay", "Pay an address or a tally: request", self.action_pay)
         yield SystemCommand("Request", "Ask for a payment: a tally: URI and QR code",
                             self.action_request)
@@ -236,6 +241,22 @@ class TallyApp(App):
     def action_pay(self) -> None:
         """Open the pay form."""
         self.push_screen(PayScreen())
+
+    def action_buy_coffee(self) -> None:
+        """(The demo) the coffee shop's till makes a request; open Pay on it."""
+        if self.demo is None:
+            return
+        self.run_worker(self._coffee, thread=True, group="demo")
+
+    def _coffee(self) -> None:
+        assert self.demo is not None
+        try:
+            uri = self.demo.coffee_request()
+        except (RuntimeError, OSError) as exc:
+            self.call_from_thread(self.notify, f"the coffee shop is busy: {exc}",
+                                  severity="warning")
+            return
+        self.call_from_thread(self.push_screen, PayScreen(uri))
 
     def action_history(self) -> None:
         """Open the history."""

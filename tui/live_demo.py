@@ -40,6 +40,7 @@ PASSPHRASE = "demo passphrase"  # throwaway wallets in a scratch directory
 FUNDS_MINOR = 10_000  # what the mint issues each account: 100.00 EUR
 SHOP_PAYS_EVERY_S = 30.0  # how often the coffee shop pays alice back while the demo runs
 SHOP_PAYS_MINOR = 150  # 1.50 EUR each time
+COFFEE_MINOR = 350  # what a coffee costs at the demo's shop: 3.50 EUR
 SHOP_ANSWERS_AFTER_S = 2.0  # how long the shop "looks at" a request before paying it
 REQUESTS_QUEUED_MAX = 16  # requests waiting for the shop; more are not answered
 RELAY_START_S = 30.0  # how long the relay may take to listen
@@ -121,6 +122,12 @@ class LiveDemo:
                                       daemon=True)
         self._shop.start()
         return service
+
+    def coffee_request(self) -> str:
+        """A request of the coffee shop's till for a coffee (a ``tally:`` URI)."""
+        doc = json.loads(_tally(self.shop, "request", f"{COFFEE_MINOR / 100:.2f}", "--memo",
+                                "a flat white", "--expires", "1h", "--json"))
+        return str(doc["request"])
 
     def _on_alice_event(self, event: ServiceEvent) -> None:
         """Alice made a request: the coffee shop will pay it."""

@@ -28,9 +28,11 @@ class PayScreen(Screen):
         Binding("ctrl+o", "ask_sibling", "Ask a sibling device"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, to: str = "") -> None:
+        """The form, with ``to`` filled in when given (a request to pay)."""
         super().__init__()
         self.paid: Block | None = None
+        self._to = to
         self.shortfall: tuple[bytes, str, int] | None = None  # what a sibling could move
 
     def compose(self) -> ComposeResult:
@@ -45,6 +47,11 @@ class PayScreen(Screen):
             yield Static(id="problem", classes="problem")
             yield Static(id="status")
         yield Footer()
+
+    def on_mount(self) -> None:
+        if self._to:  # as if pasted: a request fills amount and memo
+            self.query_one("#to", Input).value = self._to
+            self.query_one("#amount", Input).focus()
 
     @property
     def service(self):  # type: ignore[no-untyped-def]
