@@ -152,6 +152,37 @@ def test_first_run_restores_an_account_as_a_new_device(net, tmp_path: Path) -> N
         w.close()
 
 
+def test_a_restored_account_offers_to_revoke_the_devices_still_open(
+        net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _ = net
+    home = tmp_path / "alice-again"
+    w = Wallet.join(home, (tmp_path / "g").read_bytes())
+    a = Wallet.open(alice.path)
+    try:
+        w.restore(alice.phrase, PASSPHRASE, label="restored", limits=keyfiles.FAST_INSECURE)
+        w.ingest_bodies(a.bodies(a.export_ids(None)))  # what sync would bring back
+    finally:
+        a.close()
+        w.close()
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(home))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            assert "still has 1 other device(s) open (main)" in text(app, "#hint")
+            await pilot.press("d")
+            table = app.screen.query_one("#devices", DataTable)
+            labels = [table.get_row_at(i)[1] for i in range(table.row_count)]
+            table.move_cursor(row=labels.index("main"))
+            await pilot.press("v", "y")
+            await settle(pilot, lambda: "revoked" in text(app, "#said"), "revoked")
+            await pilot.press("escape")
+            await settle(pilot, lambda: text(app, "#hint") == "", "the offer gone")
+        app.service.close()
+
+    asyncio.run(go())
+
+
 def test_pairing_a_new_device_then_revoking_it_in_devices(net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     alice, _ = net
     laptop = tmp_path / "laptop"

@@ -79,6 +79,8 @@ LINKS_META = "links"
 LINK_KINDS = frozenset({"relay", "peer"})
 PAIRING_META = "pairing.request"
 """The meta record that keeps this device's pairing request, to print it again."""
+RESTORED_META = "restored"
+"""When this device was made by a restore (Unix time)."""
 LOCK_NAME = "wallet.lock"
 PARALLEL_VERIFY_MIN = 2000
 
@@ -405,7 +407,24 @@ class Wallet:
         """Rebuild the account key from its phrase and make a new device under it."""
         account_key = SigningKey(keyfiles.seed_from_phrase(phrase))
         device, _ = self._start_device(account_key, passphrase, label, limits)
+        self.store.set_meta(RESTORED_META, str(int(time.time())))
         return device
+
+    @property
+    def restored(self) -> bool:
+        """True when this device was made by restoring the account from its phrase (its
+        owner may have lost devices to revoke)."""
+        return self.store.get_meta(RESTORED_META) is not None
+
+    def live_siblings(self) -> list[tuple[bytes, str]]:
+        """This account's other devices whose chain no revoke has closed."""
+        led = self.ledger
+        out = []
+        for key, label, _ in self.devices():
+            head = led.head(key)
+            if key != self.device and not (head is not None and head.kind == Kind.REVOKE):
+                out.append((key, label))
+        return out
 
     def pair_request(self, passphrase: str, account: Address, *, label: str = "device",
                      limits: keyfiles.KdfLimits = keyfiles.INTERACTIVE) -> str:

@@ -31,6 +31,7 @@ class HomeScreen(Screen):
         yield Static(id="account")
         yield Static("Devices", classes="heading")
         yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
+        yield Static(id="hint")
         yield Static(id="links")
         yield Footer()
 
@@ -53,7 +54,21 @@ class HomeScreen(Screen):
             table.add_row(short(key) + ("  (this one)" if this else ""), label,
                           svc.money(bal.spendable), svc.money(bal.incoming),
                           svc.money(bal.to_claim))
+        self.query_one("#hint", Static).update(self._restored_hint())
         self.refresh_links()
+
+    def _restored_hint(self) -> str:
+        """After a restore: offer to revoke the devices of the account still open (a
+        lost phone's money is safe once its chain is closed)."""
+        w = self.app.service.wallet  # type: ignore[attr-defined]
+        if not w.restored:
+            return ""
+        live = w.live_siblings()
+        if not live:
+            return ""
+        names = ", ".join(label or short(k) for k, label in live)
+        return (f"Restored: this account still has {len(live)} other device(s) open "
+                f"({names}). Revoke the ones you lost: [b]d[/b], highlight one, [b]v[/b].")
 
     def refresh_links(self) -> None:
         """Each relay and peer with what its link is doing; offline shown plainly."""
