@@ -288,15 +288,23 @@ def test_frauds_explains_a_fork_as_it_arrives(funded, tmp_path: Path) -> None:  
     asyncio.run(go())
 
 
-def test_with_a_relay_the_app_syncs_and_a_payment_turns_final_live(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+def witnessed_network(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A network with one witness, made by real commands: the witness key file (for
+    ``tally-relay --witness-key``) and the genesis file; the issuer in
+    ``tmp_path/issuer``."""
     key = tmp_path / "witness.key"
     p = subprocess.run(relay_command("keygen", key, "--kind", "witness"), env=relay_env(),
                        capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
-    genesis = Path(tj(tmp_path / "issuer", "network", "create", "Live", "--currency", "EUR",
+    genesis = Path(tj(tmp_path / "issuer", "network", "create", name, "--currency", "EUR",
                       "--witness", key)["genesis_file"])
+    return key, genesis
+
+
+def test_with_a_relay_the_app_syncs_and_a_payment_turns_final_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    key, genesis = witnessed_network(tmp_path, "Live")
     relay = start_relay(tmp_path, "--network", genesis, "--witness-key", key)
     try:
         alice, bob = api_wallets(genesis, tmp_path / "alice", tmp_path / "bob")

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from tests.clikit import api_wallets, run_many, tally_env, tj
-from tests.test_relay import ROOT, relay_command, relay_env, start_relay
+from tests.test_app import witnessed_network
+from tests.test_relay import ROOT, start_relay
 from wallet.address import parse_address
 from wallet.encoding import short
 
@@ -61,12 +62,7 @@ def history_line(seen: dict[str, Any], text: str) -> str:
 @pytest.mark.slow
 def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
         tmp_path: Path) -> None:
-    key = tmp_path / "witness.key"
-    p = subprocess.run(relay_command("keygen", key, "--kind", "witness"), env=relay_env(),
-                       capture_output=True, text=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr
-    genesis = Path(tj(tmp_path / "issuer", "network", "create", "Two", "--currency", "EUR",
-                      "--witness", key)["genesis_file"])
+    key, genesis = witnessed_network(tmp_path, "Two")
     relay = start_relay(tmp_path, "--network", genesis, "--witness-key", key)
     drivers: list[subprocess.Popen[str]] = []
     try:
