@@ -171,7 +171,7 @@ class TallyApp(App):
 
     async def _sync(self) -> None:
         try:
-            await self.service.sync_forever(on_event=self._sync_event)
+            await self.service.sync_forever()  # its events come through _from_service
         except TallyError as exc:
             self.notify(f"sync stopped: {exc}", severity="error")
         finally:
@@ -278,14 +278,17 @@ class TallyApp(App):
         """Open the settings."""
         self.push_screen(SettingsScreen())
 
-    def _from_service(self, event: ServiceEvent) -> None:
+    def _from_service(self, event: ServiceEvent | SyncEvent) -> None:
         # Commits happen on worker threads too: the UI is touched on its own thread.
         if threading.get_ident() == self._thread_id:
             self._show(event)
         else:
             self.call_from_thread(self._show, event)
 
-    def _show(self, event: ServiceEvent) -> None:
+    def _show(self, event: ServiceEvent | SyncEvent) -> None:
+        if isinstance(event, SyncEvent):
+            self._sync_event(event)
+            return
         self.service.wallet.refresh()  # take in what the wallet thread committed
         if isinstance(event, PaymentArrived | PaymentFinal | ForkSeen):
             self.notify(self.service.describe(event),

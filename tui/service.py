@@ -115,6 +115,9 @@ class HistoryFilter:
 
 
 ServiceEvent = StatusChanged | PaymentArrived | PaymentFinal | ForkSeen | RequestMade
+"""What the service tells its listeners of the wallet's commits and requests; while it
+syncs (``sync_forever``) the sync client's events (``sync.client.SyncEvent``) come in
+the same stream."""
 
 _PAYMENTS = (Kind.SEND, Kind.ISSUE, Kind.REVOKE)
 
@@ -161,7 +164,7 @@ class WalletService:
         assert not isinstance(idle_lock_s, str), idle_lock_s
         self.keys = keys or UnlockedKeys(idle_lock_s)
         self._passphrase = passphrase
-        self._listeners: list[Callable[[ServiceEvent], None]] = []
+        self._listeners: list[Callable[[ServiceEvent | SyncEvent], None]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
         self._writer: Wallet | None = None
         wallet.subscribe(lambda changes: self._on_commit(wallet, changes))
@@ -374,7 +377,9 @@ class WalletService:
                            links: dict[str, str] | None = None) -> None:
         """Sync with the wallet's relays and peers (or ``links``: URL → ``relay`` or
         ``peer``) until cancelled, on the caller's event loop; the wallet work runs on
-        the wallet thread. ``on_event`` gets each sync event on that loop."""
+        the wallet thread. Each sync event (connection state, progress, in sync, down)
+        goes, on that loop, to the service's listeners (the one stream of events) and
+        to ``on_event``."""
         links = self.wallet.links() if links is None else links
         if not links:
             return
@@ -385,11 +390,17 @@ class WalletService:
 
         loop = asyncio.get_running_loop()
 
+        def deliver(e: SyncEvent) -> None:
+            for listener in list(self._listeners):
+                listener(e)
+            if on_event is not None:
+                on_event(e)
+
         def make() -> SyncClient:
             return SyncClient(self._open_writer(), phrase,
                               relays=[u for u, k in links.items() if k == "relay"],
                               peers=[u for u, k in links.items() if k != "relay"],
-                              on_event=on_event, pool=self._pool)
+                              on_event=deliver, pool=self._pool)
 
         client = await loop.run_in_executor(self._pool, make)
         try:
@@ -598,9 +609,10 @@ class WalletService:
                 f"its money is locked; {outcome}.")
 
     # ---------------------------------------------------------------- events
-    def subscribe(self, listener: Callable[[ServiceEvent], None]) -> None:
-        """Call ``listener`` with every event, in order, after each commit (on the
-        thread that committed: the wallet thread for what the service signs or syncs)."""
+    def subscribe(self, listener: Callable[[ServiceEvent | SyncEvent], None]) -> None:
+        """Call ``listener`` with every event, in order: after each commit (on the
+        thread that committed: the wallet thread for what the service signs or syncs),
+        and each sync event (on the loop that syncs)."""
         self._listeners.append(listener)
 
     def _on_commit(self, wallet: Wallet, changes: list[StatusChange]) -> None:
