@@ -200,7 +200,7 @@ class Driver:
                                   "claim on Home")
         payer = next(m.group(1) for m in map(arrived.search, self.seen["notifications"])
                      if m is not None)
-        claim = f"+{money} from {payer}… (final)"  # the claim's credit is final
+        claim = f"receive  +{money} from {payer}…"  # its status column: its credit
         sent = f"-{svc.money(svc.amount(paid))} to"
         while True:  # History is read when it opens: open it until both read final
             await self.press("h")

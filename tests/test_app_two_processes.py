@@ -106,7 +106,7 @@ def test_two_app_processes_pay_each_other_through_a_relay_and_see_it_final(
         assert f"{got} EUR from {other}… is final" in seen["notifications"], summary
         assert seen["home_after"]["spendable_minor"] == want, summary
         assert seen["home_after"]["incoming_minor"] == 0, summary
-        assert history_line(seen, f"+{got} EUR from {other}… (final)").endswith(" final")
+        assert history_line(seen, f"receive  +{got} EUR from {other}…").endswith(" final")
         assert history_line(seen, f"-{paid} EUR to {other}…").endswith(" final")
 
     # the command line, reading each home afresh, agrees

@@ -34,11 +34,19 @@ from wallet.address import (
 from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, id_text, key_text, parse_entry, short, short_id
 from wallet.errors import WalletError
-from wallet.ledger import CONFLICTED, Balance, FraudProof, Status, StatusChange
+from wallet.ledger import (
+    ACCEPTED_WORD,
+    CONFLICTED,
+    VALID,
+    Balance,
+    FraudProof,
+    Status,
+    StatusChange,
+)
 from wallet.settings import Settings
 from wallet.store import HistoryRow
 from wallet.unlocked import UnlockedKeys
-from wallet.wallet import Wallet, check_memo, local_minute
+from wallet.wallet import Wallet, check_memo, local_minute, short_minute
 
 if TYPE_CHECKING:  # the sync client (websockets) is loaded only by what syncs
     from sync.client import SyncClient, SyncEvent
@@ -521,7 +529,8 @@ class WalletService:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["time", "kind", "direction", "amount", "amount_minor", "currency",
-                          "device", "seq", "counterparty", "status", "reason", "memo", "id"])
+                          "device", "seq", "counterparty", "status", "reason", "credit",
+                          "memo", "id"])
             before = None
             while True:
                 page = self.history(before=before, limit=HISTORY_PAGE_ROWS, where=where)
@@ -533,7 +542,7 @@ class WalletService:
                         "" if r.amount is None else self.amount_text(r.amount),
                         "" if r.amount is None else r.amount, g.currency,
                         key_text(r.device), r.seq, key_text(peer) if peer else "",
-                        r.status, r.reason, r.memo or "", id_text(r.id)])
+                        r.status, r.reason, r.credit, r.memo or "", id_text(r.id)])
                 written += len(page)
                 if progress is not None:
                     progress(written)
@@ -549,7 +558,8 @@ class WalletService:
         payment."""
         led = self.wallet.ledger
         g = self.wallet.genesis
-        lines = [f"[b]{r.kind.name.lower()}[/b]  {self.history_line(r).split('  ', 1)[1]}",
+        lines = [f"[b]{self.history_line(r)}[/b]",
+                 f"seen      {local_minute(r.seen)}",
                  f"id        {id_text(r.id)}",
                  f"device    {key_text(r.device)}  (block {r.seq})"]
         peer = r.device if r.incoming else r.peer
@@ -560,6 +570,8 @@ class WalletService:
         if r.memo:
             lines.append(f"memo      {r.memo}")
         lines.append(f"status    {r.status}" + (f" ({r.reason})" if r.reason else ""))
+        if r.credit:
+            lines.append(f"credit    {self.credit_word(r)} (the claimed payment's status)")
         if g.quorum:
             cover = led.cover.get(r.id, 0) or 0
             voters = [w for w, bit in led.witness_bit.items() if cover & bit]
@@ -575,19 +587,30 @@ class WalletService:
         return "\n".join(lines)
 
     def history_line(self, r: HistoryRow) -> str:
-        """One history row as a line: when, what, how much, with whom, its status."""
-        kind = r.kind.name.lower()
+        """One history row as a line that fits 80 columns: when, what, how much, with
+        whom, and its status; for a receive that holds, where its money stands (the
+        claimed payment's status: final, incoming, refused)."""
+        kind = "payment" if r.incoming else r.kind.name.lower()
         amount = self.money(r.amount) if r.amount is not None else ""
+        status = r.status
         if r.incoming:
             what = f"+{amount} from {short(r.device)}…"
         elif r.kind in (Kind.SEND, Kind.ISSUE) and r.peer is not None:
             what = f"-{amount} to {short(r.peer)}…"
+        elif r.kind == Kind.RECEIVE and r.peer is not None and amount and r.credit:
+            what = f"+{amount} from {short(r.peer)}…"
+            if r.state == VALID:
+                status = self.credit_word(r)
         elif r.kind == Kind.RECEIVE and r.peer is not None:
-            what = (f"+{amount} from {short(r.peer)}… ({r.credit})" if amount and r.credit
-                    else f"claims a payment from {short(r.peer)}…")
+            what = f"claims a payment from {short(r.peer)}…"
         else:
             what = ""
-        return f"{local_minute(r.seen)}  {kind:<8} {what:<44} {r.status}"
+        return f"{short_minute(r.seen)}  {kind:<8} {what:<30} {status}"
+
+    @staticmethod
+    def credit_word(r: HistoryRow) -> str:
+        """A receive's credit as the status words read it."""
+        return ACCEPTED_WORD if r.credit == "accepted" else r.credit
 
     def frauds(self) -> list[FraudProof]:
         """The fraud proofs held."""

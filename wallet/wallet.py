@@ -100,6 +100,11 @@ def local_minute(unix: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix))
 
 
+def short_minute(unix: int) -> str:
+    """A Unix time in a narrow column: local month, day and minute (``12-08 14:05``)."""
+    return time.strftime("%m-%d %H:%M", time.localtime(unix))
+
+
 def _seen_key(req: PairingRequest) -> str:
     """The meta record that remembers a pairing request was added here."""
     return "paired." + id_text(entry_hash(req.to_text().encode()))

@@ -23,9 +23,9 @@ class DevicesScreen(Screen):
 
     CSS_PATH = "devices.tcss"
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("m", "move", "Move money here"),
-        Binding("n", "new_device", "Pair a new device"),
-        Binding("a", "add", "Add a request"),
+        Binding("m", "move", "Move here"),
+        Binding("n", "new_device", "Pair new"),
+        Binding("a", "add", "Add request"),
         Binding("v", "revoke", "Revoke"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -34,7 +34,7 @@ class DevicesScreen(Screen):
         yield Header()
         yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
         yield Static(id="said")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#devices", DataTable)

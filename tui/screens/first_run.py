@@ -46,7 +46,14 @@ class WelcomeScreen(Screen):
     """What first run offers, for where this home stands."""
 
     CSS_PATH = "first_run.tcss"
-    BINDINGS: ClassVar[list[Binding]] = [Binding("q", "app.quit", "Quit")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("enter", "choose", "Choose"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def action_choose(self) -> None:
+        """Enter: the highlighted choice (the list takes Enter itself when focused)."""
+        self.query_one("#choices", OptionList).action_select()
 
     def compose(self) -> ComposeResult:
         yield Header()

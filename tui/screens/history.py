@@ -91,10 +91,11 @@ class HistoryView(ScrollView, can_focus=True):
         index = top + y
         if not self.done and len(self.rows) < top + self.size.height:
             self._read_more(top + self.size.height)  # what the screen shows, a page at a time
+        base = self.rich_style  # the theme's colours, light or dark
         if index >= len(self.rows):
-            return Strip.blank(self.size.width)
-        style = Style(reverse=True) if index == int(self.scroll_offset.y) and self.has_focus \
-            else Style()
+            return Strip.blank(self.size.width, base)
+        style = base + Style(reverse=True) if index == int(self.scroll_offset.y) \
+            and self.has_focus else base
         text = self._line(self.rows[index])[: self.size.width].ljust(self.size.width)
         return Strip([Segment(text, style)])
 
@@ -116,10 +117,10 @@ class HistoryScreen(Screen):
         with Horizontal(id="filters"):
             yield Select([(s, s) for s in STATUS_FILTERS], prompt="every status", id="status")
             yield Select([(k, k) for k in KIND_FILTERS], prompt="every kind", id="kind")
-            yield Input(placeholder="counterparty: label, key or address", id="counterparty")
+            yield Input(placeholder="who: label, key, address", id="counterparty")
         svc = self.app.service  # type: ignore[attr-defined]
         yield HistoryView(self._read, svc.history_line)
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def service(self):  # type: ignore[no-untyped-def]

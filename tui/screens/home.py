@@ -33,11 +33,11 @@ class HomeScreen(Screen):
         yield DataTable(id="devices", cursor_type="row", zebra_stripes=True)
         yield Static(id="hint")
         yield Static(id="links")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#devices", DataTable)
-        table.add_columns("device", "label", "spendable", "incoming", "to claim")
+        table.add_columns("device", "label", "spendable", "incoming", "moving", "to claim")
         self.refresh_balances()
 
     def refresh_balances(self) -> None:
@@ -45,15 +45,17 @@ class HomeScreen(Screen):
         svc = self.app.service  # type: ignore[attr-defined]
         rows = svc.devices()
         total = svc.total(rows)
+        moving = (f"    {svc.money(total.moving)} moving between its devices"
+                  if total.moving else "")
         self.query_one("#account", Static).update(
             f"[b]{svc.money(total.spendable)}[/b] spendable    "
-            f"{svc.money(total.incoming)} incoming (not final yet)")
+            f"{svc.money(total.incoming)} incoming (not final yet){moving}")
         table = self.query_one("#devices", DataTable)
         table.clear()
         for key, label, bal, this in rows:
             table.add_row(short(key) + ("  (this one)" if this else ""), label,
                           svc.money(bal.spendable), svc.money(bal.incoming),
-                          svc.money(bal.to_claim))
+                          svc.money(bal.moving), svc.money(bal.to_claim))
         self.query_one("#hint", Static).update(self._restored_hint())
         self.refresh_links()
 

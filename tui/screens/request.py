@@ -60,7 +60,13 @@ class RequestScreen(Screen):
         self.request, self.paid = req, False
         self.query_one("#problem", Static).update("")
         self.query_one("#uri", Static).update(req.uri())
-        self.query_one("#qr", Static).update(svc.qr_text(req.uri()))
+        qr = self.query_one("#qr", Static)
+        qr.update(svc.qr_text(req.uri()))
+        box = self.query_one(VerticalScroll)
+        box.focus()  # arrows scroll it: the state line, then the code, at the top
+        state = self.query_one("#state", Static)
+        self.call_after_refresh(
+            lambda: box.scroll_to(y=state.virtual_region.y, animate=False))
         self.query_one("#state", Static).update(
             f"waiting for {svc.money(req.amount)} to be paid…")
 
