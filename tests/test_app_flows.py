@@ -458,3 +458,39 @@ def test_pay_offers_to_ask_a_sibling_device_for_what_this_one_lacks(
         app.service.close()
 
     asyncio.run(go())
+
+
+def test_many_payments_arriving_at_once_are_shown_once_and_summed_up(
+        net, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = net
+    api_fund(tmp_path / "issuer", bob, 5_000)
+    w = Wallet.open(bob.path)
+    try:
+        for i in range(6):
+            w.pay(parse_address(alice.address), 100 + i, PASSPHRASE)
+        bodies = w.bodies(w.export_ids(parse_address(alice.address)))
+    finally:
+        w.close()
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(alice.path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            home = app.screen
+            assert isinstance(home, HomeScreen)
+            redraws = []
+            original = home.refresh_balances
+            home.refresh_balances = lambda: (redraws.append(1), original())[1]  # type: ignore[method-assign]
+            app.service.wallet.ingest_bodies(bodies)  # one commit: many events
+            await settle(pilot, lambda: redraws, "Home redrawn")
+            await pilot.pause()
+            messages = [n.message for n in app._notifications]
+            arrived = [m for m in messages if "arrived from" in m]
+            assert len(arrived) == 3, messages
+            assert any(m.startswith("3 more payments and forks came in") for m in messages)
+            assert len(redraws) == 1, "one redraw for the whole batch"
+            row = home.query_one("#devices", DataTable).get_row_at(0)
+            assert row[-1] == "6.15 EUR", "the six payments, to claim, on Home"
+        app.service.close()
+
+    asyncio.run(go())

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import on
 from textual.app import App, SystemCommand
+from textual.message import Message
 from textual.screen import Screen
 
 from sync.client import Down, Linked, Problem, Progress, Synced, SyncEvent
@@ -43,6 +45,12 @@ if TYPE_CHECKING:
 
 LOCK_CHECK_S = 1.0
 """How often the app looks whether the keys were locked for idleness (seconds)."""
+NOTICES_PER_BATCH_MAX = 3
+"""Payments and forks told one notice each in a batch of events; more are summed up."""
+
+
+class EventsWaiting(Message):
+    """The service's events wait to be shown (posted once for each batch)."""
 
 
 class TallyApp(App):
@@ -67,6 +75,9 @@ class TallyApp(App):
         self._start_demo = demo
         self._demo_dir = demo_dir
         self._made: list[WalletService] = []  # services this app opened: it closes them
+        self._pending: list[ServiceEvent | SyncEvent] = []  # events not shown yet
+        self._pending_lock = threading.Lock()
+        self._drain_posted = False
         if service is not None:
             self.attach(service)
 
@@ -178,7 +189,7 @@ class TallyApp(App):
             self.syncing = False
 
     def _sync_event(self, e: SyncEvent) -> None:
-        """A sync event (on this loop): the links' states on Home."""
+        """A sync event: what its link is doing (Home shows it once per batch)."""
         now = time.strftime("%H:%M")
         if isinstance(e, Linked):
             self.link_states[e.url] = "connected, catching up"
@@ -190,9 +201,6 @@ class TallyApp(App):
             self.link_states[e.url] = f"offline since {now}: {e.reason}"
         elif isinstance(e, Problem):
             self.notify(e.reason, severity="warning")
-        for screen in self.screen_stack:
-            if isinstance(screen, HomeScreen):
-                screen.refresh_links()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The palette (ctrl+p) offers every action of the app, then Textual's own."""
@@ -279,23 +287,48 @@ class TallyApp(App):
         self.push_screen(SettingsScreen())
 
     def _from_service(self, event: ServiceEvent | SyncEvent) -> None:
-        # Commits happen on worker threads too: the UI is touched on its own thread.
-        if threading.get_ident() == self._thread_id:
-            self._show(event)
-        else:
-            self.call_from_thread(self._show, event)
+        """(On any thread) an event of the service: kept, and shown with the others
+        that came meanwhile. A sync of 20,000 entries sends as many events: the UI
+        reads the wallet and redraws once per batch, never once per event, and the
+        wallet thread never waits for the UI."""
+        with self._pending_lock:
+            self._pending.append(event)
+            if self._drain_posted:
+                return
+            self._drain_posted = True
+        self.post_message(EventsWaiting())  # thread-safe
 
-    def _show(self, event: ServiceEvent | SyncEvent) -> None:
-        if isinstance(event, SyncEvent):
-            self._sync_event(event)
-            return
-        self.service.wallet.refresh()  # take in what the wallet thread committed
-        if isinstance(event, PaymentArrived | PaymentFinal | ForkSeen):
-            self.notify(self.service.describe(event),
-                        severity="warning" if isinstance(event, ForkSeen) else "information")
+    @on(EventsWaiting)
+    def _show_waiting(self) -> None:
+        with self._pending_lock:
+            events, self._pending = self._pending, []
+            self._drain_posted = False
+        changed: list[ServiceEvent] = []
+        for e in events:
+            if isinstance(e, SyncEvent):
+                self._sync_event(e)
+            else:
+                changed.append(e)
+        if changed:
+            self.service.wallet.refresh()  # take in what the wallet thread committed
+            self._notify_payments(changed)
         for screen in self.screen_stack:
             if isinstance(screen, HomeScreen):
-                screen.refresh_balances()
-            handler = getattr(screen, "on_service_event", None)
-            if handler is not None:
-                handler(event)
+                if changed:
+                    screen.refresh_balances()  # and the links
+                else:
+                    screen.refresh_links()
+            handler = getattr(screen, "on_service_events", None)
+            if changed and handler is not None:
+                handler(changed)
+
+    def _notify_payments(self, events: list[ServiceEvent]) -> None:
+        """A notice for each payment arriving or turning final and each fork, up to a
+        few; the rest summed up in one."""
+        told = [e for e in events if isinstance(e, PaymentArrived | PaymentFinal | ForkSeen)]
+        for e in told[:NOTICES_PER_BATCH_MAX]:
+            self.notify(self.service.describe(e),
+                        severity="warning" if isinstance(e, ForkSeen) else "information")
+        if len(told) > NOTICES_PER_BATCH_MAX:
+            self.notify(f"{len(told) - NOTICES_PER_BATCH_MAX} more payments and forks "
+                        "came in: see History")

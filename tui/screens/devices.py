@@ -144,6 +144,6 @@ class DevicesScreen(Screen):
             return
         self.app.call_from_thread(self._say, f"revoked {short(dev)}…: {st.label}")
 
-    def on_service_event(self, event: object) -> None:
+    def on_service_events(self, events: list[object]) -> None:
         """Balances changed: read them again."""
         self.refresh_devices()

@@ -41,7 +41,7 @@ class FraudsScreen(Screen):
             box.mount(Static(svc.explain(p) + "\n" + "\n".join(
                 f"  block {id_text(i)}" for i in p.block_ids), classes="proof"))
 
-    def on_service_event(self, event: object) -> None:
+    def on_service_events(self, events: list[object]) -> None:
         """A new fork seen: show it."""
-        if isinstance(event, ForkSeen):
+        if any(isinstance(e, ForkSeen) for e in events):
             self.refresh_proofs()

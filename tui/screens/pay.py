@@ -173,8 +173,9 @@ class PayScreen(Screen):
         self.query_one("#status", Static).update(
             f"payment {id_text(self.paid.id)}: [b]{st.label}[/b]")
 
-    def on_service_event(self, event: object) -> None:
-        """The payment's status as it changes (called by the app on each event)."""
-        if (self.paid is not None and isinstance(event, StatusChanged)
-                and event.change.block_id == self.paid.id):
-            self._show_status(event.change.new)
+    def on_service_events(self, events: list[object]) -> None:
+        """The payment's status as it changes (the app passes each batch of events)."""
+        for event in events:
+            if (self.paid is not None and isinstance(event, StatusChanged)
+                    and event.change.block_id == self.paid.id):
+                self._show_status(event.change.new)

@@ -70,15 +70,16 @@ class RequestScreen(Screen):
         self.query_one("#state", Static).update(
             f"waiting for {svc.money(req.amount)} to be paid…")
 
-    def on_service_event(self, event: object) -> None:
+    def on_service_events(self, events: list[object]) -> None:
         """A payment answering this request arrived, or turned final: say so."""
-        req = self.request
-        if (req is None or not isinstance(event, PaymentArrived | PaymentFinal)
-                or event.block.request_id != req.request_id
-                or event.block.to_device != req.address.device):
-            return
-        svc = self.app.service  # type: ignore[attr-defined]
-        label = event.status.label if isinstance(event, PaymentArrived) else "final"
-        self.paid = True
-        self.query_one("#state", Static).update(
-            f"[b]paid[/b]: {svc.money(event.block.amount)} ({label})")
+        for event in events:
+            req = self.request
+            if (req is None or not isinstance(event, PaymentArrived | PaymentFinal)
+                    or event.block.request_id != req.request_id
+                    or event.block.to_device != req.address.device):
+                continue
+            svc = self.app.service  # type: ignore[attr-defined]
+            label = event.status.label if isinstance(event, PaymentArrived) else "final"
+            self.paid = True
+            self.query_one("#state", Static).update(
+                f"[b]paid[/b]: {svc.money(event.block.amount)} ({label})")
