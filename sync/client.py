@@ -198,6 +198,9 @@ class _Session:
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     witness: bytes = b""
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    pushing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while rows are read and sent: the push loop and the session's own steps
+    push one at a time, so no row goes out twice and ``sent_pos`` only moves on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,9 +520,15 @@ class WalletSync:
     async def _push(self, link: Link, s: _Session) -> None:
         """Send the rows the store gained since what this session sent, in rounds of
         at most ``PUSH_ROWS_MAX``, each once the link's queue has room."""
+        async with s.pushing:
+            await self._push_rows(link, s)
+
+    async def _push_rows(self, link: Link, s: _Session) -> None:
         while True:
-            peer_ids = frozenset(s.from_peer)
-            got = await self.offload(partial(self._new_rows, s.sent_pos, peer_ids))
+            # Between the link's steps: entries the peer just sent are committed only
+            # once their Received is handled (in ``from_peer``), so none echoes back.
+            got = await link.exclusive(
+                lambda: self._new_rows(s.sent_pos, frozenset(s.from_peer)))
             if got is None:
                 return
             todo, pos, echoed, mine = got

@@ -96,28 +96,39 @@ class Link:
 
     async def call(self, fn: Callable[[Connection], object]) -> list[Event]:
         """Run ``fn`` on the connection, queue what it has to send; its events."""
+        async with self._lock:
+            return await self._step(fn)
+
+    async def exclusive(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (offloaded like the protocol's steps) between two steps, never
+        between a step that received entries and the handling of its events: what it
+        reads of the store, the handler has already accounted for."""
+        async with self._lock:
+            return await self.offload(fn)
+
+    async def _step(self, fn: Callable[[Connection], object]) -> list[Event]:
+        """``call``, with the lock held by the caller."""
         conn = self.conn
 
         def step() -> tuple[list[bytes], list[Event]]:
             fn(conn)
             return conn.data_to_send(), conn.events_received()
 
-        async with self._lock:
-            out, events = await self.offload(step)
-            if not self._queue or self._fits(out):  # an idle queue takes one whole step
-                self._enqueue(out)
-            else:
-                self._queue.clear()
-                self._queued_bytes = 0
+        out, events = await self.offload(step)
+        if not self._queue or self._fits(out):  # an idle queue takes one whole step
+            self._enqueue(out)
+        else:
+            self._queue.clear()
+            self._queued_bytes = 0
 
-                def overloaded() -> tuple[list[bytes], list[Event]]:
-                    conn.close(CloseCode.OVERLOADED,
-                               "the peer reads too slowly: too much queued for it")
-                    return conn.data_to_send(), conn.events_received()
+            def overloaded() -> tuple[list[bytes], list[Event]]:
+                conn.close(CloseCode.OVERLOADED,
+                           "the peer reads too slowly: too much queued for it")
+                return conn.data_to_send(), conn.events_received()
 
-                close_out, more = await self.offload(overloaded)
-                self._enqueue(close_out)
-                events = [*events, *more]
+            close_out, more = await self.offload(overloaded)
+            self._enqueue(close_out)
+            events = [*events, *more]
         for e in events:
             if isinstance(e, Closed) and self._closed is None:
                 self._closed = e
@@ -175,7 +186,8 @@ class Link:
         writer = asyncio.create_task(self._write(), name="sync-writer")
         try:
             if self.conn.client:
-                await handle(await self.call(lambda c: c.initiate()))
+                async with self._lock:  # a step and the handling of its events, whole
+                    await handle(await self._step(lambda c: c.initiate()))
             while self._closed is None:
                 recv = asyncio.ensure_future(self.ws.recv())
                 done, _ = await asyncio.wait({recv, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,12 +205,13 @@ class Link:
                     if self._closed is not None:  # we closed while it read
                         break
                     raise LinkDown(_close_text(exc)) from None
-                if isinstance(data, str):
-                    events = await self.call(
-                        lambda c: c.close(CloseCode.PROTOCOL, "a text message; sync is binary"))
-                else:
-                    events = await self.call(lambda c, d=data: c.receive_data(d))
-                await handle(events)
+                async with self._lock:  # a step and the handling of its events, whole
+                    if isinstance(data, str):
+                        events = await self._step(lambda c: c.close(
+                            CloseCode.PROTOCOL, "a text message; sync is binary"))
+                    else:
+                        events = await self._step(lambda c, d=data: c.receive_data(d))
+                    await handle(events)
             assert self._closed is not None
             with contextlib.suppress(WebSocketClosed, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT_S)
