@@ -9,6 +9,7 @@ network, create, restore or pair an account, or start the demo).
 
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
 import time
@@ -49,6 +50,20 @@ NOTICES_PER_BATCH_MAX = 3
 """Payments and forks told one notice each in a batch of events; more are summed up."""
 
 
+FULL_COLLECTION_EVERY = 1000
+"""The collector's third threshold while the app runs (Python's default is 10): a full
+collection holds the GIL for 50–100 ms over a big ledger's objects, freezing the screen
+(seen in ``bench/tui.py``), so it runs a hundred times less often."""
+
+
+def tune_collector() -> None:
+    """Before a long run of the app: what exists now (modules, the opened wallet) is
+    never scanned again (``gc.freeze``), and full collections come rarely."""
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
 class EventsWaiting(Message):
     """The service's events wait to be shown (posted once for each batch)."""
 
@@ -80,6 +95,11 @@ class TallyApp(App):
         self._drain_posted = False
         if service is not None:
             self.attach(service)
+
+    def run(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+        """Run the app for a person: the collector tuned for a long run first."""
+        tune_collector()
+        return super().run(*args, **kw)  # type: ignore[arg-type]
 
     def attach(self, service: WalletService, *, owned: bool = False) -> None:
         """Work on this wallet service from now on (first run made it, or the demo:
