@@ -103,7 +103,14 @@ def write_bundle(path: Path, network: bytes, bodies: list[bytes],
                  prefix: SectionsFile | None = None) -> int:
     """Write a bundle file atomically: the sections of ``prefix`` (copied as they are,
     by the kernel) and then one more carrying ``bodies`` (none when it is empty and a
-    prefix is given). Return its size in bytes."""
+    prefix is given). Return its size in bytes.
+
+    It is renamed into place whole, so no reader sees half of it, but not fsynced: a
+    bundle is a copy of what the wallet holds, not a record of its own, and its header
+    and sections carry checksums, so one torn by a crash before the system wrote it out
+    is refused on import with what is wrong, and made again by exporting again. (The
+    fsync was more than half of a 200 MB export's time; removable media are flushed
+    when they are unmounted.)"""
     tail = encode_section(bodies) if bodies or prefix is None else b""
     n = (prefix.sections if prefix else 0) + (1 if tail else 0)
     size = HEAD_BYTES + (prefix.size if prefix else 0) + len(tail)
@@ -118,8 +125,6 @@ def write_bundle(path: Path, network: bytes, bodies: list[bytes],
                 f.flush()
                 copy_span(prefix, f.fileno())
             f.write(tail)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
