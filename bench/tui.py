@@ -122,10 +122,11 @@ async def child(home: Path, mode: str, ev_fd: int, ctl_fd: int, pages: int,
     from textual.widgets import Static
 
     from tui import cli  # noqa: F401  (imported as `tally` imports it)
-    from tui.app import TallyApp, tune_collector
+    from tui.app import TallyApp
     from tui.screens.history import HistoryScreen, HistoryView
     from tui.screens.home import HomeScreen
     from tui.service import WalletService
+    from wallet.collector import tune_for_long_run
 
     def report(**kw: Any) -> None:
         os.write(ev_fd, (json.dumps(kw) + "\n").encode())
@@ -181,7 +182,7 @@ async def child(home: Path, mode: str, ev_fd: int, ctl_fd: int, pages: int,
 
     service = WalletService.open(home)
     app = BenchApp(service)
-    tune_collector()  # as TallyApp.run does before a person's run
+    tune_for_long_run()  # as TallyApp.run does before a person's run
     try:
         home_frame = asyncio.ensure_future(frame_where(balance_shown, "the balance"))
         async with app.run_test(headless=False, size=(COLS, ROWS), notifications=True):

@@ -33,6 +33,7 @@ from server.store import SqliteRelayStore, migrate
 from server.telemetry import Telemetry
 from server.tls import ServerTls
 from wallet import keys as keyfiles
+from wallet.collector import tune_for_long_run
 from wallet.encoding import key_text
 from wallet.errors import TallyError
 
@@ -178,6 +179,7 @@ def serve_main(argv: list[str]) -> int:
     ) and not a.open:
         relay.telemetry.log("warning", message="the witness key is not a witness of any "
                             "network served: this relay will not vote")
+    tune_for_long_run()  # a full collection would stall every delivery
     try:
         asyncio.run(relay.run(on_listening=write_node_key))
     except BaseException:

@@ -9,7 +9,6 @@ network, create, restore or pair an account, or start the demo).
 
 from __future__ import annotations
 
-import gc
 import shutil
 import threading
 import time
@@ -39,6 +38,7 @@ from tui.service import (
     WalletService,
     passphrase_in_env,
 )
+from wallet.collector import tune_for_long_run
 from wallet.errors import TallyError
 
 if TYPE_CHECKING:
@@ -48,20 +48,6 @@ LOCK_CHECK_S = 1.0
 """How often the app looks whether the keys were locked for idleness (seconds)."""
 NOTICES_PER_BATCH_MAX = 3
 """Payments and forks told one notice each in a batch of events; more are summed up."""
-
-
-FULL_COLLECTION_EVERY = 1000
-"""The collector's third threshold while the app runs (Python's default is 10): a full
-collection holds the GIL for 50–100 ms over a big ledger's objects, freezing the screen
-(seen in ``bench/tui.py``), so it runs a hundred times less often."""
-
-
-def tune_collector() -> None:
-    """Before a long run of the app: what exists now (modules, the opened wallet) is
-    never scanned again (``gc.freeze``), and full collections come rarely."""
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 class EventsWaiting(Message):
@@ -98,7 +84,7 @@ class TallyApp(App):
 
     def run(self, *args: object, **kw: object) -> object:  # type: ignore[override]
         """Run the app for a person: the collector tuned for a long run first."""
-        tune_collector()
+        tune_for_long_run()
         return super().run(*args, **kw)  # type: ignore[arg-type]
 
     def attach(self, service: WalletService, *, owned: bool = False) -> None:
