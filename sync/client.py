@@ -22,7 +22,7 @@ import random
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -319,6 +319,22 @@ class WalletSync:
             if b.kind == Kind.OPEN and b.device == self.device:
                 return b.raw
         return b""
+
+    @contextlib.contextmanager
+    def pushing_on_commits(self) -> Iterator[None]:
+        """(On the event loop) while in it, every commit of this wallet (a payment the
+        app signs, entries a peer sent) wakes the sessions' pushes at once."""
+        loop = asyncio.get_running_loop()
+
+        def committed(changes: object) -> None:  # on the wallet's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._moved.set)
+
+        self.wallet.subscribe(committed)
+        try:
+            yield
+        finally:
+            self.wallet.unsubscribe(committed)
 
     async def offload(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the wallet's worker thread."""
@@ -617,18 +633,11 @@ class SyncClient(WalletSync):
     async def run(self) -> list[PeerResult]:
         """Sync with every URL; with ``once`` return when each is in sync or failed,
         else run until ``stop()``. One result per URL, in order."""
-        loop = asyncio.get_running_loop()
-
-        def committed(changes: object) -> None:  # on the wallet's thread
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._moved.set)
-
-        self.wallet.subscribe(committed)
         try:
-            self.claim_soon()  # payments that came in by bundle or an earlier sync
-            return list(await asyncio.gather(*(self._run_url(u) for u in self.urls)))
+            with self.pushing_on_commits():
+                self.claim_soon()  # payments that came in by bundle or an earlier sync
+                return list(await asyncio.gather(*(self._run_url(u) for u in self.urls)))
         finally:
-            self.wallet.unsubscribe(committed)
             await self.claims_done()
 
     async def _run_url(self, url: str) -> PeerResult:

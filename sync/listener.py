@@ -75,20 +75,21 @@ class Listener(WalletSync):
         """Listen until ``stop()``; ``ready`` gets the URL once the socket is bound.
         Returns the sessions kept in ``results`` (at most ``RESULTS_KEPT_SESSIONS``)."""
         try:
-            async with serve(self._serve_one, self.host, self.port_number,
-                             **websocket_options()) as server:
-                bound = server.sockets[0].getsockname()
-                host = f"[{self.host}]" if ":" in self.host else self.host
-                self.url = f"ws://{host}:{bound[1]}"
-                self.claim_soon()  # payments that came in while it was not listening
-                if ready is not None:
-                    ready(self.url)
-                await self.stopping.wait()
-                # Each session closes with SHUTDOWN and its claims pushed, before the
-                # server cuts what is left (close code 1001).
-                deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
-                while self._active and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.02)
+            with self.pushing_on_commits():  # what this wallet commits goes out at once
+                async with serve(self._serve_one, self.host, self.port_number,
+                                 **websocket_options()) as server:
+                    bound = server.sockets[0].getsockname()
+                    host = f"[{self.host}]" if ":" in self.host else self.host
+                    self.url = f"ws://{host}:{bound[1]}"
+                    self.claim_soon()  # payments that came in while it was not listening
+                    if ready is not None:
+                        ready(self.url)
+                    await self.stopping.wait()
+                    # Each session closes with SHUTDOWN and its claims pushed, before the
+                    # server cuts what is left (close code 1001).
+                    deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+                    while self._active and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.02)
         except OSError as exc:
             raise WalletError(f"cannot listen on {self.host}:{self.port_number}: "
                               f"{exc.strerror or exc}") from exc

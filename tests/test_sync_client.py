@@ -613,6 +613,56 @@ def test_a_live_session_pushes_what_this_process_commits_without_polling(
         till.close()
 
 
+def test_a_listening_till_pushes_what_it_commits_without_polling(tmp_path: Path) -> None:
+    """`tally serve` too: a payment the till signs reaches a connected payer at once."""
+    net = make_net(tmp_path, witness=False)
+    api_fund(net.issuer, Home(net.till, net.till_address), 5000)
+    payer, till = Wallet.open(net.payer), Wallet.open(net.till)
+    payer_events: list[SyncEvent] = []
+
+    async def go() -> float:
+        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0, poll_s=60)
+        urls: list[str] = []
+        serving = asyncio.create_task(listener.run(ready=urls.append))
+        client = None
+        try:
+            while not urls:
+                await asyncio.sleep(0.01)
+            client = SyncClient(payer, PASSPHRASE, peers=[urls[0]], poll_s=60,
+                                on_event=payer_events.append)
+            running = asyncio.create_task(client.run())
+            for _ in range(200):
+                if any(isinstance(e, Synced) for e in payer_events):
+                    break
+                await asyncio.sleep(0.05)
+            to = parse_address(net.payer_address)
+            start = time.monotonic()
+            await listener.offload(lambda: till.pay(to, 400, PASSPHRASE))
+            while (not any(isinstance(e, Claimed) for e in payer_events)
+                   and time.monotonic() - start < 10):
+                await asyncio.sleep(0.02)
+            took = time.monotonic() - start
+            client.stop()
+            await running
+            return took
+        finally:
+            if client is not None:
+                client.shutdown()
+            listener.stop()
+            await serving
+            listener.shutdown()
+
+    try:
+        took = asyncio.run(go())
+        claims = [e for e in payer_events if isinstance(e, Claimed)]
+        assert [c.amount for c in claims] == [400], "the payer got it and claimed it"
+        assert took < 5, f"pushed on the commit, not on a poll ({took:.2f} s)"
+        assert till._listeners == [], "the listener unsubscribed when it stopped"
+    finally:
+        payer.close()
+        till.close()
+
+
 def test_a_catch_up_of_several_messages_reports_progress(tmp_path: Path) -> None:
     """5,100 entries: bulk messages over websockets' default 1 MiB, progress per message."""
     net = LedgerNet(witnesses=0, quorum=0, rng=random.Random(5))
