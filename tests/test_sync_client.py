@@ -19,7 +19,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -560,18 +560,20 @@ def test_client_and_listener_in_process(tmp_path: Path) -> None:
         till.close()
 
 
-def test_a_live_session_pushes_what_this_process_commits_without_polling(
-        tmp_path: Path) -> None:
-    """A payment signed on the client's own wallet goes out at once: the client hears
-    the wallet's commit (its poll, here a minute, only finds other processes' rows)."""
-    net = make_net(tmp_path, witness=False)
-    api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
-    payer, till = Wallet.open(net.payer), Wallet.open(net.till)
-    till_claims: list[Claimed] = []
+def live_push(payer: Wallet, till: Wallet,
+              sign: Callable[[SyncClient, Listener], Awaitable[object]]
+              ) -> tuple[float, list[Claimed], list[Claimed]]:
+    """A payer's live session with a till's listener, both polling only once a minute:
+    once in sync, ``sign(client, listener)`` commits on one side. The seconds until a
+    claim is made on either side (at most 10), and each side's claims."""
     payer_events: list[SyncEvent] = []
+    till_claims: list[Claimed] = []
+
+    def claims() -> list[Claimed]:
+        return [e for e in payer_events if isinstance(e, Claimed)]
 
     async def go() -> float:
-        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0,
+        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0, poll_s=60,
                             on_event=lambda e: till_claims.append(e)
                             if isinstance(e, Claimed) else None)
         urls: list[str] = []
@@ -587,10 +589,9 @@ def test_a_live_session_pushes_what_this_process_commits_without_polling(
                 if any(isinstance(e, Synced) for e in payer_events):
                     break
                 await asyncio.sleep(0.05)
-            to = parse_address(net.till_address)
             start = time.monotonic()
-            await client.offload(lambda: payer.pay(to, 300, PASSPHRASE))
-            while not till_claims and time.monotonic() - start < 10:
+            await sign(client, listener)
+            while not (till_claims or claims()) and time.monotonic() - start < 10:
                 await asyncio.sleep(0.02)
             took = time.monotonic() - start
             client.stop()
@@ -603,8 +604,21 @@ def test_a_live_session_pushes_what_this_process_commits_without_polling(
             await serving
             listener.shutdown()
 
+    took = asyncio.run(go())
+    return took, claims(), till_claims
+
+
+def test_a_live_session_pushes_what_this_process_commits_without_polling(
+        tmp_path: Path) -> None:
+    """A payment signed on the client's own wallet goes out at once: the client hears
+    the wallet's commit (its poll, here a minute, only finds other processes' rows)."""
+    net = make_net(tmp_path, witness=False)
+    api_fund(net.issuer, Home(net.payer, net.payer_address), 5000)
+    payer, till = Wallet.open(net.payer), Wallet.open(net.till)
+    to = parse_address(net.till_address)
     try:
-        took = asyncio.run(go())
+        took, _, till_claims = live_push(
+            payer, till, lambda c, _: c.offload(lambda: payer.pay(to, 300, PASSPHRASE)))
         assert [c.amount for c in till_claims] == [300], "the till got it and claimed it"
         assert took < 5, f"pushed on the commit, not on a poll ({took:.2f} s)"
         assert payer._listeners == [], "the client unsubscribed when it stopped"
@@ -618,44 +632,11 @@ def test_a_listening_till_pushes_what_it_commits_without_polling(tmp_path: Path)
     net = make_net(tmp_path, witness=False)
     api_fund(net.issuer, Home(net.till, net.till_address), 5000)
     payer, till = Wallet.open(net.payer), Wallet.open(net.till)
-    payer_events: list[SyncEvent] = []
-
-    async def go() -> float:
-        listener = Listener(till, PASSPHRASE, host="127.0.0.1", port=0, poll_s=60)
-        urls: list[str] = []
-        serving = asyncio.create_task(listener.run(ready=urls.append))
-        client = None
-        try:
-            while not urls:
-                await asyncio.sleep(0.01)
-            client = SyncClient(payer, PASSPHRASE, peers=[urls[0]], poll_s=60,
-                                on_event=payer_events.append)
-            running = asyncio.create_task(client.run())
-            for _ in range(200):
-                if any(isinstance(e, Synced) for e in payer_events):
-                    break
-                await asyncio.sleep(0.05)
-            to = parse_address(net.payer_address)
-            start = time.monotonic()
-            await listener.offload(lambda: till.pay(to, 400, PASSPHRASE))
-            while (not any(isinstance(e, Claimed) for e in payer_events)
-                   and time.monotonic() - start < 10):
-                await asyncio.sleep(0.02)
-            took = time.monotonic() - start
-            client.stop()
-            await running
-            return took
-        finally:
-            if client is not None:
-                client.shutdown()
-            listener.stop()
-            await serving
-            listener.shutdown()
-
+    to = parse_address(net.payer_address)
     try:
-        took = asyncio.run(go())
-        claims = [e for e in payer_events if isinstance(e, Claimed)]
-        assert [c.amount for c in claims] == [400], "the payer got it and claimed it"
+        took, payer_claims, _ = live_push(
+            payer, till, lambda _, lst: lst.offload(lambda: till.pay(to, 400, PASSPHRASE)))
+        assert [c.amount for c in payer_claims] == [400], "the payer got it and claimed it"
         assert took < 5, f"pushed on the commit, not on a poll ({took:.2f} s)"
         assert till._listeners == [], "the listener unsubscribed when it stopped"
     finally:
