@@ -33,6 +33,7 @@ from wallet.encoding import (
     Kind,
     Policy,
     check_quorum,
+    id_from_text,
     id_text,
     key_from_text,
     key_text,
@@ -40,6 +41,7 @@ from wallet.encoding import (
     short,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
+from wallet.floor import HELD, PROVISIONAL, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
 from wallet.wallet import Wallet, error_text, local_minute
@@ -501,6 +503,92 @@ def cmd_frauds(a: argparse.Namespace, out: Out) -> None:
         out.say("no fraud proofs")
 
 
+def _day_start(text: str, flag: str) -> int:
+    """A local date (``2026-12-08``) as the Unix time its day starts."""
+    import datetime as dt
+
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise WalletError(f"{flag} {text!r}: give a date like 2026-12-08") from exc
+    return int(dt.datetime.combine(day, dt.time()).timestamp())
+
+
+def cmd_takings(a: argparse.Namespace, out: Out) -> None:
+    """This till's takings: each payment with its decision and where it stands now,
+    totals per status, and the exposure against each floor limit (DESIGN §5)."""
+    w = Wallet.open(a.home)
+    since = _day_start(a.since, "--since") if a.since else None
+    until = _day_start(a.until, "--until") + 86400 if a.until else None
+    rows = w.takings.rows(since=since, until=until)
+    if a.status:
+        rows = [k for k in rows if k.state == a.status]
+    totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
+    for k in rows:
+        totals[k.state] += k.amount
+    exposure, limits = w.takings.exposure(), w.till_limits()
+    out.put(takings=[{"id": id_text(k.id), "payer_device": key_text(k.payer_device),
+                      "payer_account": key_text(k.payer_account),
+                      "request_id": k.request_id.hex() if k.request_id else None,
+                      "taken_at": k.taken_at, "state": k.state, "decision": k.decision,
+                      "reason": k.reason, "status_reason": k.status_reason,
+                      "written_off": k.written_off, **_money(w, amount=k.amount)}
+                     for k in rows],
+            totals={s: _money(w, amount=v)["amount_minor"] for s, v in totals.items()},
+            exposure=_money(w, total=exposure.total),
+            limits=_money(w, payment=limits.payment, account=limits.account,
+                          till=limits.till))
+    for k in rows:
+        why = k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason
+        out.say(f"{local_minute(k.taken_at)}  {_fmt(w, k.amount):>14}  from "
+                f"{short(k.payer_account)}…  {k.state:<11} {id_text(k.id)[:10]}  {why}")
+    if not rows:
+        out.say("no takings" + (" in that span" if since or until or a.status else ""))
+    out.say("totals: " + ", ".join(f"{s} {_fmt(w, v)}" for s, v in totals.items()))
+    out.say(f"exposure {_fmt(w, exposure.total)} of {_fmt(w, limits.till)} (floor per till); "
+            f"per payment {_fmt(w, limits.payment)}, per payer account "
+            f"{_fmt(w, limits.account)}")
+
+
+def cmd_takings_write_off(a: argparse.Namespace, out: Out) -> None:
+    """Take a refused taking out of the exposure (the merchant books the loss)."""
+    w = Wallet.open(a.home)
+    pid = _taking_id(a.id)
+    with w.store.transaction():
+        k = w.takings.write_off(pid)
+    out.put(written_off=id_text(k.id), **_money(w, amount=k.amount))
+    out.say(f"wrote off {_fmt(w, k.amount)} from {short(k.payer_account)}…: it no longer "
+            "counts in this till's exposure")
+
+
+def _taking_id(text: str) -> bytes:
+    """A payment id as ``tally takings`` prints it."""
+    try:
+        return id_from_text(text.strip())
+    except (EncodingError, ValueError) as exc:
+        raise WalletError(f"{text!r} is not a payment id (copy one from `tally takings`)"
+                          ) from exc
+
+
+def cmd_till_limits(a: argparse.Namespace, out: Out) -> None:
+    """Show this till's floor limits, or lower them (never over the network's)."""
+    w = Wallet.open(a.home)
+    limits = w.till_limits()
+    if a.payment or a.account or a.till:
+        dec = w.genesis.decimals
+        asked = Limits(parse_amount(a.payment, dec) if a.payment else limits.payment,
+                       parse_amount(a.account, dec) if a.account else limits.account,
+                       parse_amount(a.till, dec) if a.till else limits.till)
+        limits = w.set_till_limits(asked)
+        if limits != asked:
+            out.say("the network's floor limits are the highest a till may have: kept "
+                    "those where you asked for more")
+    out.put(limits=_money(w, payment=limits.payment, account=limits.account,
+                          till=limits.till))
+    out.say(f"floor limits: per payment {_fmt(w, limits.payment)}, per payer account "
+            f"{_fmt(w, limits.account)}, per till {_fmt(w, limits.till)}")
+
+
 def cmd_doctor(a: argparse.Namespace, out: Out) -> None:
     """Rebuild the ledger's state from the entries alone and compare with the store."""
     from wallet.doctor import examine
@@ -921,6 +1009,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true",
                     help="every device of the account, with the device shown (the default)")
     add("frauds", cmd_frauds)
+    sp = add("takings", cmd_takings)
+    sp.add_argument("--since", metavar="DATE", help="from this local date (2026-12-01)")
+    sp.add_argument("--until", metavar="DATE", help="up to this local date, inclusive")
+    sp.add_argument("--status", choices=TAKING_STATES)
+    tk = sp.add_subparsers(dest="sub", metavar="SUB")
+    add("write-off", cmd_takings_write_off, tk).add_argument("id", metavar="PAYMENT_ID")
+    till = sub.add_parser("till", help="this device as a till").add_subparsers(
+        dest="sub", metavar="SUB", required=True)
+    sp = add("limits", cmd_till_limits, till)
+    sp.add_argument("--payment", metavar="AMOUNT", help="floor per payment")
+    sp.add_argument("--account", metavar="AMOUNT", help="floor per payer account")
+    sp.add_argument("--till", metavar="AMOUNT", help="floor for the whole till")
     add("doctor", cmd_doctor)
 
     dev = sub.add_parser("devices", help="devices of this account").add_subparsers(

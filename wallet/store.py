@@ -37,6 +37,7 @@ from wallet.ledger import (
     status_word,
 )
 from wallet.ledger_tables import LedgerTables, transaction
+from wallet.takings import SCHEMA as TAKINGS_SCHEMA
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -52,7 +53,7 @@ OLD_SUFFIX = "_v2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS memos (id BLOB PRIMARY KEY, memo TEXT NOT NULL);
-"""
+""" + TAKINGS_SCHEMA
 
 
 @dataclass(frozen=True, slots=True)

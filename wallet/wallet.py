@@ -40,6 +40,7 @@ from wallet.address import (
     PaymentRequest,
     parse_address,
 )
+from wallet.amounts import format_amount
 from wallet.closure import closure
 from wallet.encoding import (
     Block,
@@ -58,6 +59,7 @@ from wallet.encoding import (
 )
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.export_cache import ExportCache
+from wallet.floor import Limits
 from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
 from wallet.pairing import (
     PairingRequest,
@@ -68,6 +70,7 @@ from wallet.pairing import (
 )
 from wallet.settings import SETTINGS_META, Settings
 from wallet.store import HistoryRow, Store
+from wallet.takings import Takings
 from wallet.unlocked import UnlockedKeys
 from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
 
@@ -79,6 +82,8 @@ LINKS_META = "links"
 LINK_KINDS = frozenset({"relay", "peer"})
 PAIRING_META = "pairing.request"
 """The meta record that keeps this device's pairing request, to print it again."""
+TILL_LIMITS_META = "till.limits"
+"""The lower floor limits a merchant set on this till (JSON, minor units)."""
 RESTORED_META = "restored"
 """When this device was made by a restore (Unix time)."""
 LOCK_NAME = "wallet.lock"
@@ -235,6 +240,7 @@ class Wallet:
         self.network = genesis.network_id
         self._ledger: Ledger | None = None
         self._exports: ExportCache | None = None
+        self._takings: Takings | None = None
         self._listeners: list[Callable[[list[StatusChange]], None]] = []
         self._lock_depth = 0
         self._synced: int | None = None  # the store's data_version the caches reflect
@@ -681,6 +687,7 @@ class Wallet:
         try:
             with self.store.transaction():
                 changes = led.add(fresh.values())
+                self._decide_takings(changes)
                 if meta:
                     self.store.set_metas(meta)
                 if before_commit is not None:
@@ -804,6 +811,59 @@ class Wallet:
             raise WalletError(f"{url} is not a remembered relay or peer (remembered: {listed})")
         del known[url]
         self.store.set_meta(LINKS_META, json.dumps(known, sort_keys=True))
+
+    # ------------------------------------------------------------- takings
+    @property
+    def takings(self) -> Takings:
+        """This device's takings as a till (``wallet.takings``)."""
+        if self._takings is None:
+            self._takings = Takings(self.store.conn, witnessed=self.genesis.quorum > 0,
+                                    settle_period_s=self.genesis.policy.settle_period_s)
+        return self._takings
+
+    def till_limits(self) -> Limits:
+        """This till's floor limits: the network's, lowered where the merchant set
+        lower ones (``tally till limits``)."""
+        net = Limits.of(self.genesis.policy)
+        raw = self.store.get_meta(TILL_LIMITS_META)
+        if raw is None:
+            return net
+        doc = json.loads(raw)
+        return net.lowered(Limits(doc["payment"], doc["account"], doc["till"]))
+
+    def set_till_limits(self, limits: Limits) -> Limits:
+        """Keep lower floor limits for this till (never over the network's); the
+        limits in force."""
+        kept = Limits.of(self.genesis.policy).lowered(limits)
+        self.store.set_meta(TILL_LIMITS_META, json.dumps(
+            {"payment": kept.payment, "account": kept.account, "till": kept.till}))
+        return kept
+
+    def _decide_takings(self, changes: list[StatusChange]) -> None:
+        """(In the ingest's transaction) decide on each send to this device from
+        another account that this batch brought: provisional or held (DESIGN §5)."""
+        me, account = self.device, self.account
+        if me is None:
+            return
+        led = self.ledger
+        new = []
+        for ch in changes:
+            if ch.old is not None or ch.kind != Kind.SEND:
+                continue
+            b = led.blocks.get(ch.block_id)
+            if b is None or b.to_device != me:
+                continue
+            payer = led.devices.account_of(b.device)
+            if payer is None or payer == account:
+                continue  # a move between this account's own devices is no taking
+            st = led.status.get(b.id)  # as the whole batch leaves it, not as first seen
+            new.append((b, payer, st is not None and st.state == VALID))
+        if new:
+            g = self.genesis
+            self.takings.decide_new(
+                new, self.till_limits(),
+                money=lambda m: f"{format_amount(m, g.decimals)} {g.currency}",
+                name=lambda a: f"{short(a)}…")
 
     # ------------------------------------------------------------ settings
     def settings(self) -> Settings:
@@ -934,8 +994,6 @@ class Wallet:
             bal = self.ledger.balance(device)
             if not self.ledger.devices[device].issuing and bal.spendable < amount:
                 dec = self.genesis.decimals
-                from wallet.amounts import format_amount
-
                 more = (f" ({format_amount(bal.incoming, dec)} more is incoming, not final yet)"
                         if bal.incoming else "")
                 raise WalletError(

@@ -1,0 +1,128 @@
+"""A till's takings (DESIGN §5, issue 15), with the real `tally` command for what a
+merchant runs: floor limits set lower on a till (never over the network's), each
+payment decided provisional or held as it arrives with its reason in numbers, kept
+with the payment in one transaction, where each stands as statuses change (a forked
+payer's payment refused), the exposure against each limit, and a write-off.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.clikit import (
+    PASSPHRASE,
+    api_fund,
+    api_network,
+    api_wallets,
+    check_failed,
+    run,
+    tj,
+)
+from wallet.address import parse_address
+from wallet.floor import HELD, PROVISIONAL, REFUSED
+from wallet.keys import FAST_INSECURE
+from wallet.wallet import Wallet
+
+
+def pay_to_till(payer: Path, till: Path, minor: int) -> None:
+    """``payer`` pays the till, and the till takes the payment in (a bundle)."""
+    to = Wallet.open(till)
+    w = Wallet.open(payer)
+    try:
+        address = to.address()
+        w.pay(address, minor, PASSPHRASE)
+        to.ingest_bodies(w.bodies(w.export_ids(address)))
+    finally:
+        w.close()
+        to.close()
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    api_network(tmp_path, "shop")  # floors: 50.00 a payment, 100.00 an account, 1000.00
+    alice, bob, till = api_wallets(tmp_path / "g", tmp_path / "alice", tmp_path / "bob",
+                                   tmp_path / "till")
+    api_fund(tmp_path / "issuer", alice, 10_000)
+    api_fund(tmp_path / "issuer", bob, 10_000)
+    return alice, bob, till
+
+
+def test_takings_are_decided_against_the_floor_limits_and_said_in_numbers(shop) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, till = shop
+    doc = tj(till.path, "till", "limits", "--payment", "30.00", "--account", "40.00",
+             "--till", "2000.00")
+    assert doc["limits"] == {"currency": "EUR", "payment": "30.00", "payment_minor": 3000,
+                             "account": "40.00", "account_minor": 4000,
+                             "till": "1000.00", "till_minor": 100_000}, \
+        "a till's floor is never over the network's"
+    tj(till.path, "till", "limits", "--till", "50.00")
+
+    pay_to_till(alice.path, till.path, 2000)   # provisional: 20.00
+    pay_to_till(alice.path, till.path, 3500)   # held: over 30.00 a payment
+    pay_to_till(alice.path, till.path, 2500)   # held: 20.00 + 25.00 over 40.00 an account
+    pay_to_till(bob.path, till.path, 1500)     # provisional: till 35.00
+    pay_to_till(bob.path, till.path, 2000)     # held: till 35.00 + 20.00 over 50.00
+
+    doc = tj(till.path, "takings")
+    rows = doc["takings"]
+    assert [(k["amount_minor"], k["state"]) for k in rows] == [
+        (2000, PROVISIONAL), (3500, HELD), (2500, HELD), (1500, PROVISIONAL), (2000, HELD)]
+    assert rows[1]["reason"] == ("held: 35.00 EUR is over the floor per payment 30.00 EUR; "
+                                 "taken once final")
+    assert rows[2]["reason"].startswith("held: payer account ")
+    assert "has 20.00 EUR not final here; with this 25.00 EUR that is over the floor " \
+           "per account 40.00 EUR" in rows[2]["reason"]
+    assert rows[4]["reason"].startswith("held: this till has 35.00 EUR not final; with "
+                                        "this 20.00 EUR")
+    assert doc["totals"]["provisional"] == 3500 and doc["totals"]["held"] == 8000
+    assert doc["exposure"]["total_minor"] == 3500
+    assert sum(doc["totals"].values()) == sum(k["amount_minor"] for k in rows)
+
+    again = tj(till.path, "takings", "--status", "held")
+    assert [k["amount_minor"] for k in again["takings"]] == [3500, 2500, 2000]
+    assert "only a refused taking can be written off; this one is provisional" in \
+        check_failed(run(till.path, "takings", "write-off", rows[0]["id"]))
+    assert "not a payment id" in check_failed(run(till.path, "takings", "write-off", "x"))
+    assert "give a date" in check_failed(run(till.path, "takings", "--since", "May"))
+
+
+def test_a_cloned_payers_forked_payment_is_refused_and_can_be_written_off(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _, till = shop
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)  # a copied disk: the same device key twice
+    pay_to_till(alice.path, till.path, 1000)
+    pay_to_till(clone, till.path, 1200)  # the same slot: a fork
+    doc = tj(till.path, "takings")
+    states = {k["amount_minor"]: k for k in doc["takings"]}
+    assert states[1000]["decision"] == PROVISIONAL and states[1000]["state"] == REFUSED
+    assert states[1200]["state"] == REFUSED  # q = 0: both sides of a fork are refused
+    assert doc["exposure"]["total_minor"] == 1000, "the one taken provisionally is at risk"
+    out = tj(till.path, "takings", "write-off", states[1000]["id"])
+    assert out["amount_minor"] == 1000
+    assert tj(till.path, "takings")["exposure"]["total_minor"] == 0
+    assert "written off before" in check_failed(
+        run(till.path, "takings", "write-off", states[1000]["id"]))
+
+
+def test_a_move_between_an_accounts_own_devices_is_no_taking(shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _, _ = shop
+    laptop = tmp_path / "laptop"
+    lw = Wallet.join(laptop, (tmp_path / "g").read_bytes())
+    aw = Wallet.open(alice.path)
+    try:
+        request = lw.pair_request(PASSPHRASE, parse_address(alice.address), label="laptop",
+                                  limits=FAST_INSECURE)
+        aw.pair_add(request, PASSPHRASE)
+        lw.ingest_bodies(aw.bodies(aw.export_ids(None)))
+        aw.pay(lw.address(), 500, PASSPHRASE)  # a move: escrow for the laptop
+        lw.ingest_bodies(aw.bodies(aw.export_ids(lw.address())))
+        assert lw.ledger.balance(lw.device or b"").moving == 500
+    finally:
+        aw.close()
+        lw.close()
+    assert tj(laptop, "takings")["takings"] == []

@@ -1,0 +1,182 @@
+"""A till's takings, kept in its store: the decision made on each payment to this
+device when it first arrived (provisional or held, with the reason), beside the
+entries whose statuses say where each taking stands now.
+
+The decision is the one thing that cannot be derived again later: it depends on what
+this replica held at the moment the payment arrived. It is written in the same
+transaction as the payment, so a crash never leaves a payment without its decision.
+Everything else (final, disputed, refused) is read from the payment's status, joined
+in SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from wallet.encoding import Block, Kind
+from wallet.errors import WalletError
+from wallet.floor import (
+    DISPUTED,
+    FINAL,
+    HELD,
+    PROVISIONAL,
+    REFUSED,
+    Decision,
+    Exposure,
+    Limits,
+    decide,
+)
+from wallet.ledger import R_DISPUTED, STATE_CODES, VALID
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS takings (
+    id BLOB PRIMARY KEY,          -- the payment (a send to this device)
+    payer_device BLOB NOT NULL,
+    payer_account BLOB NOT NULL,
+    amount INTEGER NOT NULL,      -- minor units
+    request_id BLOB,
+    taken_at INTEGER NOT NULL,    -- Unix time it arrived here
+    decision TEXT NOT NULL,       -- provisional or held
+    reason TEXT NOT NULL,         -- the decision in numbers
+    written_off INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS takings_taken_at ON takings(taken_at);
+"""
+
+_VALID = STATE_CODES[VALID]
+_INVALID = STATE_CODES["invalid"]
+_CONFLICTED = STATE_CODES["conflicted"]
+
+
+def taking_state(decision: str, state: int | None, reason: str, final: bool,
+                 witnessed: bool) -> str:
+    """Where a taking stands, from its decision and its payment's status (DESIGN §5):
+    final once certified; refused when invalid or on the losing side of a fork (with
+    no witnesses, on either side); disputed while a fork is undecided; else as it was
+    taken, provisional or held."""
+    if state == _VALID and final and witnessed:
+        return FINAL
+    if state == _INVALID:
+        return REFUSED
+    if state == _CONFLICTED:
+        return DISPUTED if witnessed and reason == R_DISPUTED else REFUSED
+    return decision
+
+
+@dataclass(frozen=True, slots=True)
+class Taking:
+    """One payment to this till, with its decision and where it stands now."""
+
+    id: bytes
+    payer_device: bytes
+    payer_account: bytes
+    amount: int
+    request_id: bytes | None
+    taken_at: int
+    decision: str
+    reason: str
+    written_off: bool
+    state: str
+    status_reason: str
+    """The payment's own status reason (``lost``, ``disputed``, ``overspend``…)."""
+
+    @property
+    def exposed(self) -> bool:
+        """True while it counts in the exposure: taken provisionally, not final, not
+        written off."""
+        return (self.decision == PROVISIONAL and self.state != FINAL
+                and not self.written_off)
+
+
+class Takings:
+    """The takings table of one wallet's store."""
+
+    def __init__(self, conn: sqlite3.Connection, *, witnessed: bool,
+                 settle_period_s: int) -> None:
+        self.conn = conn
+        self.witnessed = witnessed
+        self.settle_period_s = settle_period_s  # the table is made with the store's
+
+    def rows(self, *, since: int | None = None, until: int | None = None,
+             ids: Iterable[bytes] | None = None) -> list[Taking]:
+        """Takings in the order they arrived, with where each stands now."""
+        where, args = ["1"], []
+        if since is not None:
+            where.append("t.taken_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("t.taken_at < ?")
+            args.append(until)
+        if ids is not None:
+            wanted = list(ids)
+            where.append(f"t.id IN ({','.join('?' * len(wanted))})")
+            args += wanted
+        sql = ("SELECT t.id, t.payer_device, t.payer_account, t.amount, t.request_id, "
+               "t.taken_at, t.decision, t.reason, t.written_off, e.state, e.reason, e.final "
+               "FROM takings t LEFT JOIN entries e ON e.id = t.id "
+               f"WHERE {' AND '.join(where)} ORDER BY t.rowid")  # as they arrived
+        return [Taking(bytes(i), bytes(pd), bytes(pa), amt,
+                       bytes(rq) if rq is not None else None, at, dec, why, bool(off),
+                       taking_state(dec, st, sr or "", bool(fin), self.witnessed),
+                       sr or "")
+                for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin
+                in self.conn.execute(sql, args)]
+
+    def exposure(self, now: float | None = None) -> Exposure:
+        """What the till has at risk: provisional takings not final, disputed, or
+        refused and not written off; with no witnesses, only those younger than the
+        settle period."""
+        t = time.time() if now is None else now
+        out = Exposure()
+        for k in self.rows():
+            if k.exposed and (self.witnessed or k.state == REFUSED
+                              or k.taken_at > t - self.settle_period_s):
+                out.add(k.payer_account, k.amount)
+        return out
+
+    def decide_new(self, payments: list[tuple[Block, bytes, bool]], limits: Limits,
+                   money: Callable[[int], str], name: Callable[[bytes], str],
+                   now: float | None = None) -> list[tuple[Block, Decision]]:
+        """Decide, in the caller's transaction, on payments new here: (the send, its
+        payer's account, whether it is valid here). Each is decided against the
+        exposure of those before it, this batch's included."""
+        if not payments:
+            return []
+        at = int(time.time() if now is None else now)
+        exposure = self.exposure(at)
+        out = []
+        for block, account, valid in payments:
+            assert block.kind == Kind.SEND, block.kind
+            d = decide(block.amount, account, valid_here=valid, exposure=exposure,
+                       limits=limits, money=money, name=name)
+            if d.provisional:
+                exposure.add(account, block.amount)
+            self.conn.execute(
+                "INSERT OR IGNORE INTO takings(id, payer_device, payer_account, amount, "
+                "request_id, taken_at, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (block.id, block.device, account, block.amount, block.request_id or None,
+                 at, d.state, d.reason))
+            out.append((block, d))
+        return out
+
+    def write_off(self, payment_id: bytes) -> Taking:
+        """Take a refused taking out of the exposure (the merchant books the loss);
+        anything else is refused with why."""
+        found = self.rows(ids=[payment_id])
+        if not found:
+            raise WalletError("no taking has that id here (`tally takings` lists them)")
+        k = found[0]
+        if k.state != REFUSED:
+            raise WalletError(f"only a refused taking can be written off; this one is "
+                              f"{k.state}")
+        if k.written_off:
+            raise WalletError("that taking was written off before")
+        self.conn.execute("UPDATE takings SET written_off = 1 WHERE id = ?", (payment_id,))
+        return k
+
+
+__all__ = ["DISPUTED", "FINAL", "HELD", "PROVISIONAL", "REFUSED", "Taking", "Takings",
+           "taking_state"]
