@@ -8,6 +8,7 @@ payer's payment refused), the exposure against each limit, and a write-off.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,20 @@ def test_a_move_between_an_accounts_own_devices_is_no_taking(shop, tmp_path: Pat
         aw.close()
         lw.close()
     assert tj(laptop, "takings")["takings"] == []
+
+
+def test_with_no_witnesses_takings_leave_the_exposure_after_the_settle_period(shop) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, till = shop
+    pay_to_till(alice.path, till.path, 1000)
+    pay_to_till(bob.path, till.path, 700)
+    w = Wallet.open(till.path)
+    try:
+        now = time.time()
+        assert w.takings.exposure(now).total == 1700
+        settle = w.genesis.policy.settle_period_s  # 3600 s on this network
+        later = w.takings.exposure(now + settle + 1)
+        assert later.total == 0 and later.by_account == {}, "no fork seen: settled"
+        assert [k.state for k in w.takings.rows()] == [PROVISIONAL, PROVISIONAL], \
+            "never final with no witnesses"
+    finally:
+        w.close()

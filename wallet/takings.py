@@ -126,15 +126,23 @@ class Takings:
                 in self.conn.execute(sql, args)]
 
     def exposure(self, now: float | None = None) -> Exposure:
-        """What the till has at risk: provisional takings not final, disputed, or
-        refused and not written off; with no witnesses, only those younger than the
-        settle period."""
+        """What the till has at risk: takings taken provisionally that are not final
+        and not written off (provisional, disputed or refused); with no witnesses,
+        refused ones and those younger than the settle period. One query over the
+        takings not written off, grouped by payer account."""
         t = time.time() if now is None else now
+        if self.witnessed:
+            open_ = f"NOT (e.state = {_VALID} AND e.final = 1)"
+        else:
+            young = int(t - self.settle_period_s)
+            open_ = (f"(e.state IN ({_INVALID}, {_CONFLICTED}) OR t.taken_at > {young})")
+        sql = ("SELECT t.payer_account, SUM(t.amount) FROM takings t "
+               "LEFT JOIN entries e ON e.id = t.id "
+               f"WHERE t.decision = '{PROVISIONAL}' AND t.written_off = 0 AND {open_} "
+               "GROUP BY t.payer_account")
         out = Exposure()
-        for k in self.rows():
-            if k.exposed and (self.witnessed or k.state == REFUSED
-                              or k.taken_at > t - self.settle_period_s):
-                out.add(k.payer_account, k.amount)
+        for account, total in self.conn.execute(sql):
+            out.add(bytes(account), total)
         return out
 
     def decide_new(self, payments: list[tuple[Block, bytes, bool]], limits: Limits,
