@@ -22,9 +22,10 @@ from tests.clikit import (
     run,
     tj,
 )
-from wallet.address import parse_address
+from wallet.address import parse_address, parse_request
 from wallet.floor import HELD, PROVISIONAL, REFUSED
 from wallet.keys import FAST_INSECURE
+from wallet.takings import Request, match
 from wallet.wallet import Wallet
 
 
@@ -144,3 +145,45 @@ def test_with_no_witnesses_takings_leave_the_exposure_after_the_settle_period(sh
             "never final with no witnesses"
     finally:
         w.close()
+
+
+def test_requests_are_matched_to_the_takings_that_name_them(shop) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, till = shop
+    tj(till.path, "till", "limits", "--payment", "20.00")
+    uris = {}
+    for rid, amount in (("a1", "10.00"), ("a2", "10.00"), ("a3", "5.00"), ("a4", "3.00"),
+                        ("a5", "4.00")):
+        uris[rid] = tj(till.path, "request", amount, "--id", rid, "--memo", rid)["request"]
+    req = parse_request(uris["a1"])
+    assert req.floor_payment == 2000 and req.floor_account == 0, \
+        "a request carries the till's floors where lower than the network's"
+
+    def pay(payer: Path, rid: str, minor: int, again: bool = False) -> None:
+        to = Wallet.open(till.path)
+        w = Wallet.open(payer)
+        try:
+            r = parse_request(uris[rid])
+            w.pay(r.address, minor, PASSPHRASE, request=r, again=again)
+            to.ingest_bodies(w.bodies(w.export_ids(r.address)))
+        finally:
+            w.close()
+            to.close()
+
+    pay(alice.path, "a1", 1000)
+    pay(bob.path, "a2", 600)
+    pay(alice.path, "a3", 700)
+    pay(bob.path, "a4", 300)
+    pay(bob.path, "a4", 300, again=True)
+    doc = tj(till.path, "takings")
+    got = {r["request_id"]: (r["match"], r["paid_minor"]) for r in doc["requests"]}
+    assert got == {"a1": ("paid", 1000), "a2": ("underpaid", 600), "a3": ("overpaid", 700),
+                   "a4": ("paid twice", 600), "a5": ("unpaid", 0)}
+    assert [k["request_id"] for k in doc["takings"]] == ["a1", "a2", "a3", "a4", "a4"]
+
+
+def test_an_unpaid_request_past_its_expiry_reads_expired() -> None:
+    r = Request(b"\x01", 500, "tea", expires=1000, made_at=900)
+    assert match(r, [], now=999) == ("unpaid", 0)
+    assert match(r, [], now=1000) == ("expired", 0)
+    never = Request(b"\x02", 500, "", expires=0, made_at=900)
+    assert match(never, [], now=10**10) == ("unpaid", 0)

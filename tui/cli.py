@@ -44,6 +44,7 @@ from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.floor import HELD, PROVISIONAL, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
+from wallet.takings import match
 from wallet.wallet import Wallet, error_text, local_minute
 
 
@@ -527,6 +528,14 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
     for k in rows:
         totals[k.state] += k.amount
     exposure, limits = w.takings.exposure(), w.till_limits()
+    requests = w.takings.requests(since=since, until=until)
+    naming = w.takings.naming(r.id for r in requests)
+    now = time.time()
+    matched = [(r, *match(r, naming, now)) for r in requests]
+    out.put(requests=[{"request_id": r.id.hex(), "memo": r.memo, "made_at": r.made_at,
+                       "expires": r.expires or None, "match": word,
+                       **_money(w, amount=r.amount, paid=paid)}
+                      for r, word, paid in matched])
     out.put(takings=[{"id": id_text(k.id), "payer_device": key_text(k.payer_device),
                       "payer_account": key_text(k.payer_account),
                       "request_id": k.request_id.hex() if k.request_id else None,
@@ -545,6 +554,9 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
     if not rows:
         out.say("no takings" + (" in that span" if since or until or a.status else ""))
     out.say("totals: " + ", ".join(f"{s} {_fmt(w, v)}" for s, v in totals.items()))
+    for r, word, paid in matched:
+        out.say(f"request {r.id.hex()} {_fmt(w, r.amount)} {r.memo!r}: {word}"
+                + (f" ({_fmt(w, paid)} paid)" if paid and word != "paid" else ""))
     out.say(f"exposure {_fmt(w, exposure.total)} of {_fmt(w, limits.till)} (floor per till); "
             f"per payment {_fmt(w, limits.payment)}, per payer account "
             f"{_fmt(w, limits.account)}")

@@ -17,6 +17,7 @@ takes in what it committed with ``Wallet.refresh``. It imports ``wallet/`` and
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from wallet.address import (
 from wallet.amounts import format_amount, parse_amount
 from wallet.encoding import Block, Kind, id_text, key_text, parse_entry, short, short_id
 from wallet.errors import WalletError
+from wallet.floor import Limits
 from wallet.ledger import (
     ACCEPTED_WORD,
     CONFLICTED,
@@ -469,7 +471,15 @@ class WalletService:
             raise WalletError(f"request id is {len(rid)} bytes; at most "
                               f"{REQUEST_ID_BYTES_MAX}")
         check_memo(memo)
-        req = PaymentRequest(w.network, w.address(), self.amount(amount), rid, expires, memo)
+        till, net = w.till_limits(), Limits.of(w.genesis.policy)
+        req = PaymentRequest(  # the till's floors, where lower than the network's
+            w.network, w.address(), self.amount(amount), rid, expires, memo,
+            floor_payment=till.payment if till.payment < net.payment else 0,
+            floor_account=till.account if till.account < net.account else 0,
+            floor_till=till.till if till.till < net.till else 0)
+        made = int(time.time())
+        self._on_wallet_thread(lambda wt: wt.takings.remember_request(
+            rid, req.amount, memo, expires, made))
         for listener in list(self._listeners):
             listener(RequestMade(req))
         return req

@@ -44,7 +44,24 @@ CREATE TABLE IF NOT EXISTS takings (
     written_off INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS takings_taken_at ON takings(taken_at);
+CREATE INDEX IF NOT EXISTS takings_request ON takings(request_id);
+CREATE TABLE IF NOT EXISTS requests (
+    id BLOB PRIMARY KEY,          -- the request id the payment names
+    amount INTEGER NOT NULL,      -- minor units
+    memo TEXT NOT NULL,
+    expires INTEGER NOT NULL,     -- Unix time; 0: never
+    made_at INTEGER NOT NULL
+);
 """
+
+PAID = "paid"
+UNDERPAID = "underpaid"
+OVERPAID = "overpaid"
+UNPAID = "unpaid"
+EXPIRED = "expired"
+PAID_TWICE = "paid twice"
+MATCHES = (PAID, UNDERPAID, OVERPAID, UNPAID, EXPIRED, PAID_TWICE)
+"""How a payment request stands against the takings that name it."""
 
 _VALID = STATE_CODES[VALID]
 _INVALID = STATE_CODES["invalid"]
@@ -89,6 +106,35 @@ class Taking:
         written off."""
         return (self.decision == PROVISIONAL and self.state != FINAL
                 and not self.written_off)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A payment request this till made."""
+
+    id: bytes
+    amount: int
+    memo: str
+    expires: int
+    made_at: int
+
+
+def match(request: Request, takings: list[Taking], now: float) -> tuple[str, int]:
+    """How a request stands, and what was paid toward it: the takings naming it that
+    are not refused (DESIGN §5: matched to payment requests)."""
+    paying = [k for k in takings if k.request_id == request.id and k.state != REFUSED]
+    paid = sum(k.amount for k in paying)
+    if len(paying) >= 2 and all(k.amount == request.amount for k in paying):
+        return PAID_TWICE, paid
+    if paid == request.amount:
+        return PAID, paid
+    if paid > request.amount:
+        return OVERPAID, paid
+    if paid:
+        return UNDERPAID, paid
+    if request.expires and request.expires <= now:
+        return EXPIRED, 0
+    return UNPAID, 0
 
 
 class Takings:
@@ -169,6 +215,38 @@ class Takings:
                  at, d.state, d.reason))
             out.append((block, d))
         return out
+
+    def remember_request(self, request_id: bytes, amount: int, memo: str,
+                         expires: int, made_at: int) -> None:
+        """Keep a request this till made, to match the payments that name it."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO requests(id, amount, memo, expires, made_at) "
+            "VALUES (?, ?, ?, ?, ?)", (request_id, amount, memo, expires, made_at))
+
+    def requests(self, *, since: int | None = None,
+                 until: int | None = None) -> list[Request]:
+        """The requests made in a span, oldest first."""
+        where, args = ["1"], []
+        if since is not None:
+            where.append("made_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("made_at < ?")
+            args.append(until)
+        sql = (f"SELECT id, amount, memo, expires, made_at FROM requests "
+               f"WHERE {' AND '.join(where)} ORDER BY made_at, rowid")
+        return [Request(bytes(i), a, m, e, t) for i, a, m, e, t in
+                self.conn.execute(sql, args)]
+
+    def naming(self, request_ids: Iterable[bytes]) -> list[Taking]:
+        """The takings that name any of these requests."""
+        ids = list(request_ids)
+        if not ids:
+            return []
+        found = [bytes(i) for (i,) in self.conn.execute(
+            f"SELECT id FROM takings WHERE request_id IN ({','.join('?' * len(ids))})",
+            ids)]
+        return self.rows(ids=found) if found else []
 
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of the exposure (the merchant books the loss);
