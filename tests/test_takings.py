@@ -7,6 +7,7 @@ payer's payment refused), the exposure against each limit, and a write-off.
 
 from __future__ import annotations
 
+import csv
 import shutil
 import time
 from pathlib import Path
@@ -25,8 +26,10 @@ from tests.clikit import (
 from wallet.address import parse_address, parse_request
 from wallet.floor import HELD, PROVISIONAL, REFUSED
 from wallet.keys import FAST_INSECURE
-from wallet.takings import Request, match
+from wallet.takings import CSV_COLUMNS, Request, match
 from wallet.wallet import Wallet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pay_to_till(payer: Path, till: Path, minor: int) -> None:
@@ -187,3 +190,31 @@ def test_an_unpaid_request_past_its_expiry_reads_expired() -> None:
     assert match(r, [], now=1000) == ("expired", 0)
     never = Request(b"\x02", 500, "", expires=0, made_at=900)
     assert match(never, [], now=10**10) == ("unpaid", 0)
+
+
+def test_the_csv_has_its_documented_columns_and_adds_up_to_the_json(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, till = shop
+    tj(till.path, "till", "limits", "--payment", "30.00")
+    pay_to_till(alice.path, till.path, 1250)
+    pay_to_till(bob.path, till.path, 3100)  # held: over 30.00 a payment
+    out = tmp_path / "takings.csv"
+    doc = tj(till.path, "takings", "--csv", out)
+    assert doc["csv_rows"] == 2
+    with out.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    documented = (ROOT / "docs" / "takings.md").read_text()
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert all(f"| `{c}` |" in documented for c in CSV_COLUMNS), "each column documented"
+    for row, k in zip(rows, doc["takings"], strict=True):
+        assert (row["payment_id"], row["state"], row["decision"]) == (
+            k["id"], k["state"], k["decision"])
+        assert int(row["amount_minor"]) == k["amount_minor"]
+        assert row["amount"] == k["amount"] and row["currency"] == "EUR"
+        assert row["day"] == time.strftime("%Y-%m-%d", time.localtime(k["taken_at"]))
+    by_state: dict[str, int] = {}
+    for row in rows:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + int(row["amount_minor"])
+    assert by_state == {s: v for s, v in doc["totals"].items() if v}
+    (day,) = doc["days"].values()
+    assert day == doc["totals"]

@@ -44,7 +44,7 @@ from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.floor import HELD, PROVISIONAL, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.takings import match
+from wallet.takings import local_day, match, write_csv
 from wallet.wallet import Wallet, error_text, local_minute
 
 
@@ -525,8 +525,18 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
     if a.status:
         rows = [k for k in rows if k.state == a.status]
     totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
+    days: dict[str, dict[str, int]] = {}
     for k in rows:
         totals[k.state] += k.amount
+        day = days.setdefault(local_day(k.taken_at), dict.fromkeys(TAKING_STATES, 0))
+        day[k.state] += k.amount
+    if a.csv:
+        g = w.genesis
+        n = write_csv(Path(a.csv), rows, till=w.device or b"", currency=g.currency,
+                      amount_text=lambda m: format_amount(m, g.decimals))
+        out.put(csv=str(a.csv), csv_rows=n)
+        out.say(f"wrote {_count(n, 'taking')} to {a.csv}")
+    out.put(days=days)
     exposure, limits = w.takings.exposure(), w.till_limits()
     requests = w.takings.requests(since=since, until=until)
     naming = w.takings.naming(r.id for r in requests)
@@ -1025,6 +1035,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", metavar="DATE", help="from this local date (2026-12-01)")
     sp.add_argument("--until", metavar="DATE", help="up to this local date, inclusive")
     sp.add_argument("--status", choices=TAKING_STATES)
+    sp.add_argument("--csv", metavar="FILE",
+                    help="also write the takings as CSV (columns: docs/takings.md)")
     tk = sp.add_subparsers(dest="sub", metavar="SUB")
     add("write-off", cmd_takings_write_off, tk).add_argument("id", metavar="PAYMENT_ID")
     till = sub.add_parser("till", help="this device as a till").add_subparsers(

@@ -11,12 +11,14 @@ in SQL.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-from wallet.encoding import Block, Kind
+from wallet.encoding import Block, Kind, id_text, key_text
 from wallet.errors import WalletError
 from wallet.floor import (
     DISPUTED,
@@ -262,6 +264,39 @@ class Takings:
             raise WalletError("that taking was written off before")
         self.conn.execute("UPDATE takings SET written_off = 1 WHERE id = ?", (payment_id,))
         return k
+
+
+CSV_COLUMNS = ("day", "taken_at", "till", "payment_id", "payer_account", "payer_device",
+               "amount", "amount_minor", "currency", "request_id", "state", "decision",
+               "reason", "status_reason", "written_off")
+"""The takings CSV's columns, in order (documented in ``docs/takings.md``)."""
+
+
+def write_csv(path: Path, rows: list[Taking], *, till: bytes, currency: str,
+              amount_text: Callable[[int], str]) -> int:
+    """Write takings as CSV (``CSV_COLUMNS``), renamed into place whole; the rows
+    written."""
+    import csv
+
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(CSV_COLUMNS)
+        for k in rows:
+            out.writerow([
+                local_day(k.taken_at), time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                     time.localtime(k.taken_at)),
+                key_text(till), id_text(k.id), key_text(k.payer_account),
+                key_text(k.payer_device), amount_text(k.amount), k.amount, currency,
+                k.request_id.hex() if k.request_id else "", k.state, k.decision, k.reason,
+                k.status_reason, int(k.written_off)])
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def local_day(unix: int) -> str:
+    """The local date of a Unix time (``2026-12-08``): takings are reported per day."""
+    return time.strftime("%Y-%m-%d", time.localtime(unix))
 
 
 __all__ = ["DISPUTED", "FINAL", "HELD", "PROVISIONAL", "REFUSED", "Taking", "Takings",
