@@ -398,8 +398,8 @@ def test_the_palette_offers_the_apps_actions(funded) -> None:  # type: ignore[no
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            assert titles[:7] == ["Pay", "Request", "History", "Devices", "Frauds", "Settings",
-                                  "Lock"]
+            assert titles[:8] == ["Pay", "Request", "History", "Devices", "Frauds", "Settings",
+                                  "Takings", "Lock"]
             assert "Add a device" in titles and "Export history to CSV" in titles
             await pilot.press("ctrl+p")
             await pilot.press(*"History", "enter")

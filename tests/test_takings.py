@@ -218,3 +218,65 @@ def test_the_csv_has_its_documented_columns_and_adds_up_to_the_json(
     assert by_state == {s: v for s, v in doc["totals"].items() if v}
     (day,) = doc["days"].values()
     assert day == doc["totals"]
+
+
+def test_till_mode_in_the_app_shows_todays_takings_the_exposure_and_writes_off(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from textual.widgets import DataTable, Label
+
+    from tests.test_app import settle, text
+    from tui.app import TallyApp
+    from tui.screens.modals import ConfirmScreen
+    from tui.screens.takings import TakingsScreen
+    from tui.service import WalletService
+
+    alice, bob, till = shop
+    tj(till.path, "till", "limits", "--payment", "30.00")
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)
+    pay_to_till(alice.path, till.path, 1000)   # provisional, then refused (a fork)
+    pay_to_till(bob.path, till.path, 3100)     # held: over 30.00
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(till.path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("t")
+            screen = app.screen
+            assert isinstance(screen, TakingsScreen)
+            assert "provisional 10.00 EUR" in text(app, "#totals")
+            assert "held 31.00 EUR" in text(app, "#totals")
+            till_gauge = str(screen.query_one("#label-till", Label).render())
+            assert "10.00 EUR of 1000.00 EUR" in till_gauge
+            table = screen.query_one("#takings", DataTable)
+            assert table.row_count == 2
+            w = Wallet.open(clone)
+            try:  # the clone pays the till from the same slot: a fork arrives live
+                to = Wallet.open(till.path)
+                address = to.address()
+                to.close()
+                w.pay(address, 1200, PASSPHRASE)
+                bodies = w.bodies(w.export_ids(address))
+            finally:
+                w.close()
+            app.service.wallet.ingest_bodies(bodies)
+            await settle(pilot, lambda: table.row_count == 3, "the clone's payment")
+            assert "refused" in text(app, "#totals")
+            statuses = [table.get_row_at(i)[3] for i in range(table.row_count)]
+            table.move_cursor(row=statuses.index("held"))
+            await pilot.press("w")
+            await pilot.press("y")
+            await settle(pilot, lambda: "only a refused" in text(app, "#said"), "refused")
+            first_refused = [i for i, s in enumerate(statuses) if s == "refused"]
+            table.move_cursor(row=first_refused[-1])  # the oldest: alice's 10.00
+            await pilot.press("w")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await settle(pilot, lambda: "wrote off 10.00 EUR" in text(app, "#said"),
+                         "written off")
+            till_gauge = str(screen.query_one("#label-till", Label).render())
+            assert "0.00 EUR of 1000.00 EUR" in till_gauge
+        app.service.close()
+
+    asyncio.run(go())

@@ -30,6 +30,7 @@ from tui.screens.home import HomeScreen
 from tui.screens.pay import PayScreen
 from tui.screens.request import RequestScreen
 from tui.screens.settings import SettingsScreen
+from tui.screens.takings import TakingsScreen
 from tui.service import (
     ForkSeen,
     PaymentArrived,
@@ -225,6 +226,8 @@ class TallyApp(App):
         yield SystemCommand("Frauds", "The fraud proofs held", self.action_frauds)
         yield SystemCommand("Settings", "Relays and peers, idle lock time, theme",
                             self.action_settings)
+        yield SystemCommand("Takings", "Till mode: today's takings, exposure, write-off",
+                            self.action_takings)
         yield SystemCommand("Lock", "Lock the keys now (the next signing asks again)",
                             self.service.lock)
         for title, help_text, screen_type, action in self.SCREEN_ACTIONS:
@@ -291,6 +294,10 @@ class TallyApp(App):
     def action_settings(self) -> None:
         """Open the settings."""
         self.push_screen(SettingsScreen())
+
+    def action_takings(self) -> None:
+        """Open the till's takings."""
+        self.push_screen(TakingsScreen())
 
     def _from_service(self, event: ServiceEvent | SyncEvent) -> None:
         """(On any thread) an event of the service: kept, and shown with the others

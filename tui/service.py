@@ -47,6 +47,7 @@ from wallet.ledger import (
 )
 from wallet.settings import Settings
 from wallet.store import HistoryRow
+from wallet.takings import Taking
 from wallet.unlocked import UnlockedKeys
 from wallet.wallet import Wallet, check_memo, local_minute, short_minute
 
@@ -360,6 +361,16 @@ class WalletService:
         if best is None or best[0] < short_by:
             return None
         return best[1], best[2], short_by
+
+    def write_off(self, payment_id: bytes) -> Taking:
+        """Take a refused taking out of this till's exposure."""
+        def do(w: Wallet) -> Taking:
+            with w.store.transaction():
+                return w.takings.write_off(payment_id)
+
+        taking = self._on_wallet_thread(do)
+        self.wallet.refresh()
+        return taking
 
     # -------------------------------------------------------------- settings
     def settings(self) -> Settings:

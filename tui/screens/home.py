@@ -23,6 +23,7 @@ class HomeScreen(Screen):
         Binding("d", "app.devices", "Devices"),
         Binding("f", "app.frauds", "Frauds"),
         Binding("s", "app.settings", "Settings"),
+        Binding("t", "app.takings", "Takings", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
 
