@@ -20,10 +20,12 @@ from tests.clikit import (
     api_network,
     api_wallets,
     check_failed,
+    ok,
     run,
     tj,
 )
 from wallet.address import parse_address, parse_request
+from wallet.encoding import key_text
 from wallet.floor import HELD, PROVISIONAL, REFUSED
 from wallet.keys import FAST_INSECURE
 from wallet.takings import CSV_COLUMNS, Request, match
@@ -280,3 +282,29 @@ def test_till_mode_in_the_app_shows_todays_takings_the_exposure_and_writes_off(
         app.service.close()
 
     asyncio.run(go())
+
+
+def test_sweep_moves_a_tills_final_takings_to_the_merchants_main_device(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _, merchant = shop
+    till = tmp_path / "till2"
+    tw = Wallet.join(till, (tmp_path / "g").read_bytes())
+    mw = Wallet.open(merchant.path)
+    try:
+        request = tw.pair_request(PASSPHRASE, parse_address(merchant.address), label="till",
+                                  limits=FAST_INSECURE)
+        mw.pair_add(request, PASSPHRASE)
+        tw.ingest_bodies(mw.bodies(mw.export_ids(None)))
+    finally:
+        mw.close()
+        tw.close()
+    assert "nothing final to sweep" in ok(till, "sweep")
+    pay_to_till(alice.path, till, 1800)
+    tj(till, "receive")
+    doc = tj(till, "sweep")
+    assert doc["amount_minor"] == 1800 and doc["to"] == key_text(
+        parse_address(merchant.address).device)
+    assert tj(till, "balance")["spendable_minor"] == 0
+    alone = tmp_path / "alone"
+    api_wallets(tmp_path / "g", alone)
+    assert "no other device to sweep to" in check_failed(run(alone, "sweep"))

@@ -710,6 +710,23 @@ def cmd_move(a: argparse.Namespace, out: Out) -> None:
     _unclaimed_note(w, out)
 
 
+def cmd_sweep(a: argparse.Namespace, out: Out) -> None:
+    """Move this till's final takings (its spendable money) to another device of the
+    account (the merchant's main one)."""
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    to = svc.device(a.to) if a.to else None
+    moved = svc.sweep(to)
+    if moved is None:
+        out.put(swept=None, **_money(w, amount=0))
+        out.say("nothing final to sweep: this device's spendable money is 0")
+        return
+    block, st = moved
+    out.put(swept=id_text(block.id), to=key_text(block.to_device),
+            **_money(w, amount=block.amount), **_status_doc(st))
+    out.say(f"swept {_fmt(w, block.amount)} to {short(block.to_device)}…: {st.label}")
+
+
 # ---------------------------------------------------------------- bundles
 FIRST_EXPORT_NOTICE_MIN = 20_000
 """Entries held from which a wallet's first ``bundle export --for`` says it takes long
@@ -1058,6 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("revoke", cmd_devices_revoke, dev)
     sp.add_argument("device")
     sp.add_argument("--to", help="sibling that takes the balance (default: this device)")
+    sp = add("sweep", cmd_sweep)
+    sp.add_argument("--to", metavar="DEVICE",
+                    help="the device that takes the takings (default: the only other one)")
     sp = add("move", cmd_move)
     sp.add_argument("amount")
     sp.add_argument("--to", required=True, metavar="DEVICE")

@@ -304,6 +304,24 @@ class WalletService:
         to = Address.of(w.network, w.account, to_device)
         return self._on_wallet_thread(lambda wt: wt.pay(to, minor, phrase))
 
+    def sweep(self, to_device: bytes | None = None) -> tuple[Block, Status] | None:
+        """Move this till's spendable (final) money to another device of the account:
+        ``to_device``, or the only other one; None when there is nothing to move."""
+        w = self.wallet
+        if to_device is None:
+            others = [k for k, _, _, mine in self.devices() if not mine]
+            if len(others) != 1:
+                raise WalletError(
+                    "say which device takes the takings: --to DEVICE (this account has "
+                    f"{len(others)} other devices)" if others else
+                    "this account has no other device to sweep to")
+            to_device = others[0]
+        assert w.device is not None
+        minor = w.ledger.balance(w.device).spendable
+        if minor <= 0:
+            return None
+        return self.move(self.amount_text(minor), to_device)
+
     def receive(self) -> list[tuple[Block, Status]]:
         """Claim every payment addressed to this device."""
         phrase = self._signing()
