@@ -705,7 +705,7 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     j(b, "bundle import", a_bundle(a, b_addr=bob_addr, path=tmp_path / "2.bundle"))
     assert [k["amount_minor"] for k in j(b, "takings")["takings"]] == [150, 100]
     assert j(b, "till limits", "--payment", "5")["limits"]["payment_minor"] == 500
-    seen |= {"takings write-off", "sweep"}  # need a refused taking, a till: test_takings.py
+    seen |= {"takings write-off", "sweep", "refund"}  # tills' commands: test_takings.py
     doc = j(a, "doctor")
     assert doc["ok"] and doc["differences"] == 0 and doc["entries"] > 0
     j(a, "relays add", "ws://127.0.0.1:9")

@@ -25,7 +25,7 @@ from tests.clikit import (
     tj,
 )
 from wallet.address import parse_address, parse_request
-from wallet.encoding import key_text
+from wallet.encoding import id_from_text, key_text
 from wallet.floor import HELD, PROVISIONAL, REFUSED
 from wallet.keys import FAST_INSECURE
 from wallet.takings import CSV_COLUMNS, Request, match
@@ -308,3 +308,42 @@ def test_sweep_moves_a_tills_final_takings_to_the_merchants_main_device(
     alone = tmp_path / "alone"
     api_wallets(tmp_path / "g", alone)
     assert "no other device to sweep to" in check_failed(run(alone, "sweep"))
+
+
+def test_a_refund_sends_back_part_or_all_of_a_taking_never_more(shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, _, till = shop
+    pay_to_till(alice.path, till.path, 2000)
+    tj(till.path, "receive")
+    pid = tj(till.path, "takings")["takings"][0]["id"]
+    doc = tj(till.path, "refund", pid, "5.00")
+    assert (doc["amount_minor"], doc["left_minor"]) == (500, 1500)
+    assert "of which 15.00 is left to refund; not 16.00" in check_failed(
+        run(till.path, "refund", pid, "16.00"))
+    doc = tj(till.path, "refund", pid)  # all that is left
+    assert (doc["amount_minor"], doc["left_minor"]) == (1500, 0)
+    assert "left to refund" in check_failed(run(till.path, "refund", pid))
+    report = tj(till.path, "takings")
+    assert report["takings"][0]["refunded_minor"] == 2000
+    assert report["refunded"] == 2000 and report["net"] == 0
+    w = Wallet.open(till.path)  # the refunds name the payment on the chain
+    try:
+        refunds = [w.ledger.blocks[i] for i in w.ledger.chain(w.device or b"")
+                   if w.ledger.blocks[i].kind.name == "SEND"]
+        assert [(b.amount, b.request_id) for b in refunds] == [
+            (500, id_from_text(pid)), (1500, id_from_text(pid))]
+        a = Wallet.open(alice.path)
+        try:
+            a.ingest_bodies(w.bodies(w.export_ids(parse_address(alice.address))))
+            a.receive(PASSPHRASE)
+            assert a.ledger.balance(parse_address(alice.address).device).spendable == 10_000
+        finally:
+            a.close()
+    finally:
+        w.close()
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)
+    pay_to_till(alice.path, till.path, 300)
+    pay_to_till(clone, till.path, 400)
+    refused = [k["id"] for k in tj(till.path, "takings")["takings"]
+               if k["state"] == "refused"]
+    assert "nothing to refund" in check_failed(run(till.path, "refund", refused[0]))

@@ -41,7 +41,7 @@ from wallet.encoding import (
     short,
 )
 from wallet.errors import EncodingError, TallyError, WalletError
-from wallet.floor import HELD, PROVISIONAL, TAKING_STATES, Limits
+from wallet.floor import HELD, PROVISIONAL, REFUSED, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
 from wallet.takings import local_day, match, write_csv
@@ -537,6 +537,9 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
         out.put(csv=str(a.csv), csv_rows=n)
         out.say(f"wrote {_count(n, 'taking')} to {a.csv}")
     out.put(days=days)
+    refunded = w.takings.refunds_of(k.id for k in rows)
+    out.put(refunded=sum(refunded.values()),
+            net=sum(v for st, v in totals.items() if st != REFUSED) - sum(refunded.values()))
     exposure, limits = w.takings.exposure(), w.till_limits()
     requests = w.takings.requests(since=since, until=until)
     naming = w.takings.naming(r.id for r in requests)
@@ -551,7 +554,8 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
                       "request_id": k.request_id.hex() if k.request_id else None,
                       "taken_at": k.taken_at, "state": k.state, "decision": k.decision,
                       "reason": k.reason, "status_reason": k.status_reason,
-                      "written_off": k.written_off, **_money(w, amount=k.amount)}
+                      "written_off": k.written_off,
+                      **_money(w, amount=k.amount, refunded=refunded.get(k.id, 0))}
                      for k in rows],
             totals={s: _money(w, amount=v)["amount_minor"] for s, v in totals.items()},
             exposure=_money(w, total=exposure.total),
@@ -590,6 +594,21 @@ def _taking_id(text: str) -> bytes:
     except (EncodingError, ValueError) as exc:
         raise WalletError(f"{text!r} is not a payment id (copy one from `tally takings`)"
                           ) from exc
+
+
+def cmd_refund(a: argparse.Namespace, out: Out) -> None:
+    """Send back all or part of a taking to the device that paid it (also offline: the
+    refund goes out with the next sync or bundle)."""
+    w = Wallet.open(a.home)
+    pid = _taking_id(a.payment_id)
+    amount = parse_amount(a.amount, w.genesis.decimals) if a.amount else None
+    block, st = w.refund(pid, amount, _passphrase())
+    left = w.takings.rows(ids=[pid])[0].amount - w.takings.refunded(pid)
+    out.put(refund=id_text(block.id), payment=id_text(pid), **_money(w, amount=block.amount,
+                                                                      left=left),
+            **_status_doc(st))
+    out.say(f"refunded {_fmt(w, block.amount)} of payment {id_text(pid)[:10]}: {st.label} "
+            f"({_fmt(w, left)} left refundable)")
 
 
 def cmd_till_limits(a: argparse.Namespace, out: Out) -> None:
@@ -1075,6 +1094,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("revoke", cmd_devices_revoke, dev)
     sp.add_argument("device")
     sp.add_argument("--to", help="sibling that takes the balance (default: this device)")
+    sp = add("refund", cmd_refund)
+    sp.add_argument("payment_id", metavar="PAYMENT_ID")
+    sp.add_argument("amount", nargs="?", metavar="AMOUNT",
+                    help="how much to send back (default: all that is left)")
     sp = add("sweep", cmd_sweep)
     sp.add_argument("--to", metavar="DEVICE",
                     help="the device that takes the takings (default: the only other one)")

@@ -47,6 +47,13 @@ CREATE TABLE IF NOT EXISTS takings (
 );
 CREATE INDEX IF NOT EXISTS takings_taken_at ON takings(taken_at);
 CREATE INDEX IF NOT EXISTS takings_request ON takings(request_id);
+CREATE TABLE IF NOT EXISTS refunds (
+    id BLOB PRIMARY KEY,          -- the refund (a send back to the payer)
+    payment_id BLOB NOT NULL,     -- the taking it refunds
+    amount INTEGER NOT NULL,
+    made_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refunds_payment ON refunds(payment_id);
 CREATE TABLE IF NOT EXISTS requests (
     id BLOB PRIMARY KEY,          -- the request id the payment names
     amount INTEGER NOT NULL,      -- minor units
@@ -249,6 +256,30 @@ class Takings:
             f"SELECT id FROM takings WHERE request_id IN ({','.join('?' * len(ids))})",
             ids)]
         return self.rows(ids=found) if found else []
+
+    def record_refund(self, refund_id: bytes, payment_id: bytes, amount: int,
+                      made_at: int) -> None:
+        """(In the refund's transaction) note what a refund sends back."""
+        assert amount > 0, amount
+        self.conn.execute("INSERT INTO refunds(id, payment_id, amount, made_at) "
+                          "VALUES (?, ?, ?, ?)", (refund_id, payment_id, amount, made_at))
+
+    def refunded(self, payment_id: bytes) -> int:
+        """What refunds sent back of one taking, in minor units."""
+        (total,) = self.conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE payment_id = ?",
+            (payment_id,)).fetchone()
+        return int(total)
+
+    def refunds_of(self, payment_ids: Iterable[bytes]) -> dict[bytes, int]:
+        """What refunds sent back, by taking, for those with any."""
+        ids = list(payment_ids)
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            "SELECT payment_id, SUM(amount) FROM refunds WHERE payment_id IN "
+            f"({','.join('?' * len(ids))}) GROUP BY payment_id", ids)
+        return {bytes(p): int(v) for p, v in rows}
 
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of the exposure (the merchant books the loss);

@@ -70,7 +70,7 @@ from wallet.pairing import (
 )
 from wallet.settings import SETTINGS_META, Settings
 from wallet.store import HistoryRow, Store
-from wallet.takings import Takings
+from wallet.takings import DISPUTED, REFUSED, Takings
 from wallet.unlocked import UnlockedKeys
 from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
 
@@ -941,8 +941,10 @@ class Wallet:
         key: SigningKey | str,
         build: Callable[[int, bytes], Block],
         check: Callable[[], object] | None = None,
+        record: Callable[[Block], object] | None = None,
     ) -> tuple[Block, Status]:
-        """Sign this device's next block (``check`` first), under the home's lock."""
+        """Sign this device's next block (``check`` first), under the home's lock;
+        ``record(block)`` writes what goes with it in the same transaction."""
         if isinstance(key, str):
             key = self._device_key(key)
         with self._writing():
@@ -950,7 +952,7 @@ class Wallet:
                 check()
             seq, prev = self._next()
             block = build(seq, prev).signed(key)
-            self.ingest([block])
+            self._ingest([block], before_commit=(lambda: record(block)) if record else None)
             return block, self.ledger.status[block.id]
 
     def pay(
@@ -962,6 +964,8 @@ class Wallet:
         memo: str = "",
         request: PaymentRequest | None = None,
         again: bool = False,
+        refunds: bytes = b"",
+        record: Callable[[Block], object] | None = None,
     ) -> tuple[Block, Status]:
         """Sign a send of ``amount`` minor units, funded by final credits only.
 
@@ -1014,13 +1018,43 @@ class Wallet:
                 Kind.ISSUE if self.ledger.devices[device].issuing else Kind.SEND,
                 self.network, device, seq, prev, to_account=to.account,
                 to_device=to.device, amount=amount,
-                request_id=request.request_id if request else b"", memo=sealed,
+                request_id=request.request_id if request else refunds, memo=sealed,
             ),
             funded,
+            record,
         )
         if memo:
             self.store.put_memo(block.id, memo)
         return block, st
+
+    def refund(self, payment_id: bytes, amount: int | None,
+               passphrase: str) -> tuple[Block, Status]:
+        """Send back all or part of a taking to the device that paid it: a send whose
+        request id is the payment's id (so both sides see what it refunds), recorded
+        with the taking in the same transaction. Never more than the payment, refunds
+        before it counted; never for a refused or disputed taking."""
+        with self._writing():
+            found = self.takings.rows(ids=[payment_id])
+            if not found:
+                raise WalletError("no taking has that id here (`tally takings` lists them)")
+            k = found[0]
+            if k.state in (REFUSED, DISPUTED):
+                raise WalletError(f"that taking is {k.state}: there is nothing to refund "
+                                  "(write it off instead, once refused)")
+            left = k.amount - self.takings.refunded(payment_id)
+            minor = left if amount is None else amount
+            dec = self.genesis.decimals
+            if minor <= 0 or minor > left:
+                raise WalletError(
+                    f"that taking was {format_amount(k.amount, dec)}, of which "
+                    f"{format_amount(left, dec)} is left to refund; not "
+                    f"{format_amount(minor, dec)}")
+            to = Address.of(self.network, k.payer_account, k.payer_device)
+            at = int(time.time())
+            return self.pay(
+                to, minor, passphrase, memo=f"refund of payment {id_text(payment_id)}",
+                refunds=payment_id,
+                record=lambda b: self.takings.record_refund(b.id, payment_id, minor, at))
 
     def paid_for(self, request: PaymentRequest) -> list[Block]:
         """This account's sends that name the request (same payee device and request id)."""
