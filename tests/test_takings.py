@@ -47,6 +47,23 @@ def pay_to_till(payer: Path, till: Path, minor: int) -> None:
         to.close()
 
 
+def pair_device(tmp_path: Path, holder: Path, holder_address: str, label: str) -> Path:
+    """A new device of the account whose key ``holder`` holds, paired and opened (the
+    entries carried by hand); its home."""
+    home = tmp_path / f"paired-{label}"
+    new = Wallet.join(home, (tmp_path / "g").read_bytes())
+    w = Wallet.open(holder)
+    try:
+        request = new.pair_request(PASSPHRASE, parse_address(holder_address), label=label,
+                                   limits=FAST_INSECURE)
+        w.pair_add(request, PASSPHRASE)
+        new.ingest_bodies(w.bodies(w.export_ids(None)))
+    finally:
+        w.close()
+        new.close()
+    return home
+
+
 @pytest.fixture
 def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
@@ -118,14 +135,10 @@ def test_a_cloned_payers_forked_payment_is_refused_and_can_be_written_off(
 
 def test_a_move_between_an_accounts_own_devices_is_no_taking(shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     alice, _, _ = shop
-    laptop = tmp_path / "laptop"
-    lw = Wallet.join(laptop, (tmp_path / "g").read_bytes())
+    laptop = pair_device(tmp_path, alice.path, alice.address, "laptop")
+    lw = Wallet.open(laptop)
     aw = Wallet.open(alice.path)
     try:
-        request = lw.pair_request(PASSPHRASE, parse_address(alice.address), label="laptop",
-                                  limits=FAST_INSECURE)
-        aw.pair_add(request, PASSPHRASE)
-        lw.ingest_bodies(aw.bodies(aw.export_ids(None)))
         aw.pay(lw.address(), 500, PASSPHRASE)  # a move: escrow for the laptop
         lw.ingest_bodies(aw.bodies(aw.export_ids(lw.address())))
         assert lw.ledger.balance(lw.device or b"").moving == 500
@@ -287,17 +300,7 @@ def test_till_mode_in_the_app_shows_todays_takings_the_exposure_and_writes_off(
 def test_sweep_moves_a_tills_final_takings_to_the_merchants_main_device(
         shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     alice, _, merchant = shop
-    till = tmp_path / "till2"
-    tw = Wallet.join(till, (tmp_path / "g").read_bytes())
-    mw = Wallet.open(merchant.path)
-    try:
-        request = tw.pair_request(PASSPHRASE, parse_address(merchant.address), label="till",
-                                  limits=FAST_INSECURE)
-        mw.pair_add(request, PASSPHRASE)
-        tw.ingest_bodies(mw.bodies(mw.export_ids(None)))
-    finally:
-        mw.close()
-        tw.close()
+    till = pair_device(tmp_path, merchant.path, merchant.address, "till")
     assert "nothing final to sweep" in ok(till, "sweep")
     pay_to_till(alice.path, till, 1800)
     tj(till, "receive")

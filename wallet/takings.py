@@ -146,6 +146,19 @@ def match(request: Request, takings: list[Taking], now: float) -> tuple[str, int
     return UNPAID, 0
 
 
+def _span(column: str, since: int | None, until: int | None) -> tuple[list[str], list]:
+    """SQL conditions (and their arguments) keeping ``since <= column < until``."""
+    where: list[str] = ["1"]
+    args: list = []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        args.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        args.append(until)
+    return where, args
+
+
 class Takings:
     """The takings table of one wallet's store."""
 
@@ -158,13 +171,7 @@ class Takings:
     def rows(self, *, since: int | None = None, until: int | None = None,
              ids: Iterable[bytes] | None = None) -> list[Taking]:
         """Takings in the order they arrived, with where each stands now."""
-        where, args = ["1"], []
-        if since is not None:
-            where.append("t.taken_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("t.taken_at < ?")
-            args.append(until)
+        where, args = _span("t.taken_at", since, until)
         if ids is not None:
             wanted = list(ids)
             where.append(f"t.id IN ({','.join('?' * len(wanted))})")
@@ -235,13 +242,7 @@ class Takings:
     def requests(self, *, since: int | None = None,
                  until: int | None = None) -> list[Request]:
         """The requests made in a span, oldest first."""
-        where, args = ["1"], []
-        if since is not None:
-            where.append("made_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("made_at < ?")
-            args.append(until)
+        where, args = _span("made_at", since, until)
         sql = (f"SELECT id, amount, memo, expires, made_at FROM requests "
                f"WHERE {' AND '.join(where)} ORDER BY made_at, rowid")
         return [Request(bytes(i), a, m, e, t) for i, a, m, e, t in
