@@ -350,3 +350,28 @@ def test_a_refund_sends_back_part_or_all_of_a_taking_never_more(shop, tmp_path: 
     refused = [k["id"] for k in tj(till.path, "takings")["takings"]
                if k["state"] == "refused"]
     assert "nothing to refund" in check_failed(run(till.path, "refund", refused[0]))
+
+
+def test_reports_over_more_ids_than_sqlite_binds_at_once() -> None:
+    import sqlite3
+
+    from wallet.takings import SCHEMA, SQL_IDS_MAX, Takings
+
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA + "CREATE TABLE entries (id BLOB PRIMARY KEY, state INTEGER,"
+                                " reason TEXT, final INTEGER);")
+    n = 2 * SQL_IDS_MAX + 7
+    for i in range(n):
+        pid, rid = i.to_bytes(32, "big"), i.to_bytes(8, "big")
+        conn.execute("INSERT INTO takings VALUES (?, ?, ?, 100, ?, ?, 'provisional', '', 0)",
+                     (pid, b"d", b"a", rid, 1000 + i))
+        conn.execute("INSERT INTO requests VALUES (?, 100, '', 0, ?)", (rid, 1000 + i))
+        conn.execute("INSERT INTO entries VALUES (?, 1, '', 1)", (pid,))
+    conn.execute("INSERT INTO refunds VALUES (?, ?, 40, 2000)", (b"r", (5).to_bytes(32, "big")))
+    t = Takings(conn, witnessed=True, settle_period_s=60)
+    every = t.rows()
+    assert len(every) == n and all(k.state == "final" for k in every)
+    assert len(t.rows(ids=[k.id for k in every])) == n
+    assert len(t.naming(r.id for r in t.requests())) == n
+    assert t.refunds_of(k.id for k in every) == {(5).to_bytes(32, "big"): 40}
+    assert t.exposure().total == 0, "final takings are not at risk"

@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 """
 
+SQL_IDS_MAX = 500
+"""Ids bound in one SQL statement at most (SQLite limits a statement's parameters)."""
+
 PAID = "paid"
 UNDERPAID = "underpaid"
 OVERPAID = "overpaid"
@@ -174,6 +177,10 @@ class Takings:
         where, args = _span("t.taken_at", since, until)
         if ids is not None:
             wanted = list(ids)
+            if len(wanted) > SQL_IDS_MAX:  # SQLite bounds a statement's parameters
+                return [k for i in range(0, len(wanted), SQL_IDS_MAX)
+                        for k in self.rows(since=since, until=until,
+                                           ids=wanted[i:i + SQL_IDS_MAX])]
             where.append(f"t.id IN ({','.join('?' * len(wanted))})")
             args += wanted
         sql = ("SELECT t.id, t.payer_device, t.payer_account, t.amount, t.request_id, "
@@ -251,11 +258,12 @@ class Takings:
     def naming(self, request_ids: Iterable[bytes]) -> list[Taking]:
         """The takings that name any of these requests."""
         ids = list(request_ids)
-        if not ids:
-            return []
-        found = [bytes(i) for (i,) in self.conn.execute(
-            f"SELECT id FROM takings WHERE request_id IN ({','.join('?' * len(ids))})",
-            ids)]
+        found: list[bytes] = []
+        for i in range(0, len(ids), SQL_IDS_MAX):
+            chunk = ids[i:i + SQL_IDS_MAX]
+            found += [bytes(t) for (t,) in self.conn.execute(
+                f"SELECT id FROM takings WHERE request_id IN ({','.join('?' * len(chunk))})",
+                chunk)]
         return self.rows(ids=found) if found else []
 
     def record_refund(self, refund_id: bytes, payment_id: bytes, amount: int,
@@ -273,14 +281,12 @@ class Takings:
         return int(total)
 
     def refunds_of(self, payment_ids: Iterable[bytes]) -> dict[bytes, int]:
-        """What refunds sent back, by taking, for those with any."""
-        ids = list(payment_ids)
-        if not ids:
-            return {}
+        """What refunds sent back, by taking, for those of ``payment_ids`` with any
+        (refunds are few: all are read, grouped, whatever the number of takings)."""
+        wanted = set(payment_ids)
         rows = self.conn.execute(
-            "SELECT payment_id, SUM(amount) FROM refunds WHERE payment_id IN "
-            f"({','.join('?' * len(ids))}) GROUP BY payment_id", ids)
-        return {bytes(p): int(v) for p, v in rows}
+            "SELECT payment_id, SUM(amount) FROM refunds GROUP BY payment_id")
+        return {bytes(p): int(v) for p, v in rows if bytes(p) in wanted}
 
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of the exposure (the merchant books the loss);
