@@ -363,7 +363,7 @@ def test_reports_over_more_ids_than_sqlite_binds_at_once() -> None:
     n = 2 * SQL_IDS_MAX + 7
     for i in range(n):
         pid, rid = i.to_bytes(32, "big"), i.to_bytes(8, "big")
-        conn.execute("INSERT INTO takings VALUES (?, ?, ?, 100, ?, ?, 'provisional', '', 0)",
+        conn.execute("INSERT INTO takings VALUES (?, ?, ?, 100, ?, ?, 'provisional', '', 0, 0)",
                      (pid, b"d", b"a", rid, 1000 + i))
         conn.execute("INSERT INTO requests VALUES (?, 100, '', 0, ?)", (rid, 1000 + i))
         conn.execute("INSERT INTO entries VALUES (?, 1, '', 1)", (pid,))

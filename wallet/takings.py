@@ -43,9 +43,11 @@ CREATE TABLE IF NOT EXISTS takings (
     taken_at INTEGER NOT NULL,    -- Unix time it arrived here
     decision TEXT NOT NULL,       -- provisional or held
     reason TEXT NOT NULL,         -- the decision in numbers
-    written_off INTEGER NOT NULL DEFAULT 0
+    written_off INTEGER NOT NULL DEFAULT 0,
+    open INTEGER NOT NULL DEFAULT 0  -- 1 while at risk: provisional, not final, not written off
 );
 CREATE INDEX IF NOT EXISTS takings_taken_at ON takings(taken_at);
+CREATE INDEX IF NOT EXISTS takings_open ON takings(payer_account) WHERE open = 1;
 CREATE INDEX IF NOT EXISTS takings_request ON takings(request_id);
 CREATE TABLE IF NOT EXISTS refunds (
     id BLOB PRIMARY KEY,          -- the refund (a send back to the payer)
@@ -171,6 +173,10 @@ class Takings:
         self.witnessed = witnessed
         self.settle_period_s = settle_period_s  # the table is made with the store's
 
+    def any(self) -> bool:
+        """True once this device has taken any payment (it is a till)."""
+        return self.conn.execute("SELECT 1 FROM takings LIMIT 1").fetchone() is not None
+
     def rows(self, *, since: int | None = None, until: int | None = None,
              ids: Iterable[bytes] | None = None) -> list[Taking]:
         """Takings in the order they arrived, with where each stands now."""
@@ -197,45 +203,52 @@ class Takings:
     def exposure(self, now: float | None = None) -> Exposure:
         """What the till has at risk: takings taken provisionally that are not final
         and not written off (provisional, disputed or refused); with no witnesses,
-        refused ones and those younger than the settle period. One query over the
-        takings not written off, grouped by payer account."""
+        refused ones and those younger than the settle period. Read from the takings
+        kept ``open`` (``settle``), so it costs what is at risk, not the month."""
         t = time.time() if now is None else now
-        if self.witnessed:
-            open_ = f"NOT (e.state = {_VALID} AND e.final = 1)"
-        else:
-            young = int(t - self.settle_period_s)
-            open_ = (f"(e.state IN ({_INVALID}, {_CONFLICTED}) OR t.taken_at > {young})")
+        young = "1" if self.witnessed else (
+            f"(e.state IN ({_INVALID}, {_CONFLICTED}) "
+            f"OR t.taken_at > {int(t - self.settle_period_s)})")
         sql = ("SELECT t.payer_account, SUM(t.amount) FROM takings t "
                "LEFT JOIN entries e ON e.id = t.id "
-               f"WHERE t.decision = '{PROVISIONAL}' AND t.written_off = 0 AND {open_} "
-               "GROUP BY t.payer_account")
+               f"WHERE t.open = 1 AND {young} GROUP BY t.payer_account")
         out = Exposure()
         for account, total in self.conn.execute(sql):
             out.add(bytes(account), total)
         return out
 
-    def decide_new(self, payments: list[tuple[Block, bytes, bool]], limits: Limits,
+    def settle(self, finals: list[tuple[bytes, bool]]) -> None:
+        """(In the ingest's transaction) takings whose payment's status changed: kept
+        open while taken provisionally, not final and not written off; ``finals`` pairs
+        each payment id with whether it is final now."""
+        self.conn.executemany(
+            f"UPDATE takings SET open = (decision = '{PROVISIONAL}' AND written_off = 0 "
+            "AND NOT ?) WHERE id = ?", [(int(final), pid) for pid, final in finals])
+
+    def decide_new(self, payments: list[tuple[Block, bytes, bool, bool]], limits: Limits,
                    money: Callable[[int], str], name: Callable[[bytes], str],
                    now: float | None = None) -> list[tuple[Block, Decision]]:
         """Decide, in the caller's transaction, on payments new here: (the send, its
-        payer's account, whether it is valid here). Each is decided against the
-        exposure of those before it, this batch's included."""
+        payer's account, whether it is valid here, whether it is final already). Each
+        is decided against the exposure of those before it, this batch's included (a
+        payment final on arrival puts nothing at risk)."""
         if not payments:
             return []
         at = int(time.time() if now is None else now)
         exposure = self.exposure(at)
         out = []
-        for block, account, valid in payments:
+        for block, account, valid, final in payments:
             assert block.kind == Kind.SEND, block.kind
             d = decide(block.amount, account, valid_here=valid, exposure=exposure,
                        limits=limits, money=money, name=name)
-            if d.provisional:
+            if d.provisional and not final:
                 exposure.add(account, block.amount)
             self.conn.execute(
                 "INSERT OR IGNORE INTO takings(id, payer_device, payer_account, amount, "
-                "request_id, taken_at, decision, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "request_id, taken_at, decision, reason, open) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (block.id, block.device, account, block.amount, block.request_id or None,
-                 at, d.state, d.reason))
+                 at, d.state, d.reason, int(d.provisional and not final)))
             out.append((block, d))
         return out
 
@@ -300,7 +313,8 @@ class Takings:
                               f"{k.state}")
         if k.written_off:
             raise WalletError("that taking was written off before")
-        self.conn.execute("UPDATE takings SET written_off = 1 WHERE id = ?", (payment_id,))
+        self.conn.execute("UPDATE takings SET written_off = 1, open = 0 WHERE id = ?",
+                          (payment_id,))
         return k
 
 

@@ -847,8 +847,14 @@ class Wallet:
             return
         led = self.ledger
         new = []
+        changed: dict[bytes, bool] = {}  # payments to this device whose status moved
+        is_till = self.takings.any()
         for ch in changes:
-            if ch.old is not None or ch.kind != Kind.SEND:
+            if ch.kind != Kind.SEND:
+                continue
+            if ch.old is not None:
+                if is_till:  # (a wallet that never took a payment has nothing to settle)
+                    changed[ch.block_id] = ch.new.shown_final
                 continue
             b = led.blocks.get(ch.block_id)
             if b is None or b.to_device != me:
@@ -857,7 +863,10 @@ class Wallet:
             if payer is None or payer == account:
                 continue  # a move between this account's own devices is no taking
             st = led.status.get(b.id)  # as the whole batch leaves it, not as first seen
-            new.append((b, payer, st is not None and st.state == VALID))
+            new.append((b, payer, st is not None and st.state == VALID,
+                        st is not None and st.shown_final))
+        if changed:  # ids that are no taking here match no row
+            self.takings.settle(list(changed.items()))
         if new:
             g = self.genesis
             self.takings.decide_new(
