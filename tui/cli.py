@@ -58,6 +58,10 @@ def default_home() -> Path:
     return Path(user_data_dir("tally", "tallystick"))
 
 
+BIG_JSON_ROWS = 1000
+"""Rows in a ``--json`` document over which it is printed compact, not indented."""
+
+
 class Out:
     """Prints for people, or collects one JSON document for scripts."""
 
@@ -77,7 +81,11 @@ class Out:
     def finish(self) -> None:
         """Print the JSON document, if --json."""
         if self.as_json:
-            print(json.dumps(self.doc, indent=2, sort_keys=True))
+            # Indented for people reading a small document; a big one (a month of
+            # takings) compact, through the C encoder: the indenting one is 10x slower.
+            big = sum(len(v) for v in self.doc.values() if isinstance(v, list)) > BIG_JSON_ROWS
+            print(json.dumps(self.doc) if big else
+                  json.dumps(self.doc, indent=2, sort_keys=True))
 
 
 def _status_doc(st: Status | None) -> dict[str, Any]:
@@ -526,9 +534,14 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
         rows = [k for k in rows if k.state == a.status]
     totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
     days: dict[str, dict[str, int]] = {}
+    day_of: dict[int, str] = {}
     for k in rows:
         totals[k.state] += k.amount
-        day = days.setdefault(local_day(k.taken_at), dict.fromkeys(TAKING_STATES, 0))
+        minute = k.taken_at // 60  # one local-time lookup a minute, not a row
+        when = day_of.get(minute)
+        if when is None:
+            when = day_of[minute] = local_day(k.taken_at)
+        day = days.setdefault(when, dict.fromkeys(TAKING_STATES, 0))
         day[k.state] += k.amount
     if a.csv:
         g = w.genesis
@@ -549,19 +562,21 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
                        "expires": r.expires or None, "match": word,
                        **_money(w, amount=r.amount, paid=paid)}
                       for r, word, paid in matched])
-    out.put(takings=[{"id": id_text(k.id), "payer_device": key_text(k.payer_device),
+    dec = w.genesis.decimals  # (a month is 100,000 rows: each built directly)
+    out.put(currency=w.genesis.currency,
+            takings=[{"id": id_text(k.id), "payer_device": key_text(k.payer_device),
                       "payer_account": key_text(k.payer_account),
                       "request_id": k.request_id.hex() if k.request_id else None,
                       "taken_at": k.taken_at, "state": k.state, "decision": k.decision,
                       "reason": k.reason, "status_reason": k.status_reason,
-                      "written_off": k.written_off,
-                      **_money(w, amount=k.amount, refunded=refunded.get(k.id, 0))}
+                      "written_off": k.written_off, "amount": format_amount(k.amount, dec),
+                      "amount_minor": k.amount, "refunded_minor": refunded.get(k.id, 0)}
                      for k in rows],
             totals={s: _money(w, amount=v)["amount_minor"] for s, v in totals.items()},
             exposure=_money(w, total=exposure.total),
             limits=_money(w, payment=limits.payment, account=limits.account,
                           till=limits.till))
-    for k in rows:
+    for k in [] if out.as_json else rows:  # (lines for people only)
         why = k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason
         out.say(f"{local_minute(k.taken_at)}  {_fmt(w, k.amount):>14}  from "
                 f"{short(k.payer_account)}…  {k.state:<11} {id_text(k.id)[:10]}  {why}")

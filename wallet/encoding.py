@@ -17,6 +17,7 @@ BLAKE2b-256 of those bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ ZERO_ID = bytes(ID_BYTES)
 AMOUNT_MAX = 2**63 - 1
 LABEL_BYTES_MAX = 64
 REQUEST_ID_BYTES_MAX = 32
+KEY_TEXTS_CACHED = 4096
+"""Key texts kept by ``key_text`` (the most recently used)."""
 MEMO_BYTES_MAX = 512
 ENTRY_BYTES_MAX = 1024
 WITNESSES_MAX = 64
@@ -84,8 +87,10 @@ def id_from_text(text: str) -> bytes:
     return raw
 
 
+@functools.lru_cache(maxsize=KEY_TEXTS_CACHED)
 def key_text(key: bytes) -> str:
-    """A public key as text: lowercase unpadded base32, 52 characters."""
+    """A public key as text: lowercase unpadded base32, 52 characters (cached: a report
+    names the same few devices again and again, and base32 is slow in Python)."""
     return base64.b32encode(key).decode().rstrip("=").lower()
 
 
