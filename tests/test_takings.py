@@ -375,3 +375,46 @@ def test_reports_over_more_ids_than_sqlite_binds_at_once() -> None:
     assert len(t.naming(r.id for r in t.requests())) == n
     assert t.refunds_of(k.id for k in every) == {(5).to_bytes(32, "big"): 40}
     assert t.exposure().total == 0, "final takings are not at risk"
+
+
+def test_a_provisional_taking_leaves_the_exposure_when_a_late_vote_makes_it_final(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nacl.signing import SigningKey
+
+    from wallet.encoding import Genesis, Policy, Vote
+
+    monkeypatch.setenv("TALLY_PASSPHRASE", PASSPHRASE)
+    witness, issuer = SigningKey.generate(), SigningKey.generate()
+    genesis = Genesis("late", "EUR", 2, bytes(issuer.verify_key),
+                      (bytes(witness.verify_key),), 1,
+                      Policy(5000, 10000, 100000, 3600)).signed(issuer)
+
+    def vote(block_id: bytes, w: Wallet) -> bytes:
+        b = w.ledger.blocks[block_id]
+        body = Vote(genesis.network_id, b.device, b.seq, b.id,
+                    bytes(witness.verify_key)).body()
+        return body + witness.sign(body).signature
+
+    mint = Wallet.create_network(tmp_path / "mint", genesis, issuer, PASSPHRASE,
+                                 limits=FAST_INSECURE)
+    alice, till = (Wallet.join(tmp_path / n, genesis.raw) for n in ("alice", "till"))
+    try:
+        for w in (alice, till):
+            w.init(PASSPHRASE, limits=FAST_INSECURE)
+        issue, _ = mint.pay(alice.address(), 10_000, PASSPHRASE)
+        alice.ingest_bodies(mint.bodies(mint.export_ids(alice.address())))
+        alice.ingest_bodies([vote(issue.id, alice)])
+        ((claim, _),) = alice.receive(PASSPHRASE)
+        alice.ingest_bodies([vote(claim.id, alice)])
+        paid, _ = alice.pay(till.address(), 2000, PASSPHRASE)
+        till.ingest_bodies(alice.bodies(alice.export_ids(till.address())))
+        (k,) = till.takings.rows()
+        assert (k.decision, k.state) == (PROVISIONAL, PROVISIONAL)
+        assert till.takings.exposure().total == 2000, "at risk until final"
+        till.ingest_bodies([vote(paid.id, till)])  # the witness votes it, later
+        (k,) = till.takings.rows()
+        assert k.state == "final" and not k.exposed
+        assert till.takings.exposure().total == 0, "final: nothing at risk"
+    finally:
+        for w in (mint, alice, till):
+            w.close()
