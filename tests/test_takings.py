@@ -8,6 +8,7 @@ payer's payment refused), the exposure against each limit, and a write-off.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import time
 from pathlib import Path
@@ -418,3 +419,18 @@ def test_a_provisional_taking_leaves_the_exposure_when_a_late_vote_makes_it_fina
     finally:
         for w in (mint, alice, till):
             w.close()
+
+
+def test_the_payer_is_told_before_signing_that_the_till_will_hold_a_payment(shop) -> None:  # type: ignore[no-untyped-def]
+    alice, _, till = shop
+    tj(till.path, "till", "limits", "--payment", "10.00")
+    uri = tj(till.path, "request", "12.00", "--id", "b1")["request"]
+    p = run(alice.path, "pay", uri, "--yes", "--json")
+    assert p.returncode == 0, p.stderr
+    assert ("note: the till will hold this payment until it is final: 12.00 EUR is over "
+            "its floor per payment 10.00 EUR") in p.stderr
+    assert json.loads(p.stdout)["till_holds"].startswith("the till will hold")
+    small = run(alice.path, "pay", till.address, "9.00", "--yes", "--json")
+    assert json.loads(small.stdout)["till_holds"] is None and "will hold" not in small.stderr
+    big = run(alice.path, "pay", till.address, "51.00", "--yes", "--json")  # the network's
+    assert "over its floor per payment 50.00 EUR" in big.stderr

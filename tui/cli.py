@@ -353,8 +353,11 @@ def cmd_pay(a: argparse.Namespace, out: Out) -> None:
     to, amount, req = payee.address, payee.amount, payee.request
     w.check_address(to)
     _confirm_unknown_payee(w, to, a.yes)
+    held = svc.hold_warning(payee)
+    if held:
+        print(f"tally: note: {held}", file=sys.stderr)
     block, st = svc.pay(payee, memo=a.memo, again=a.again)
-    out.put(id=id_text(block.id), seq=block.seq, **_money(w, amount=amount),
+    out.put(till_holds=held, id=id_text(block.id), seq=block.seq, **_money(w, amount=amount),
             to=to.text(), to_device=key_text(to.device), to_account=key_text(to.account),
             request_id=req.request_id.hex() if req else None, **_status_doc(st))
     out.say(f"paid {_fmt(w, amount)} to {short(to.device)}…: {st.label} (id {id_text(block.id)})")

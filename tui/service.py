@@ -266,6 +266,20 @@ class WalletService:
         g = self.wallet.genesis
         return f"{format_amount(minor, g.decimals)} {g.currency}"
 
+    def hold_warning(self, payee: Payee) -> str | None:
+        """When the payee's till will hold this payment rather than take it offline
+        (over its floor per payment, from the request or else the network's policy),
+        what to tell the payer before signing; else None. (The till's exposure to this
+        account and in all is not known here.)"""
+        req = payee.request
+        floor = (req.floor_payment if req is not None and req.floor_payment
+                 else self.wallet.genesis.policy.floor_payment)
+        if payee.amount <= floor:
+            return None
+        return (f"the till will hold this payment until it is final: "
+                f"{self.money(payee.amount)} is over its floor per payment "
+                f"{self.money(floor)}")
+
     def pay(self, payee: Payee, *, memo: str | None = None,
             again: bool = False) -> tuple[Block, Status]:
         """Sign the payment (with the unlocked keys); its block and status."""

@@ -134,6 +134,9 @@ class PayScreen(Screen):
         lines = [f"Pay [b]{svc.money(payee.amount)}[/b] to {short(payee.address.device)}…?"]
         if memo:
             lines.append(f"memo: {memo}")
+        held = svc.hold_warning(payee)
+        if held:
+            lines.append(f"[b]{held}[/b]")
         req = payee.request
         if req is not None and (req.floor_payment or req.floor_account or req.floor_till):
             lines.append("the till takes it offline within its limits: "
