@@ -434,3 +434,22 @@ def test_the_payer_is_told_before_signing_that_the_till_will_hold_a_payment(shop
     assert json.loads(small.stdout)["till_holds"] is None and "will hold" not in small.stderr
     big = run(alice.path, "pay", till.address, "51.00", "--yes", "--json")  # the network's
     assert "over its floor per payment 50.00 EUR" in big.stderr
+
+
+def test_a_report_tells_what_changed_since_the_last_one(shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, till = shop
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)
+    pay_to_till(alice.path, till.path, 1000)
+    first = tj(till.path, "takings")["changed"]
+    assert [(c["was"], c["now"]) for c in first] == [(None, PROVISIONAL)], "new"
+    assert tj(till.path, "takings")["changed"] == [], "nothing moved since"
+    pay_to_till(bob.path, till.path, 500)
+    pay_to_till(clone, till.path, 700)  # forks alice's: refused
+    doc = tj(till.path, "takings")
+    amount = {k["id"]: k["amount_minor"] for k in doc["takings"]}
+    assert sorted((amount[c["id"]], c["was"], c["now"]) for c in doc["changed"]) == [
+        (500, None, PROVISIONAL), (700, None, REFUSED), (1000, PROVISIONAL, REFUSED)]
+    moved = tj(till.path, "takings", "--status", "refused")
+    assert "changed" not in moved, "a status picked out is no report"
+    assert tj(till.path, "takings")["changed"] == []

@@ -553,6 +553,13 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
         out.put(csv=str(a.csv), csv_rows=n)
         out.say(f"wrote {_count(n, 'taking')} to {a.csv}")
     out.put(days=days)
+    if not a.status:  # a whole report (a status picked out is no report of the day)
+        changed = w.takings.changed_since_report(rows)
+        out.put(changed=[{"id": id_text(k.id), "was": was, "now": k.state}
+                         for k, was in changed])
+        for k, was in [] if out.as_json else changed:
+            out.say(f"since the last report: {id_text(k.id)[:10]} {_fmt(w, k.amount)} "
+                    f"{was or 'new'} -> {k.state}")
     refunded = w.takings.refunds_of(k.id for k in rows)
     out.put(refunded=sum(refunded.values()),
             net=sum(v for st, v in totals.items() if st != REFUSED) - sum(refunded.values()))

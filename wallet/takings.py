@@ -33,6 +33,7 @@ from wallet.floor import (
     decide,
 )
 from wallet.ledger import R_DISPUTED, STATE_CODES, VALID
+from wallet.ledger_tables import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS takings (
@@ -57,6 +58,10 @@ CREATE TABLE IF NOT EXISTS refunds (
     made_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS refunds_payment ON refunds(payment_id);
+CREATE TABLE IF NOT EXISTS reported (
+    id BLOB PRIMARY KEY,          -- a taking not final when last reported
+    state TEXT NOT NULL           -- where it stood then
+);
 CREATE TABLE IF NOT EXISTS requests (
     id BLOB PRIMARY KEY,          -- the request id the payment names
     amount INTEGER NOT NULL,      -- minor units
@@ -66,6 +71,8 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 """
 
+REPORTED_UPTO_META = "takings.reported_upto"
+"""The last arrival a report showed: takings after it are new to the next report."""
 SQL_IDS_MAX = 500
 """Ids bound in one SQL statement at most (SQLite limits a statement's parameters)."""
 
@@ -115,6 +122,8 @@ class Taking(NamedTuple):
     state: str
     status_reason: str
     """The payment's own status reason (``lost``, ``disputed``, ``overspend``…)."""
+    arrival: int = 0
+    """Its place in the order takings arrived here (1, 2, …)."""
 
     @property
     def exposed(self) -> bool:
@@ -192,13 +201,14 @@ class Takings:
             where.append(f"t.id IN ({','.join('?' * len(wanted))})")
             args += wanted
         sql = ("SELECT t.id, t.payer_device, t.payer_account, t.amount, t.request_id, "
-               "t.taken_at, t.decision, t.reason, t.written_off, e.state, e.reason, e.final "
+               "t.taken_at, t.decision, t.reason, t.written_off, e.state, e.reason, e.final, "
+               "t.rowid "
                "FROM takings t LEFT JOIN entries e ON e.id = t.id "
                f"WHERE {' AND '.join(where)} ORDER BY t.rowid")  # as they arrived
         witnessed = self.witnessed  # (sqlite3 gives BLOBs as bytes already)
         return [Taking(i, pd, pa, amt, rq, at, dec, why, bool(off),
-                       taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "")
-                for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin
+                       taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "", n)
+                for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin, n
                 in self.conn.execute(sql, args)]
 
     def exposure(self, now: float | None = None) -> Exposure:
@@ -301,6 +311,34 @@ class Takings:
         rows = self.conn.execute(
             "SELECT payment_id, SUM(amount) FROM refunds GROUP BY payment_id")
         return {bytes(p): int(v) for p, v in rows if bytes(p) in wanted}
+
+    def changed_since_report(self, rows: list[Taking]) -> list[tuple[Taking, str | None]]:
+        """Of these takings, those that are new or stand elsewhere than at the last
+        report, each with where it stood then (None: new since); then these rows become
+        the last report. Only takings not final are remembered (a final one stays so but
+        for a witness-equivocation proof), so this costs what is still moving."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                (REPORTED_UPTO_META,)).fetchone()
+        upto = int(row[0]) if row is not None else 0  # the last arrival reported
+        before = dict(self.conn.execute("SELECT id, state FROM reported"))
+        out: list[tuple[Taking, str | None]] = []
+        for k in rows:
+            was = before.get(k.id)
+            if was is None and k.arrival <= upto:
+                was = FINAL  # not remembered: it was final then
+            if was != k.state:
+                out.append((k, was))
+        with transaction(self.conn):
+            shown = {k.id for k in rows}
+            self.conn.executemany("DELETE FROM reported WHERE id = ?",
+                                  [(i,) for i in before if i in shown])
+            self.conn.executemany("INSERT INTO reported(id, state) VALUES (?, ?)",
+                                  [(k.id, k.state) for k in rows if k.state != FINAL])
+            self.conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = excluded.value",
+                (REPORTED_UPTO_META, str(max([upto, *(k.arrival for k in rows)]))))
+        return out
 
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of the exposure (the merchant books the loss);
