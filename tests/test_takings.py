@@ -453,3 +453,12 @@ def test_a_report_tells_what_changed_since_the_last_one(shop, tmp_path: Path) ->
     moved = tj(till.path, "takings", "--status", "refused")
     assert "changed" not in moved, "a status picked out is no report"
     assert tj(till.path, "takings")["changed"] == []
+
+
+def test_a_payment_id_that_starts_with_a_dash_is_taken_as_an_id(shop) -> None:  # type: ignore[no-untyped-def]
+    _, _, till = shop
+    dashed = "-" + "A" * 42  # base64url: ids may start with "-"
+    said = check_failed(run(till.path, "takings", "write-off", dashed))
+    assert "no taking has that id here" in said, said  # parsed as an id, not an option
+    said = check_failed(run(till.path, "refund", dashed, "1.00"))
+    assert "no taking has that id here" in said, said

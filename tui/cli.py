@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -612,10 +613,15 @@ def cmd_takings_write_off(a: argparse.Namespace, out: Out) -> None:
             "counts in this till's exposure")
 
 
+ID_ARG_PREFIX = "id:"
+"""Marks an entry id on the command line (``main`` adds it to one that starts with -)."""
+DASHED_ENTRY_ID = re.compile(r"^-[A-Za-z0-9_-]{42}$")
+
+
 def _taking_id(text: str) -> bytes:
     """A payment id as ``tally takings`` prints it."""
     try:
-        return id_from_text(text.strip())
+        return id_from_text(text.strip().removeprefix(ID_ARG_PREFIX))
     except (EncodingError, ValueError) as exc:
         raise WalletError(f"{text!r} is not a payment id (copy one from `tally takings`)"
                           ) from exc
@@ -1162,7 +1168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tally``."""
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    # An entry id may start with "-" (base64url): argparse would take it for an option.
+    args = build_parser().parse_args(
+        [ID_ARG_PREFIX + x if DASHED_ENTRY_ID.match(x) else x for x in given])
     if not hasattr(args, "home"):
         args.home = default_home()
     as_json = getattr(args, "json", False)
