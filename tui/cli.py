@@ -583,7 +583,7 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
                       "written_off": k.written_off, "amount": format_amount(k.amount, dec),
                       "amount_minor": k.amount, "refunded_minor": refunded.get(k.id, 0)}
                      for k in rows],
-            totals={s: _money(w, amount=v)["amount_minor"] for s, v in totals.items()},
+            totals=dict(totals),  # minor units per state
             exposure=_money(w, total=exposure.total),
             limits=_money(w, payment=limits.payment, account=limits.account,
                           till=limits.till))
