@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 
 from tui.service import WalletService
 from wallet import keys as keyfiles
+from wallet import reconcile
 from wallet.address import (
     Address,
     parse_address,
@@ -45,7 +46,7 @@ from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.floor import HELD, PROVISIONAL, REFUSED, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.takings import local_day, match, write_csv
+from wallet.takings import local_day, write_csv
 from wallet.wallet import Wallet, error_text, local_minute
 
 
@@ -528,78 +529,138 @@ def _day_start(text: str, flag: str) -> int:
 
 
 def cmd_takings(a: argparse.Namespace, out: Out) -> None:
-    """This till's takings: each payment with its decision and where it stands now,
-    totals per status, and the exposure against each floor limit (DESIGN §5)."""
-    w = Wallet.open(a.home)
+    """Takings per till and per day: each payment with its decision and where it stands
+    now, totals per status, refunds netted, requests matched, the evidence for each
+    refused one, and the exposure against each floor limit (DESIGN §5)."""
+    svc = WalletService.open(a.home)
+    w = svc.wallet
     since = _day_start(a.since, "--since") if a.since else None
     until = _day_start(a.until, "--until") + 86400 if a.until else None
-    rows = w.takings.rows(since=since, until=until)
-    if a.status:
-        rows = [k for k in rows if k.state == a.status]
-    totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
-    days: dict[str, dict[str, int]] = {}
-    day_of: dict[int, str] = {}
-    for k in rows:
-        totals[k.state] += k.amount
-        minute = k.taken_at // 60  # one local-time lookup a minute, not a row
-        when = day_of.get(minute)
-        if when is None:
-            when = day_of[minute] = local_day(k.taken_at)
-        day = days.setdefault(when, dict.fromkeys(TAKING_STATES, 0))
-        day[k.state] += k.amount
+    till = (reconcile.ALL_TILLS if a.till == "all" else svc.device(a.till) if a.till
+            else None)
+    rep = reconcile.build(w, since=since, until=until, till=till, status=a.status,
+                          remember=True)
+    rows = rep.rows
     if a.csv:
         g = w.genesis
-        n = write_csv(Path(a.csv), rows, till=w.device or b"", currency=g.currency,
-                      amount_text=lambda m: format_amount(m, g.decimals))
+        n = write_csv(Path(a.csv), rows, currency=g.currency,
+                      amount_text=lambda m: format_amount(m, g.decimals),
+                      evidence={i: e.text() for i, e in rep.evidence.items()})
         out.put(csv=str(a.csv), csv_rows=n)
         out.say(f"wrote {_count(n, 'taking')} to {a.csv}")
-    out.put(days=days)
+    totals = rep.totals
+    out.put(days=_merged_days(rep))
     if not a.status:  # a whole report (a status picked out is no report of the day)
-        changed = w.takings.changed_since_report(rows)
-        out.put(changed=[{"id": id_text(k.id), "was": was, "now": k.state}
-                         for k, was in changed])
-        for k, was in [] if out.as_json else changed:
+        out.put(changed=[{"id": id_text(k.id), "till": key_text(k.till), "was": was,
+                          "now": k.state} for k, was in rep.changed])
+        for k, was in [] if out.as_json else rep.changed:
             out.say(f"since the last report: {id_text(k.id)[:10]} {_fmt(w, k.amount)} "
                     f"{was or 'new'} -> {k.state}")
-    refunded = w.takings.refunds_of(k.id for k in rows)
-    out.put(refunded=sum(refunded.values()),
-            net=sum(v for st, v in totals.items() if st != REFUSED) - sum(refunded.values()))
-    exposure, limits = w.takings.exposure(), w.till_limits()
-    requests = w.takings.requests(since=since, until=until)
-    naming = w.takings.naming(r.id for r in requests)
-    now = time.time()
-    matched = [(r, *match(r, naming, now)) for r in requests]
+    refunded = rep.refunded
+    out.put(refunded=sum(refunded.values()), net=rep.net)
     out.put(requests=[{"request_id": r.id.hex(), "memo": r.memo, "made_at": r.made_at,
                        "expires": r.expires or None, "match": word,
                        **_money(w, amount=r.amount, paid=paid)}
-                      for r, word, paid in matched])
+                      for r, word, paid in rep.requests])
+    out.put(tills=[{"till": key_text(t.till), "label": t.label, "this": t.this,
+                    "totals": t.totals, "days": t.days, "count": len(t.rows),
+                    "exposure_minor": rep.exposure.total if t.this else t.exposure}
+                   for t in rep.tills])
     dec = w.genesis.decimals  # (a month is 100,000 rows: each built directly)
+    proofs = {i: e.doc() for i, e in rep.evidence.items()}
     out.put(currency=w.genesis.currency,
-            takings=[{"id": id_text(k.id), "payer_device": key_text(k.payer_device),
+            takings=[{"id": id_text(k.id), "till": key_text(k.till),
+                      "payer_device": key_text(k.payer_device),
                       "payer_account": key_text(k.payer_account),
                       "request_id": k.request_id.hex() if k.request_id else None,
                       "taken_at": k.taken_at, "state": k.state, "decision": k.decision,
                       "reason": k.reason, "status_reason": k.status_reason,
                       "written_off": k.written_off, "amount": format_amount(k.amount, dec),
-                      "amount_minor": k.amount, "refunded_minor": refunded.get(k.id, 0)}
+                      "amount_minor": k.amount, "refunded_minor": refunded.get(k.id, 0),
+                      "evidence": proofs.get(k.id)}
                      for k in rows],
-            totals=dict(totals),  # minor units per state
-            exposure=_money(w, total=exposure.total),
-            limits=_money(w, payment=limits.payment, account=limits.account,
-                          till=limits.till))
-    for k in [] if out.as_json else rows:  # (lines for people only)
-        why = k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason
-        out.say(f"{local_minute(k.taken_at)}  {_fmt(w, k.amount):>14}  from "
-                f"{short(k.payer_account)}…  {k.state:<11} {id_text(k.id)[:10]}  {why}")
+            totals=totals,  # minor units per state
+            exposure=_money(w, total=rep.exposure.total),
+            limits=_money(w, payment=rep.limits.payment, account=rep.limits.account,
+                          till=rep.limits.till))
+    if out.as_json:
+        return
+    for t in rep.tills:
+        if len(rep.tills) > 1:
+            out.say(f"till {t.label or short(t.till) + '…'}"
+                    + (" (this device)" if t.this else "") + ":")
+        for k in t.rows:
+            why = (rep.evidence[k.id].text() if k.id in rep.evidence
+                   else k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason)
+            out.say(f"{local_minute(k.taken_at)}  {_fmt(w, k.amount):>14}  from "
+                    f"{short(k.payer_account)}…  {k.state:<11} {id_text(k.id)[:10]}  {why}")
+        if len(rep.tills) > 1:
+            out.say("  totals: " + ", ".join(f"{s} {_fmt(w, v)}" for s, v in t.totals.items()))
     if not rows:
         out.say("no takings" + (" in that span" if since or until or a.status else ""))
     out.say("totals: " + ", ".join(f"{s} {_fmt(w, v)}" for s, v in totals.items()))
-    for r, word, paid in matched:
+    if refunded:
+        out.say(f"refunded {_fmt(w, sum(refunded.values()))}; net {_fmt(w, rep.net)}")
+    for r, word, paid in rep.requests:
         out.say(f"request {r.id.hex()} {_fmt(w, r.amount)} {r.memo!r}: {word}"
                 + (f" ({_fmt(w, paid)} paid)" if paid and word != "paid" else ""))
-    out.say(f"exposure {_fmt(w, exposure.total)} of {_fmt(w, limits.till)} (floor per till); "
-            f"per payment {_fmt(w, limits.payment)}, per payer account "
-            f"{_fmt(w, limits.account)}")
+    lim = rep.limits
+    out.say(f"exposure {_fmt(w, rep.exposure.total)} of {_fmt(w, lim.till)} (floor per "
+            f"till); per payment {_fmt(w, lim.payment)}, per payer account "
+            f"{_fmt(w, lim.account)}")
+
+
+def _merged_days(rep: reconcile.TakingsReport) -> dict[str, dict[str, int]]:
+    """Totals per state per day over every till of a report."""
+    if len(rep.tills) == 1:
+        return rep.tills[0].days
+    days: dict[str, dict[str, int]] = {}
+    for t in rep.tills:
+        for day, by_state in t.days.items():
+            into = days.setdefault(day, dict.fromkeys(TAKING_STATES, 0))
+            for state, v in by_state.items():
+                into[state] += v
+    return dict(sorted(days.items()))
+
+
+def cmd_takings_close(a: argparse.Namespace, out: Out) -> None:
+    """The daily close (a Z-report): one day's takings per till, totals per status,
+    refunds and net, numbered and kept."""
+    svc = WalletService.open(a.home)
+    w = svc.wallet
+    day = a.day or local_day(int(time.time()))
+    start = _day_start(day, "--day")
+    rep = reconcile.build(w, since=start, until=start + 86400, till=reconcile.ALL_TILLS)
+    made = int(time.time())
+    tills = []
+    for t in rep.tills:
+        refunds = sum(rep.refunded.get(k.id, 0) for k in t.rows)
+        kept = sum(v for st, v in t.totals.items() if st != REFUSED)
+        tills.append({"till": key_text(t.till), "label": t.label, "this": t.this,
+                      "count": len(t.rows),
+                      "counts": {s: sum(1 for k in t.rows if k.state == s)
+                                 for s in TAKING_STATES},
+                      "totals": t.totals, "refunded": refunds, "net": kept - refunds,
+                      "exposure": rep.exposure.total if t.this else t.exposure})
+    doc = {"day": day, "made_at": made, "currency": w.genesis.currency, "tills": tills,
+           "totals": rep.totals, "refunded": sum(rep.refunded.values()), "net": rep.net}
+    before = w.takings.closes(day)
+    with w.store.transaction():
+        n = w.takings.close(day, json.dumps(doc, sort_keys=True), made)
+    out.put(z=n, again=[m for m, _ in before], **doc)
+    out.say(f"Z-report {n} — {day} — {w.genesis.currency}"
+            + (f" (again: Z {', '.join(str(m) for m, _ in before)} closed this day "
+               "before)" if before else ""))
+    for t in tills:
+        out.say(f"till {t['label'] or t['till'][:12] + '…'}"
+                + (" (this device)" if t["this"] else "") + f": {t['count']} takings")
+        for s in TAKING_STATES:
+            out.say(f"  {s:<12} {t['counts'][s]:>5}  {_fmt(w, t['totals'][s]):>16}")
+        out.say(f"  {'refunded':<12} {'':>5}  {_fmt(w, t['refunded']):>16}")
+        out.say(f"  {'net':<12} {'':>5}  {_fmt(w, t['net']):>16}")
+        out.say(f"  {'at risk':<12} {'':>5}  {_fmt(w, t['exposure']):>16}")
+    out.say("all tills: " + ", ".join(f"{s} {_fmt(w, v)}" for s, v in rep.totals.items())
+            + f"; net {_fmt(w, rep.net)}")
 
 
 def cmd_takings_write_off(a: argparse.Namespace, out: Out) -> None:
@@ -813,6 +874,13 @@ def cmd_bundle_import(a: argparse.Namespace, out: Out) -> None:
     else:
         out.say(f"imported {report.new} new of {_count(len(bodies), 'entry')}; "
                 f"{_count(len(report.changes), 'status change')}")
+    receipts = w.receipts(report.entries)
+    out.put(receipts=[{"payment": id_text(p.id), "receive": id_text(r.id),
+                       "by": key_text(r.device), **_money(w, amount=p.amount)}
+                      for r, p in receipts])
+    for r, p in receipts:
+        out.say(f"receipt: {short(r.device)}… took your payment {id_text(p.id)[:10]} of "
+                f"{_fmt(w, p.amount)} (its signed receive {id_text(r.id)[:10]})")
     _unclaimed_note(w, out)
 
 
@@ -1102,10 +1170,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", metavar="DATE", help="from this local date (2026-12-01)")
     sp.add_argument("--until", metavar="DATE", help="up to this local date, inclusive")
     sp.add_argument("--status", choices=TAKING_STATES)
+    sp.add_argument("--till", metavar="DEVICE",
+                    help="one till of this account (label, key or its short form), or "
+                         "'all'; by default this device if it is a till, else all")
     sp.add_argument("--csv", metavar="FILE",
                     help="also write the takings as CSV (columns: docs/takings.md)")
     tk = sp.add_subparsers(dest="sub", metavar="SUB")
     add("write-off", cmd_takings_write_off, tk).add_argument("id", metavar="PAYMENT_ID")
+    add("close", cmd_takings_close, tk).add_argument(
+        "--day", metavar="DATE", help="the local day to close (default: today)")
     till = sub.add_parser("till", help="this device as a till").add_subparsers(
         dest="sub", metavar="SUB", required=True)
     sp = add("limits", cmd_till_limits, till)

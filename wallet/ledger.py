@@ -1441,6 +1441,10 @@ class Ledger:
         keys.update(d.key for d in self.devices.loaded() if d.fork_slots)
         return sorted(keys)
 
+    def frauds_of(self, device: bytes) -> list[FraudProof]:
+        """The fraud proofs held against one device, by slot."""
+        return self._device_frauds(device)
+
     def _device_frauds(self, key: bytes) -> list[FraudProof]:
         d = self.devices.get(key)
         out: list[FraudProof] = []

@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS reported (
     id BLOB PRIMARY KEY,          -- a taking not final when last reported
     state TEXT NOT NULL           -- where it stood then
 );
+CREATE TABLE IF NOT EXISTS closes (
+    n INTEGER PRIMARY KEY,        -- the Z-report's number, 1, 2, … per wallet
+    day TEXT NOT NULL,            -- the local day it closes
+    made_at INTEGER NOT NULL,
+    report TEXT NOT NULL          -- the report as printed (JSON)
+);
 CREATE TABLE IF NOT EXISTS requests (
     id BLOB PRIMARY KEY,          -- the request id the payment names
     amount INTEGER NOT NULL,      -- minor units
@@ -124,6 +130,8 @@ class Taking(NamedTuple):
     """The payment's own status reason (``lost``, ``disputed``, ``overspend``…)."""
     arrival: int = 0
     """Its place in the order takings arrived here (1, 2, …)."""
+    till: bytes = b""
+    """The till it paid (the device reporting, or a sibling till of its account)."""
 
     @property
     def exposed(self) -> bool:
@@ -179,8 +187,9 @@ class Takings:
     """The takings table of one wallet's store."""
 
     def __init__(self, conn: sqlite3.Connection, *, witnessed: bool,
-                 settle_period_s: int) -> None:
+                 settle_period_s: int, device: bytes = b"") -> None:
         self.conn = conn
+        self.device = device  # this till (its rows' ``till``)
         self.witnessed = witnessed
         self.settle_period_s = settle_period_s  # the table is made with the store's
 
@@ -205,9 +214,10 @@ class Takings:
                "t.rowid "
                "FROM takings t LEFT JOIN entries e ON e.id = t.id "
                f"WHERE {' AND '.join(where)} ORDER BY t.rowid")  # as they arrived
-        witnessed = self.witnessed  # (sqlite3 gives BLOBs as bytes already)
+        witnessed, me = self.witnessed, self.device  # (sqlite3 gives BLOBs as bytes)
         return [Taking(i, pd, pa, amt, rq, at, dec, why, bool(off),
-                       taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "", n)
+                       taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "", n,
+                       me)
                 for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin, n
                 in self.conn.execute(sql, args)]
 
@@ -316,15 +326,19 @@ class Takings:
         """Of these takings, those that are new or stand elsewhere than at the last
         report, each with where it stood then (None: new since); then these rows become
         the last report. Only takings not final are remembered (a final one stays so but
-        for a witness-equivocation proof), so this costs what is still moving."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
-                                (REPORTED_UPTO_META,)).fetchone()
-        upto = int(row[0]) if row is not None else 0  # the last arrival reported
+        for a witness-equivocation proof), so this costs what is still moving. Each till
+        keeps its own mark of the last arrival reported (``arrival`` counts per till)."""
+        marks: dict[bytes, int] = {}
+        for k in rows:
+            if k.till not in marks:
+                row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                        (_upto_key(k.till, self.device),)).fetchone()
+                marks[k.till] = int(row[0]) if row is not None else 0
         before = dict(self.conn.execute("SELECT id, state FROM reported"))
         out: list[tuple[Taking, str | None]] = []
         for k in rows:
             was = before.get(k.id)
-            if was is None and k.arrival <= upto:
+            if was is None and k.arrival <= marks[k.till]:
                 was = FINAL  # not remembered: it was final then
             if was != k.state:
                 out.append((k, was))
@@ -334,11 +348,99 @@ class Takings:
                                   [(i,) for i in before if i in shown])
             self.conn.executemany("INSERT INTO reported(id, state) VALUES (?, ?)",
                                   [(k.id, k.state) for k in rows if k.state != FINAL])
-            self.conn.execute(
+            tops: dict[bytes, int] = dict(marks)
+            for k in rows:
+                tops[k.till] = max(tops[k.till], k.arrival)
+            self.conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
                 "SET value = excluded.value",
-                (REPORTED_UPTO_META, str(max([upto, *(k.arrival for k in rows)]))))
+                [(_upto_key(t, self.device), str(v)) for t, v in tops.items()])
         return out
+
+    def at_till(self, till: bytes, account: bytes, *, since: int | None = None,
+                until: int | None = None) -> list[Taking]:
+        """The payments to a sibling till of this account, as this replica sees them
+        (the merchant's main device reconciling its tills). The till's decision is read
+        from its chain: a till claims a payment once it takes it (provisional at once,
+        held once final), so one it claimed before it was final was provisional. Their
+        time is when each reached this replica; ``arrival`` is their order here."""
+        where, args = _span("e.seen", since, until)
+        sql = ("SELECT e.id, d.key, d.account, e.amount, e.seen, e.state, e.reason, "
+               "e.final, e.ref, e.body, EXISTS(SELECT 1 FROM entries r WHERE r.target = e.id "
+               f"AND r.dev = t.ref AND r.main = 1 AND r.kind = {int(Kind.RECEIVE)}) "
+               "FROM devices t JOIN entries e ON e.peer = t.ref "
+               "JOIN devices d ON d.ref = e.dev "
+               f"WHERE t.key = ? AND e.kind = {int(Kind.SEND)} AND d.account IS NOT ? "
+               f"AND {' AND '.join(where)} ORDER BY e.ref")
+        from wallet.encoding import parse_entry
+
+        out = []
+        for i, pd, pa, amt, at, st, sr, fin, ref, body, claimed in self.conn.execute(
+                sql, [till, account, *args]):
+            block = parse_entry(bytes(body))
+            assert isinstance(block, Block), block
+            decision = PROVISIONAL if claimed else HELD
+            reason = ("taken at the till (claimed there)" if claimed else
+                      "not claimed at the till: held, or not there yet")
+            out.append(Taking(bytes(i), bytes(pd), bytes(pa), amt,
+                              block.request_id or None, at, decision, reason, False,
+                              taking_state(decision, st, sr or "", bool(fin),
+                                           self.witnessed), sr or "", ref, till))
+        return out
+
+    def waiting_to_claim(self, ids: Iterable[bytes]) -> set[bytes]:
+        """Of these payments, the takings held and not final yet: a till claims a
+        payment only once it takes it, so its chain tells any replica which payments it
+        took provisionally (``at_till``), and a receipt (its receive) means taken."""
+        wanted = list(ids)
+        out: set[bytes] = set()
+        final = "e.final = 1 AND e.state = 1" if self.witnessed else "0"
+        for i in range(0, len(wanted), SQL_IDS_MAX):
+            chunk = wanted[i:i + SQL_IDS_MAX]
+            out.update(bytes(t) for (t,) in self.conn.execute(
+                "SELECT t.id FROM takings t LEFT JOIN entries e ON e.id = t.id "
+                f"WHERE t.decision = '{HELD}' AND NOT ({final}) "
+                f"AND t.id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def redecide_held(self, limits: Limits, money: Callable[[int], str],
+                      name: Callable[[bytes], str], now: float | None = None) -> list[Taking]:
+        """(With no witnesses, in the caller's transaction) take the held payments that
+        are valid here now and that the limits admit, oldest first: nothing is ever
+        certified, so a held send turns provisional once the limits admit it (DESIGN
+        §5). The takings turned provisional."""
+        assert not self.witnessed
+        at = int(time.time() if now is None else now)
+        held = self.conn.execute(
+            "SELECT t.id FROM takings t JOIN entries e ON e.id = t.id "
+            f"WHERE t.decision = '{HELD}' AND e.state = {_VALID} ORDER BY t.rowid").fetchall()
+        if not held:
+            return []
+        exposure = self.exposure(at)
+        turned = []
+        for k in self.rows(ids=[bytes(i) for (i,) in held]):
+            d = decide(k.amount, k.payer_account, valid_here=True, exposure=exposure,
+                       limits=limits, money=money, name=name)
+            if not d.provisional:
+                continue
+            exposure.add(k.payer_account, k.amount)
+            # its clock starts now: the settle period runs from when it was taken
+            self.conn.execute("UPDATE takings SET decision = ?, reason = ?, open = 1, "
+                              "taken_at = ? WHERE id = ?", (d.state, d.reason, at, k.id))
+            turned.append(k)
+        return turned
+
+    def close(self, day: str, report: str, made_at: int) -> int:
+        """Keep a daily close (a Z-report) as printed; its number."""
+        cur = self.conn.execute("INSERT INTO closes(day, made_at, report) VALUES (?, ?, ?)",
+                                (day, made_at, report))
+        assert cur.lastrowid is not None
+        return int(cur.lastrowid)
+
+    def closes(self, day: str) -> list[tuple[int, int]]:
+        """The Z-reports made for a day before: (number, when)."""
+        return [(n, t) for n, t in self.conn.execute(
+            "SELECT n, made_at FROM closes WHERE day = ? ORDER BY n", (day,))]
 
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of the exposure (the merchant books the loss);
@@ -359,14 +461,14 @@ class Takings:
 
 CSV_COLUMNS = ("day", "taken_at", "till", "payment_id", "payer_account", "payer_device",
                "amount", "amount_minor", "currency", "request_id", "state", "decision",
-               "reason", "status_reason", "written_off")
+               "reason", "status_reason", "written_off", "evidence")
 """The takings CSV's columns, in order (documented in ``docs/takings.md``)."""
 
 
-def write_csv(path: Path, rows: list[Taking], *, till: bytes, currency: str,
-              amount_text: Callable[[int], str]) -> int:
+def write_csv(path: Path, rows: list[Taking], *, currency: str,
+              amount_text: Callable[[int], str], evidence: dict[bytes, str]) -> int:
     """Write takings as CSV (``CSV_COLUMNS``), renamed into place whole; the rows
-    written."""
+    written. ``evidence``: the line that says why, for each refused taking."""
     import csv
 
     tmp = path.with_name(path.name + ".part")
@@ -377,12 +479,17 @@ def write_csv(path: Path, rows: list[Taking], *, till: bytes, currency: str,
             out.writerow([
                 local_day(k.taken_at), time.strftime("%Y-%m-%dT%H:%M:%S",
                                                      time.localtime(k.taken_at)),
-                key_text(till), id_text(k.id), key_text(k.payer_account),
+                key_text(k.till), id_text(k.id), key_text(k.payer_account),
                 key_text(k.payer_device), amount_text(k.amount), k.amount, currency,
                 k.request_id.hex() if k.request_id else "", k.state, k.decision, k.reason,
-                k.status_reason, int(k.written_off)])
+                k.status_reason, int(k.written_off), evidence.get(k.id, "")])
     os.replace(tmp, path)
     return len(rows)
+
+
+def _upto_key(till: bytes, own: bytes) -> str:
+    """The meta key marking a till's last arrival reported."""
+    return REPORTED_UPTO_META if till == own else f"{REPORTED_UPTO_META}.{till.hex()}"
 
 
 def local_day(unix: int) -> str:

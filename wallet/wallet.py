@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nacl.exceptions import CryptoError
 from nacl.public import SealedBox
@@ -816,9 +817,11 @@ class Wallet:
     @property
     def takings(self) -> Takings:
         """This device's takings as a till (``wallet.takings``)."""
-        if self._takings is None:
+        me = self.device or b""
+        if self._takings is None or self._takings.device != me:  # (a device made since)
             self._takings = Takings(self.store.conn, witnessed=self.genesis.quorum > 0,
-                                    settle_period_s=self.genesis.policy.settle_period_s)
+                                    settle_period_s=self.genesis.policy.settle_period_s,
+                                    device=me)
         return self._takings
 
     def till_limits(self) -> Limits:
@@ -868,11 +871,21 @@ class Wallet:
         if changed:  # ids that are no taking here match no row
             self.takings.settle(list(changed.items()))
         if new:
-            g = self.genesis
-            self.takings.decide_new(
-                new, self.till_limits(),
-                money=lambda m: f"{format_amount(m, g.decimals)} {g.currency}",
-                name=lambda a: f"{short(a)}…")
+            self.takings.decide_new(new, self.till_limits(), **self._reason_writers())
+        if self.genesis.quorum == 0 and (new or changed):
+            self._redecide_held()
+
+    def _reason_writers(self) -> dict[str, Callable[[Any], str]]:
+        """How a till's decisions write money and accounts."""
+        g = self.genesis
+        return {"money": lambda m: f"{format_amount(m, g.decimals)} {g.currency}",
+                "name": lambda a: f"{short(a)}…"}
+
+    def _redecide_held(self) -> None:
+        """(With no witnesses, in a transaction) held payments the limits admit now turn
+        provisional (DESIGN §5)."""
+        if self.device is not None and self.takings.any():
+            self.takings.redecide_held(self.till_limits(), **self._reason_writers())
 
     # ------------------------------------------------------------ settings
     def settings(self) -> Settings:
@@ -1079,6 +1092,19 @@ class Wallet:
                     out.append(b)
         return out
 
+    def receipts(self, entries: Iterable[Entry]) -> list[tuple[Block, Block]]:
+        """Of these entries, the receives by which another device took a payment of
+        this device: (the receive, the payment). A till claims a payment once it takes
+        it, so its signed receive is the payer's receipt."""
+        me, led = self.device, self.ledger
+        out = []
+        for e in entries:
+            if isinstance(e, Block) and e.kind == Kind.RECEIVE:
+                paid = led.blocks.get(e.claim)
+                if paid is not None and paid.device == me and paid.kind == Kind.SEND:
+                    out.append((e, paid))
+        return out
+
     def receive(self, passphrase: str) -> list[tuple[Block, Status]]:
         """Claim every payment and revoke addressed to this device that it has not claimed."""
         if self.device is None:
@@ -1086,7 +1112,12 @@ class Wallet:
         key = self._device_key(passphrase)
         out = []
         with self._writing():  # what is unclaimed, as the store has it now
+            if self.genesis.quorum == 0:
+                with self.store.transaction():  # the settle period may have freed room
+                    self._redecide_held()
             todo = self.ledger.unclaimed_to(self.device) + self._unclaimed_via_revokes()
+            waiting = self.takings.waiting_to_claim(b.id for b in todo)
+            todo = [b for b in todo if b.id not in waiting]  # held: claimed once taken
             self._open_memos(key, todo)
             for s in todo:
                 out.append(self._sign(
