@@ -705,6 +705,8 @@ def test_json_on_every_command(tmp_path: Path) -> None:
     j(b, "bundle import", a_bundle(a, b_addr=bob_addr, path=tmp_path / "2.bundle"))
     assert [k["amount_minor"] for k in j(b, "takings")["takings"]] == [150, 100]
     assert j(b, "till limits", "--payment", "5")["limits"]["payment_minor"] == 500
+    z = j(b, "takings close")
+    assert (z["z"], z["totals"]["provisional"], z["net"]) == (1, 250, 250)
     seen |= {"takings write-off", "sweep", "refund"}  # tills' commands: test_takings.py
     doc = j(a, "doctor")
     assert doc["ok"] and doc["differences"] == 0 and doc["entries"] > 0
