@@ -462,3 +462,63 @@ def test_a_payment_id_that_starts_with_a_dash_is_taken_as_an_id(shop) -> None:  
     assert "no taking has that id here" in said, said  # parsed as an id, not an option
     said = check_failed(run(till.path, "refund", dashed, "1.00"))
     assert "no taking has that id here" in said, said
+
+
+def test_with_no_witnesses_a_held_payment_turns_provisional_once_the_limits_admit_it(
+        shop) -> None:  # type: ignore[no-untyped-def]
+    """q = 0: nothing is ever certified, so a held send is taken (turns provisional,
+    and the till claims it) once it is valid here and the limits admit it."""
+    alice, bob, till = shop
+    tj(till.path, "till", "limits", "--till", "50.00")
+    pay_to_till(alice.path, till.path, 4000)  # provisional: till 40.00
+    w = Wallet.open(bob.path)
+    to = Wallet.open(till.path)
+    try:
+        paid, _ = w.pay(to.address(), 500, PASSPHRASE)
+        everything = w.export_ids(to.address())
+        chain = w.ledger.chain(w.device or b"")  # bob's chain, not the issue funding it
+        to.ingest_bodies(w.bodies(chain))  # pending here: what funds it is missing
+        [k] = [k for k in to.takings.rows() if k.id == paid.id]
+        assert (k.decision, k.state) == (HELD, HELD) and "not valid here yet" in k.reason
+        assert to.receive(PASSPHRASE) == [] or all(
+            b.claim != paid.id for b, _ in to.receive(PASSPHRASE)), "held: not claimed"
+        to.ingest_bodies(w.bodies(everything))  # what funds it: valid, and 45.00 ≤ 50.00
+        [k] = [k for k in to.takings.rows() if k.id == paid.id]
+        assert (k.decision, k.state) == (PROVISIONAL, PROVISIONAL), k
+        assert k.reason.startswith("provisional: 5.00 EUR ≤ 50.00 EUR a payment")
+        assert paid.id in {b.claim for b, _ in to.receive(PASSPHRASE)}, "taken: claimed"
+
+        big, _ = w.pay(to.address(), 1000, PASSPHRASE)  # held: till 45.00 + 10.00 > 50.00
+        to.ingest_bodies(w.bodies(w.export_ids(to.address())))
+        assert to.takings.rows(ids=[big.id])[0].decision == HELD
+        assert big.id not in {b.claim for b, _ in to.receive(PASSPHRASE)}
+        later = time.time() + to.genesis.policy.settle_period_s + 1  # the rest settled
+        with to.store.transaction():
+            turned = to.takings.redecide_held(to.till_limits(), money=str, name=str,
+                                              now=later)
+        assert [t.id for t in turned] == [big.id]
+        k = to.takings.rows(ids=[big.id])[0]
+        assert (k.decision, k.taken_at) == (PROVISIONAL, int(later)), \
+            "its settle period runs from when it was taken"
+    finally:
+        w.close()
+        to.close()
+
+
+def test_a_payment_that_came_before_its_payers_open_is_decided_when_the_open_comes(
+        shop) -> None:  # type: ignore[no-untyped-def]
+    alice, _, till = shop
+    w = Wallet.open(alice.path)
+    to = Wallet.open(till.path)
+    try:
+        paid, _ = w.pay(to.address(), 700, PASSPHRASE)
+        to.ingest_bodies(w.bodies([paid.id]))  # whose device this is, the till can't know
+        assert to.takings.rows() == []
+        to.ingest_bodies(w.bodies(w.export_ids(to.address())))
+        [k] = to.takings.rows()
+        assert (k.id, k.decision, k.amount) == (paid.id, PROVISIONAL, 700)
+        to.ingest_bodies(w.bodies(w.export_ids(to.address())))  # again: decided once
+        assert len(to.takings.rows()) == 1
+    finally:
+        w.close()
+        to.close()

@@ -5,9 +5,11 @@ any amounts, and the replicas sync in any order. At every step each till's expos
 account and per till; the merchant's loss within the sum over its tills; every refused
 taking carries its evidence; and an honest payer's payment is never refused.
 
-Real wallets (their SQLite stores, the decision hook in the ingest's transaction) on a
-network with no witnesses, where a fork refuses both sides: the harshest case for a
-till, since nothing is ever final and both sides of every fork are lost.
+Real wallets (their SQLite stores, the decision hook in the ingest's transaction), on a
+network with no witnesses, where a fork refuses both sides (the harshest case for a
+till: nothing is ever final and both sides of every fork are lost), and on one with a
+witness (q = 1) that any party may meet between payments, where the side the witness
+saw first turns final and the other is refused.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets
 from tests.test_takings import pair_device
+from wallet.encoding import Genesis, Policy
 from wallet.errors import TallyError
 from wallet.floor import HELD, PROVISIONAL, REFUSED, Limits
+from wallet.keys import FAST_INSECURE
 from wallet.reconcile import FORK, evidence
 from wallet.wallet import Wallet
+from wallet.witness import SqliteClaims, Witness
 
 PAYERS = ("honest1", "honest2", "cloned", "clone")
 """The payers: two honest, one whose disk was copied (``clone`` signs as it)."""
@@ -40,29 +46,78 @@ FUNDS = 10_000
 
 @dataclass
 class Shop:
-    """The template: a merchant with two tills and funded payers, copied per example."""
+    """The template: a merchant with two tills and funded payers, copied per example;
+    with a witness (q = 1) when ``witness`` holds its key."""
 
     root: Path
+    witness: SigningKey | None = None
 
 
-@pytest.fixture(scope="module")
-def shop() -> Iterator[Shop]:
+def _witnessed_network(root: Path, key: SigningKey) -> None:
+    """Like ``api_network``, with one witness and q = 1."""
+    issuer = SigningKey.generate()
+    g = Genesis("prop-w", "EUR", 2, bytes(issuer.verify_key), (bytes(key.verify_key),), 1,
+                Policy(5000, 10000, 100000, 3600)).signed(issuer)
+    Wallet.create_network(root / "issuer", g, issuer, PASSPHRASE,
+                          limits=FAST_INSECURE).close()
+    (root / "g").write_bytes(g.raw)
+    Wallet.join(root / "witness", g.raw).close()
+
+
+def _vote_round(shop: Shop, witness: Wallet, claims: SqliteClaims) -> None:
+    """The witness votes what it may now, and keeps its votes."""
+    assert shop.witness is not None
+    votes = Witness(shop.witness, claims).vote(witness.ledger)
+    if votes:
+        witness.ingest(votes)
+
+
+def _make_shop(root: Path, witness: SigningKey | None) -> Shop:
+    shop = Shop(root, witness)
+    if witness is None:
+        api_network(root, "prop")
+    else:
+        _witnessed_network(root, witness)
+    merchant, *payers = api_wallets(root / "g", root / "merchant", root / "honest1",
+                                    root / "honest2", root / "cloned")
+    for p in payers:
+        api_fund(root / "issuer", p, FUNDS)
+    for name in TILLS:
+        shutil.move(pair_device(root, merchant.path, merchant.address, name), root / name)
+        w = Wallet.open(root / name)
+        try:
+            w.set_till_limits(LIMITS[name])
+        finally:
+            w.close()
+    if witness is not None:  # the funding turns final: through the witness and back
+        opened = {n: Wallet.open(root / n) for n in ("witness", "issuer", *TILLS,
+                                                      "honest1", "honest2", "cloned")}
+        claims = SqliteClaims(root / "claims.db")
+        try:
+            for n, w in opened.items():
+                if n != "witness":
+                    _carry(w, opened["witness"])
+            _vote_round(shop, opened["witness"], claims)
+            for n, w in opened.items():
+                if n != "witness":
+                    _carry(opened["witness"], w)
+            for n in ("honest1", "honest2", "cloned"):
+                w = opened[n]
+                assert w.ledger.balance(w.device or b"").spendable == FUNDS, "final"
+        finally:
+            claims.close()
+            for w in opened.values():
+                w.close()
+    shutil.copytree(root / "cloned", root / "clone")  # a copied disk
+    return shop
+
+
+@pytest.fixture(scope="module", params=["no witness", "one witness"])
+def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
     root = Path(tempfile.mkdtemp(prefix="tally-tills-"))
     try:
-        api_network(root, "prop")
-        merchant, *payers = api_wallets(root / "g", root / "merchant", root / "honest1",
-                                        root / "honest2", root / "cloned")
-        for p in payers:
-            api_fund(root / "issuer", p, FUNDS)
-        for name in TILLS:
-            shutil.move(pair_device(root, merchant.path, merchant.address, name), root / name)
-            w = Wallet.open(root / name)
-            try:
-                w.set_till_limits(LIMITS[name])
-            finally:
-                w.close()
-        shutil.copytree(root / "cloned", root / "clone")  # a copied disk
-        yield Shop(root)
+        yield _make_shop(root, SigningKey.generate() if request.param == "one witness"
+                         else None)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -75,6 +130,7 @@ steps = st.lists(
         st.tuples(st.just("pay"), st.sampled_from(PAYERS), st.sampled_from(TILLS),
                   st.integers(1, 4500)),
         st.tuples(st.just("sync"), st.sampled_from(PARTIES), st.sampled_from(PARTIES)),
+        st.tuples(st.just("witness"), st.sampled_from(PARTIES)),
     ),
     min_size=1, max_size=20)
 
@@ -122,10 +178,16 @@ def test_a_tills_loss_stays_within_its_floor_limits_whatever_payers_and_clones_d
         shop: Shop, plan: list[tuple]) -> None:
     work = Path(tempfile.mkdtemp(prefix="tally-tills-ex-"))
     opened: dict[str, Wallet] = {}
+    claims = None
     try:
         for name in PARTIES:
             shutil.copytree(shop.root / name, work / name)
             opened[name] = Wallet.open(work / name)
+        if shop.witness is not None:
+            shutil.copytree(shop.root / "witness", work / "witness")
+            shutil.copy(shop.root / "claims.db", work / "claims.db")
+            witness = Wallet.open(work / "witness")
+            claims = SqliteClaims(work / "claims.db")
         tills = {n: opened[n] for n in TILLS}
         honest = {opened[n].device or b"" for n in ("honest1", "honest2")}
         for step in plan:
@@ -140,6 +202,12 @@ def test_a_tills_loss_stays_within_its_floor_limits_whatever_payers_and_clones_d
                     assert payer in ("cloned", "clone") and "forked" in str(exc), exc
                     continue
                 _carry(w, tills[till])  # offline, straight to the till
+            elif step[0] == "witness":
+                if shop.witness is None or claims is None:
+                    continue  # no witness on this network
+                _carry(opened[step[1]], witness)
+                _vote_round(shop, witness, claims)
+                _carry(witness, opened[step[1]])
             else:
                 _, a, b = step
                 if a != b:
@@ -160,6 +228,9 @@ def test_a_tills_loss_stays_within_its_floor_limits_whatever_payers_and_clones_d
             d = w.device or b""
             assert w.ledger.balance(d).spendable >= 0
     finally:
+        if claims is not None:
+            claims.close()
+            witness.close()
         for w in opened.values():
             w.close()
         shutil.rmtree(work, ignore_errors=True)

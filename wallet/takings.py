@@ -257,9 +257,12 @@ class Takings:
             return []
         at = int(time.time() if now is None else now)
         exposure = self.exposure(at)
+        known = self.known(b.id for b, *_ in payments)  # decided before: kept as decided
         out = []
         for block, account, valid, final in payments:
             assert block.kind == Kind.SEND, block.kind
+            if block.id in known:
+                continue
             d = decide(block.amount, account, valid_here=valid, exposure=exposure,
                        limits=limits, money=money, name=name)
             if d.provisional and not final:
@@ -271,6 +274,16 @@ class Takings:
                 (block.id, block.device, account, block.amount, block.request_id or None,
                  at, d.state, d.reason, int(d.provisional and not final)))
             out.append((block, d))
+        return out
+
+    def known(self, ids: Iterable[bytes]) -> set[bytes]:
+        """Of these payment ids, those decided already."""
+        wanted = list(ids)
+        out: set[bytes] = set()
+        for i in range(0, len(wanted), SQL_IDS_MAX):
+            chunk = wanted[i:i + SQL_IDS_MAX]
+            out.update(bytes(t) for (t,) in self.conn.execute(
+                f"SELECT id FROM takings WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return out
 
     def remember_request(self, request_id: bytes, amount: int, memo: str,

@@ -858,7 +858,9 @@ class Wallet:
             if ch.old is not None:
                 if is_till:  # (a wallet that never took a payment has nothing to settle)
                     changed[ch.block_id] = ch.new.shown_final
-                continue
+                if ch.old.state != PENDING:
+                    continue
+                # pending until now: maybe a payment whose payer's open came late
             b = led.blocks.get(ch.block_id)
             if b is None or b.to_device != me:
                 continue
