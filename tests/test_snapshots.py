@@ -55,7 +55,10 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input
 
+import tui.screens.takings
 import wallet.ledger
+import wallet.reconcile
+import wallet.takings
 import wallet.wallet
 from tests.clikit import PASSPHRASE, api_fund, api_network, api_wallets
 from tui.app import TallyApp
@@ -68,6 +71,7 @@ from tui.screens.modals import ConfirmScreen
 from tui.screens.pay import PayScreen
 from tui.screens.request import RequestScreen
 from tui.screens.settings import SettingsScreen
+from tui.screens.takings import TakingsScreen
 from tui.service import WalletService
 from wallet.address import Address, parse_address
 from wallet.settings import Settings
@@ -217,8 +221,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mp.setenv("TZ", "UTC")
         mp.setenv("TALLY_PASSPHRASE", PASSPHRASE)
         time.tzset()
-        mp.setattr(wallet.ledger, "time", clock)
-        mp.setattr(wallet.wallet, "time", clock)
+        for module in (wallet.ledger, wallet.wallet, wallet.takings, wallet.reconcile,
+                       tui.screens.takings):
+            mp.setattr(module, "time", clock)
         with pytest.MonkeyPatch.context() as keys:
             keys.setattr(SigningKey, "generate", classmethod(seeded_generate()))
             built = build(tmp_path_factory.mktemp("snapshot-world"), clock)
@@ -313,6 +318,7 @@ SCREENS: dict[str, tuple[str, Steps]] = {
     "devices": ("alice", opens("d", DevicesScreen)),
     "frauds": ("alice", opens("f", FraudsScreen)),
     "settings": ("alice", opens("s", SettingsScreen)),
+    "takings": ("alice", opens("t", TakingsScreen)),
     "welcome": ("none", welcome),
     "welcome_joined": ("joined", welcome),
 }

@@ -522,3 +522,48 @@ def test_a_payment_that_came_before_its_payers_open_is_decided_when_the_open_com
     finally:
         w.close()
         to.close()
+
+
+def test_till_mode_refunds_the_highlighted_taking_and_nets_it(shop) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from textual.widgets import DataTable, Input
+
+    from tests.test_app import settle, text
+    from tui.app import TallyApp
+    from tui.screens.modals import AskScreen
+    from tui.service import WalletService
+
+    alice, _, till = shop
+    pay_to_till(alice.path, till.path, 2000)
+    tj(till.path, "receive")  # taken and claimed: with no witnesses, spendable here
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(till.path))
+        async with app.run_test(size=(110, 30)) as pilot:
+            await pilot.press("t")
+            table = app.screen.query_one("#takings", DataTable)
+            assert table.row_count == 1
+            await pilot.press("r")
+            ask = app.screen
+            assert isinstance(ask, AskScreen) and "20.00 EUR left" in ask.question
+            field = ask.query_one("#answer", Input)
+            assert field.value == "20.00", "all that is left, by default"
+            field.value = "25.00"
+            await pilot.press("enter")
+            await settle(pilot, lambda: "left to refund" in text(app, "#said"), "refused")
+            await pilot.press("r")
+            app.screen.query_one("#answer", Input).value = "5.00"
+            await pilot.press("enter")
+            await settle(pilot, lambda: "refunded 5.00 EUR" in text(app, "#said"), "refund")
+            assert "refunded 5.00 EUR   net 15.00 EUR" in text(app, "#totals")
+            assert "(refunded 5.00 EUR)" in str(table.get_row_at(0)[3])
+        app.service.close()
+
+    asyncio.run(go())
+    w = Wallet.open(till.path)
+    try:
+        [k] = w.takings.rows()
+        assert w.takings.refunded(k.id) == 500
+    finally:
+        w.close()

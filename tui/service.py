@@ -394,6 +394,20 @@ class WalletService:
             return None
         return best[1], best[2], short_by
 
+    def refund(self, payment_id: bytes, amount: str | None) -> tuple[Block, Status]:
+        """Send back all (``None``: what is left) or part of a taking to its payer."""
+        minor = self.amount(amount) if amount else None
+        phrase = self._signing()
+        done = self._on_wallet_thread(lambda w: w.refund(payment_id, minor, phrase))
+        self.wallet.refresh()
+        return done
+
+    def refundable(self, payment_id: bytes) -> int:
+        """What is left to refund of a taking (minor units)."""
+        w = self.wallet
+        found = w.takings.rows(ids=[payment_id])
+        return found[0].amount - w.takings.refunded(payment_id) if found else 0
+
     def write_off(self, payment_id: bytes) -> Taking:
         """Take a refused taking out of this till's exposure."""
         def do(w: Wallet) -> Taking:

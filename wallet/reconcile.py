@@ -46,12 +46,13 @@ class Evidence:
         return {"kind": self.kind, "device": key_text(self.device), "seq": self.seq,
                 "blocks": [id_text(b) for b in self.blocks], "reason": self.reason}
 
-    def text(self) -> str:
-        """One line: what it is and the blocks it stands on."""
+    def text(self, id_chars: int | None = None) -> str:
+        """One line: what it is and the blocks it stands on (their ids cut to
+        ``id_chars`` where a screen is narrow)."""
         if self.kind == INVALID_EVIDENCE:
             return f"invalid: {self.reason} (payment at seq {self.seq})"
         return (f"{self.kind} at seq {self.seq}: "
-                + " vs ".join(id_text(b) for b in self.blocks))
+                + " vs ".join(id_text(b)[:id_chars] for b in self.blocks))
 
 
 def evidence(led: Ledger, k: Taking) -> Evidence | None:

@@ -1,6 +1,6 @@
-"""Takings (till mode): today's payments to this till, each with where it stands,
-totals per status, the exposure against each floor limit as a gauge, and write-off of
-a refused taking from the list."""
+"""Takings (till mode): today's payments to this till, live, each with where it stands
+(and for a refused one, its evidence), totals per status, refunds and net, the exposure
+against each floor limit as a gauge; refund and write-off from the list."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
 
-from tui.screens.modals import ConfirmScreen
+from tui.screens.modals import AskScreen, ConfirmScreen
+from wallet import reconcile
 from wallet.encoding import id_from_text, id_text, short
 from wallet.errors import TallyError
-from wallet.floor import TAKING_STATES
+from wallet.floor import HELD, PROVISIONAL
 from wallet.takings import local_day
 
 GAUGES = ("payment", "account", "till")
@@ -25,10 +26,12 @@ GAUGES = ("payment", "account", "till")
 
 
 class TakingsScreen(Screen):
-    """Today's takings, live; ``w`` writes off the highlighted refused one."""
+    """Today's takings, live; ``r`` refunds the highlighted one, ``w`` writes off the
+    highlighted refused one."""
 
     CSS_PATH = "takings.tcss"
     BINDINGS: ClassVar[list[Binding]] = [
+        Binding("r", "refund", "Refund"),
         Binding("w", "write_off", "Write off"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -57,14 +60,15 @@ class TakingsScreen(Screen):
         w = svc.wallet
         today = local_day(int(time.time()))
         start = int(time.mktime(time.strptime(today, "%Y-%m-%d")))
-        rows = w.takings.rows(since=start)
-        totals = dict.fromkeys(TAKING_STATES, 0)
-        for k in rows:
-            totals[k.state] += k.amount
+        rep = reconcile.build(w, since=start, till=w.device or b"")
+        rows = rep.rows
+        refunded = sum(rep.refunded.values())
         self.query_one("#totals", Static).update(
             f"[b]Today[/b] ({today}): " + "   ".join(
-                f"{s} {svc.money(v)}" for s, v in totals.items()))
-        exposure, limits = w.takings.exposure(), w.till_limits()
+                f"{s} {svc.money(v)}" for s, v in rep.totals.items())
+            + (f"\nrefunded {svc.money(refunded)}   net {svc.money(rep.net)}"
+               if refunded else ""))
+        exposure, limits = rep.exposure, rep.limits
         biggest = max((k.amount for k in rows if k.exposed), default=0)
         worst_account = max(exposure.by_account.values(), default=0)
         for name, used, limit in (("payment", biggest, limits.payment),
@@ -78,10 +82,13 @@ class TakingsScreen(Screen):
         row = table.cursor_row
         table.clear()
         for k in reversed(rows):  # newest first
-            why = k.reason if k.state in ("held", "provisional") else k.status_reason
+            why = (rep.evidence[k.id].text(10) if k.id in rep.evidence
+                   else k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason)
+            back = rep.refunded.get(k.id, 0)
             table.add_row(time.strftime("%H:%M", time.localtime(k.taken_at)),
                           short(k.payer_account) + "…", svc.money(k.amount),
-                          k.state + (" (written off)" if k.written_off else ""), why,
+                          k.state + (" (written off)" if k.written_off else "")
+                          + (f" (refunded {svc.money(back)})" if back else ""), why,
                           key=id_text(k.id))
         if table.row_count:
             table.move_cursor(row=min(row, table.row_count - 1))
@@ -89,14 +96,51 @@ class TakingsScreen(Screen):
     def _say(self, text: str) -> None:
         self.query_one("#said", Static).update(text)
 
-    def action_write_off(self) -> None:
-        """Write off the highlighted refused taking (it leaves the exposure)."""
+    def _highlighted(self) -> str | None:
+        """The id of the highlighted taking (None when the list is empty)."""
         table = self.query_one("#takings", DataTable)
         if not table.row_count:
-            self._say("no taking to write off")
-            return
+            return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         assert key is not None
+        return key
+
+    def action_refund(self) -> None:
+        """Refund the highlighted taking: all that is left, or the amount typed."""
+        key = self._highlighted()
+        if key is None:
+            self._say("no taking to refund")
+            return
+        svc = self.app.service  # type: ignore[attr-defined]
+        left = svc.refundable(id_from_text(key))
+        if left <= 0:
+            self._say("nothing left to refund of that taking")
+            return
+        self.app.push_screen(
+            AskScreen(f"Refund how much of this taking? ({svc.money(left)} left; Enter "
+                      "sends it back to the payer, Escape cancels)",
+                      value=svc.amount_text(left)),
+            lambda amount: self._refund(key, amount) if amount else None)
+
+    @work(thread=True, exclusive=True, group="takings")
+    def _refund(self, key: str, amount: str) -> None:
+        svc = self.app.service  # type: ignore[attr-defined]
+        try:
+            block, st = svc.refund(id_from_text(key), amount)
+        except TallyError as exc:
+            self.app.call_from_thread(self._say, str(exc))
+            return
+        self.app.call_from_thread(
+            self._say, f"refunded {svc.money(block.amount)}: {st.label} (it goes out with "
+                       "the next sync)")
+        self.app.call_from_thread(self.refresh_takings)
+
+    def action_write_off(self) -> None:
+        """Write off the highlighted refused taking (it leaves the exposure)."""
+        key = self._highlighted()
+        if key is None:
+            self._say("no taking to write off")
+            return
         self.app.push_screen(
             ConfirmScreen("Write this taking off? It leaves the exposure: the loss is "
                           "booked."), lambda yes: self._write_off(key) if yes else None)
