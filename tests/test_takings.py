@@ -359,15 +359,13 @@ def test_reports_over_more_ids_than_sqlite_binds_at_once() -> None:
     from wallet.takings import SCHEMA, SQL_IDS_MAX, Takings
 
     conn = sqlite3.connect(":memory:")
-    conn.executescript(SCHEMA + "CREATE TABLE entries (id BLOB PRIMARY KEY, state INTEGER,"
-                                " reason TEXT, final INTEGER);")
+    conn.executescript(SCHEMA)
     n = 2 * SQL_IDS_MAX + 7
     for i in range(n):
         pid, rid = i.to_bytes(32, "big"), i.to_bytes(8, "big")
-        conn.execute("INSERT INTO takings VALUES (?, ?, ?, 100, ?, ?, 'provisional', '', 0, 0)",
-                     (pid, b"d", b"a", rid, 1000 + i))
+        conn.execute("INSERT INTO takings VALUES (?, ?, ?, 100, ?, ?, 'provisional', '', 0, 0, "
+                     "1, '', 1)", (pid, b"d", b"a", rid, 1000 + i))
         conn.execute("INSERT INTO requests VALUES (?, 100, '', 0, ?)", (rid, 1000 + i))
-        conn.execute("INSERT INTO entries VALUES (?, 1, '', 1)", (pid,))
     conn.execute("INSERT INTO refunds VALUES (?, ?, 40, 2000)", (b"r", (5).to_bytes(32, "big")))
     t = Takings(conn, witnessed=True, settle_period_s=60)
     every = t.rows()
@@ -567,3 +565,26 @@ def test_till_mode_refunds_the_highlighted_taking_and_nets_it(shop) -> None:  # 
         assert w.takings.refunded(k.id) == 500
     finally:
         w.close()
+
+
+def test_a_store_made_before_takings_kept_statuses_gets_them_on_opening(shop) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    alice, _, till = shop
+    pay_to_till(alice.path, till.path, 900)
+    before = tj(till.path, "takings")["takings"]
+    conn = sqlite3.connect(till.path / "wallet.db")
+    conn.executescript(  # the table as an older store made it
+        "CREATE TABLE old AS SELECT id, payer_device, payer_account, amount, request_id, "
+        "taken_at, decision, reason, written_off, open FROM takings; DROP TABLE takings; "
+        "ALTER TABLE old RENAME TO takings;")
+    conn.close()
+    assert tj(till.path, "takings")["takings"] == before
+    assert tj(till.path, "doctor")["ok"]
+    conn = sqlite3.connect(till.path / "wallet.db")
+    conn.execute("UPDATE takings SET status_state = 3")  # a copy gone wrong
+    conn.commit()
+    conn.close()
+    p = run(till.path, "doctor")
+    assert p.returncode != 0 and "status kept as (3, None, 1), the entry has (1, None, 1)" in \
+        p.stdout

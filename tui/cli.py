@@ -46,7 +46,7 @@ from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.floor import HELD, PROVISIONAL, REFUSED, TAKING_STATES, Limits
 from wallet.ledger import INVALID, Balance, Status
 from wallet.store import STATUS_FILTERS
-from wallet.takings import local_day, write_csv
+from wallet.takings import copy_differences, local_day, write_csv
 from wallet.wallet import Wallet, error_text, local_minute
 
 
@@ -566,16 +566,18 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
                     "totals": t.totals, "days": t.days, "count": len(t.rows),
                     "exposure_minor": rep.exposure.total if t.this else t.exposure}
                    for t in rep.tills])
-    dec = w.genesis.decimals  # (a month is 100,000 rows: each built directly)
+    dec = w.genesis.decimals  # (a month is 100,000 rows: each built directly, and
+    keys = _Memo(key_text)    # the few keys and amounts they repeat written once each)
+    amounts = _Memo(lambda m: format_amount(m, dec))
     proofs = {i: e.doc() for i, e in rep.evidence.items()}
     out.put(currency=w.genesis.currency,
-            takings=[{"id": id_text(k.id), "till": key_text(k.till),
-                      "payer_device": key_text(k.payer_device),
-                      "payer_account": key_text(k.payer_account),
+            takings=[{"id": id_text(k.id), "till": keys[k.till],
+                      "payer_device": keys[k.payer_device],
+                      "payer_account": keys[k.payer_account],
                       "request_id": k.request_id.hex() if k.request_id else None,
                       "taken_at": k.taken_at, "state": k.state, "decision": k.decision,
                       "reason": k.reason, "status_reason": k.status_reason,
-                      "written_off": k.written_off, "amount": format_amount(k.amount, dec),
+                      "written_off": k.written_off, "amount": amounts[k.amount],
                       "amount_minor": k.amount, "refunded_minor": refunded.get(k.id, 0),
                       "evidence": proofs.get(k.id)}
                      for k in rows],
@@ -608,6 +610,18 @@ def cmd_takings(a: argparse.Namespace, out: Out) -> None:
     out.say(f"exposure {_fmt(w, rep.exposure.total)} of {_fmt(w, lim.till)} (floor per "
             f"till); per payment {_fmt(w, lim.payment)}, per payer account "
             f"{_fmt(w, lim.account)}")
+
+
+class _Memo(dict):
+    """A dict that computes a missing value once: ``memo[x]`` is ``f(x)``."""
+
+    def __init__(self, f: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.f = f
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.f(key)
+        return value
 
 
 def _merged_days(rep: reconcile.TakingsReport) -> dict[str, dict[str, int]]:
@@ -741,7 +755,7 @@ def cmd_doctor(a: argparse.Namespace, out: Out) -> None:
             print(f"tally: rebuilt {done:,} of {total:,} entries…", file=sys.stderr, flush=True)
 
     report = examine(w.store, w.genesis, progress=progress)
-    for d in w.export_differences():
+    for d in [*w.export_differences(), *copy_differences(w.store.conn)]:
         report.note(d)
     out.put(entries=report.entries, integrity=report.integrity, ok=report.ok,
             differences=report.count, shown=report.differences)

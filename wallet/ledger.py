@@ -133,7 +133,7 @@ def _many(conn: sqlite3.Connection, sql: str, rows: list) -> None:
         conn.executemany(sql, rows)
 
 
-def _status_row(st: Status | None) -> tuple[int | None, str | None, int | None]:
+def status_row(st: Status | None) -> tuple[int | None, str | None, int | None]:
     """A status as its three stored columns (state, reason, final)."""
     if st is None:
         return None, None, None
@@ -1182,14 +1182,14 @@ class Ledger:
             amount, peer, target = self._display(e)
             rows.append((
                 e.id, e.raw, int(e.kind), t.ref(e.device), e.seq, amount, peer, target,
-                items[e.id], *_status_row(st), covers.pop(e.id, None), main, cf, ci, sent,
+                items[e.id], *status_row(st), covers.pop(e.id, None), main, cf, ci, sent,
                 opens.pop(e.id, None), now))
         _many(conn,
             "INSERT INTO entries(id, body, kind, dev, seq, amount, peer, target, item, "
             "state, reason, final, cover, main, cf, ci, sent, open, seen) "
             "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         _many(conn, "UPDATE entries SET state = ?, reason = ?, final = ? WHERE id = ?",
-                         [(*_status_row(st), bid) for bid, st in statuses.items()])
+                         [(*status_row(st), bid) for bid, st in statuses.items()])
         _many(conn, "UPDATE entries SET cover = ? WHERE id = ?",
                          [(c, bid) for bid, c in covers.items()])
         _many(conn, "UPDATE entries SET main = ?, cf = ?, ci = ?, sent = ? WHERE id = ?",

@@ -101,19 +101,22 @@ class TillTakings:
 
 def totals_by_day(rows: list[Taking]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """Totals per state, in all and per local day (minor units)."""
-    totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
     days: dict[str, dict[str, int]] = {}
-    day_of: dict[int, str] = {}
+    by_minute: dict[int, dict[str, int]] = {}  # one local-time lookup a minute, not a row
     for k in rows:
-        totals[k.state] += k.amount
-        minute = k.taken_at // 60  # one local-time lookup a minute, not a row
-        when = day_of.get(minute)
-        if when is None:
-            when = day_of[minute] = local_day(k.taken_at)
-        day = days.get(when)
+        minute = k.taken_at // 60
+        day = by_minute.get(minute)
         if day is None:
-            day = days[when] = dict.fromkeys(TAKING_STATES, 0)
+            when = local_day(k.taken_at)
+            day = days.get(when)
+            if day is None:
+                day = days[when] = dict.fromkeys(TAKING_STATES, 0)
+            by_minute[minute] = day
         day[k.state] += k.amount
+    totals: dict[str, int] = dict.fromkeys(TAKING_STATES, 0)
+    for day in days.values():
+        for state, v in day.items():
+            totals[state] += v
     return totals, days
 
 

@@ -38,6 +38,8 @@ from wallet.ledger import (
 )
 from wallet.ledger_tables import LedgerTables, transaction
 from wallet.takings import SCHEMA as TAKINGS_SCHEMA
+from wallet.takings import add_status_columns as takings_add_status
+from wallet.takings import refresh_statuses as takings_refresh_statuses
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -104,6 +106,7 @@ class Store:
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self.conn = conn
         conn.executescript(_SCHEMA)
+        takings_add_status(conn)
         self.needs_rebuild = self._set_old_aside()
         self.tables = LedgerTables(conn)
         """The ledger's tables (the entries and their derived state)."""
@@ -140,6 +143,7 @@ class Store:
         self.conn.execute(
             f"UPDATE entries SET seen = (SELECT o.seen FROM entries{OLD_SUFFIX} o "
             "WHERE o.id = entries.id) WHERE id IN (SELECT id FROM entries" + OLD_SUFFIX + ")")
+        takings_refresh_statuses(self.conn)  # the statuses were computed anew
         self.conn.execute(f"DROP TABLE entries{OLD_SUFFIX}")
         self.conn.execute(f"DROP TABLE devices{OLD_SUFFIX}")
         self._put_metas({"schema": str(SCHEMA_VERSION)})

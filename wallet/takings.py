@@ -5,8 +5,11 @@ entries whose statuses say where each taking stands now.
 The decision is the one thing that cannot be derived again later: it depends on what
 this replica held at the moment the payment arrived. It is written in the same
 transaction as the payment, so a crash never leaves a payment without its decision.
-Everything else (final, disputed, refused) is read from the payment's status, joined
-in SQL.
+Everything else (final, disputed, refused) follows from the payment's status, of which
+each taking keeps a copy (``status_*``), written by the same ingest transaction that
+changes the status: a month's report reads this table alone, not 100,000 rows scattered
+through the ledger's entries. ``differences`` checks the copies against the entries
+(``tally doctor``), and ``refresh_statuses`` remakes them after a rebuild.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from wallet.floor import (
     Limits,
     decide,
 )
-from wallet.ledger import R_DISPUTED, STATE_CODES, VALID
+from wallet.ledger import R_DISPUTED, STATE_CODES, VALID, Status, status_row
 from wallet.ledger_tables import transaction
 
 SCHEMA = """
@@ -46,7 +49,10 @@ CREATE TABLE IF NOT EXISTS takings (
     decision TEXT NOT NULL,       -- provisional or held
     reason TEXT NOT NULL,         -- the decision in numbers
     written_off INTEGER NOT NULL DEFAULT 0,
-    open INTEGER NOT NULL DEFAULT 0  -- 1 while at risk: provisional, not final, not written off
+    open INTEGER NOT NULL DEFAULT 0, -- 1 while at risk: provisional, not final, not written off
+    status_state INTEGER,         -- a copy of the payment's entries.state, .reason, .final
+    status_reason TEXT,
+    status_final INTEGER
 );
 CREATE INDEX IF NOT EXISTS takings_taken_at ON takings(taken_at);
 CREATE INDEX IF NOT EXISTS takings_open ON takings(payer_account) WHERE open = 1;
@@ -79,6 +85,8 @@ CREATE TABLE IF NOT EXISTS requests (
 
 REPORTED_UPTO_META = "takings.reported_upto"
 """The last arrival a report showed: takings after it are new to the next report."""
+SPAN_SCAN_SHARE = 4
+"""A span holding more than 1/4 of the takings is read by scanning the table."""
 SQL_IDS_MAX = 500
 """Ids bound in one SQL statement at most (SQLite limits a statement's parameters)."""
 
@@ -210,16 +218,29 @@ class Takings:
             where.append(f"t.id IN ({','.join('?' * len(wanted))})")
             args += wanted
         sql = ("SELECT t.id, t.payer_device, t.payer_account, t.amount, t.request_id, "
-               "t.taken_at, t.decision, t.reason, t.written_off, e.state, e.reason, e.final, "
-               "t.rowid "
-               "FROM takings t LEFT JOIN entries e ON e.id = t.id "
+               "t.taken_at, t.decision, t.reason, t.written_off, t.status_state, "
+               "t.status_reason, t.status_final, t.rowid "
+               f"FROM takings t {self._span_index(since, until, ids)} "
                f"WHERE {' AND '.join(where)} ORDER BY t.rowid")  # as they arrived
         witnessed, me = self.witnessed, self.device  # (sqlite3 gives BLOBs as bytes)
-        return [Taking(i, pd, pa, amt, rq, at, dec, why, bool(off),
-                       taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "", n,
-                       me)
-                for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin, n
-                in self.conn.execute(sql, args)]
+        out = [Taking(i, pd, pa, amt, rq, at, dec, why, bool(off),
+                      taking_state(dec, st, sr or "", bool(fin), witnessed), sr or "", n, me)
+               for i, pd, pa, amt, rq, at, dec, why, off, st, sr, fin, n
+               in self.conn.execute(sql, args)]
+        return out
+
+    def _span_index(self, since: int | None, until: int | None,
+                    ids: Iterable[bytes] | None) -> str:
+        """``NOT INDEXED`` when a span holds most takings (a month's report): reading the
+        table in order beats the time index and a sort by arrival. (SQLite, with no
+        statistics, takes a range on an index for selective.)"""
+        if ids is not None or (since is None and until is None):
+            return ""
+        where, args = _span("taken_at", since, until)
+        (inside,) = self.conn.execute(  # (counted on the index alone: milliseconds)
+            f"SELECT count(*) FROM takings WHERE {' AND '.join(where)}", args).fetchone()
+        (every,) = self.conn.execute("SELECT max(rowid) FROM takings").fetchone()
+        return "NOT INDEXED" if every and inside * SPAN_SCAN_SHARE > every else ""
 
     def exposure(self, now: float | None = None) -> Exposure:
         """What the till has at risk: takings taken provisionally that are not final
@@ -228,51 +249,53 @@ class Takings:
         kept ``open`` (``settle``), so it costs what is at risk, not the month."""
         t = time.time() if now is None else now
         young = "1" if self.witnessed else (
-            f"(e.state IN ({_INVALID}, {_CONFLICTED}) "
+            f"(t.status_state IN ({_INVALID}, {_CONFLICTED}) "
             f"OR t.taken_at > {int(t - self.settle_period_s)})")
         sql = ("SELECT t.payer_account, SUM(t.amount) FROM takings t "
-               "LEFT JOIN entries e ON e.id = t.id "
                f"WHERE t.open = 1 AND {young} GROUP BY t.payer_account")
         out = Exposure()
         for account, total in self.conn.execute(sql):
             out.add(bytes(account), total)
         return out
 
-    def settle(self, finals: list[tuple[bytes, bool]]) -> None:
-        """(In the ingest's transaction) takings whose payment's status changed: kept
-        open while taken provisionally, not final and not written off; ``finals`` pairs
-        each payment id with whether it is final now."""
+    def settle(self, changed: list[tuple[bytes, Status]]) -> None:
+        """(In the ingest's transaction) takings whose payment's status changed: the
+        status copied, and kept open while taken provisionally, not final and not
+        written off. Ids that are no taking here match no row."""
         self.conn.executemany(
             f"UPDATE takings SET open = (decision = '{PROVISIONAL}' AND written_off = 0 "
-            "AND NOT ?) WHERE id = ?", [(int(final), pid) for pid, final in finals])
+            "AND NOT ?), status_state = ?, status_reason = ?, status_final = ? WHERE id = ?",
+            [(int(st.shown_final), *status_row(st), pid) for pid, st in changed])
 
-    def decide_new(self, payments: list[tuple[Block, bytes, bool, bool]], limits: Limits,
+    def decide_new(self, payments: list[tuple[Block, bytes, Status]], limits: Limits,
                    money: Callable[[int], str], name: Callable[[bytes], str],
                    now: float | None = None) -> list[tuple[Block, Decision]]:
         """Decide, in the caller's transaction, on payments new here: (the send, its
-        payer's account, whether it is valid here, whether it is final already). Each
-        is decided against the exposure of those before it, this batch's included (a
-        payment final on arrival puts nothing at risk)."""
+        payer's account, its status here as the batch leaves it). Each is decided
+        against the exposure of those before it, this batch's included (a payment final
+        on arrival puts nothing at risk)."""
         if not payments:
             return []
         at = int(time.time() if now is None else now)
         exposure = self.exposure(at)
         known = self.known(b.id for b, *_ in payments)  # decided before: kept as decided
         out = []
-        for block, account, valid, final in payments:
+        for block, account, status in payments:
             assert block.kind == Kind.SEND, block.kind
             if block.id in known:
                 continue
-            d = decide(block.amount, account, valid_here=valid, exposure=exposure,
-                       limits=limits, money=money, name=name)
+            final = status.shown_final
+            d = decide(block.amount, account, valid_here=status.state == VALID,
+                       exposure=exposure, limits=limits, money=money, name=name)
             if d.provisional and not final:
                 exposure.add(account, block.amount)
             self.conn.execute(
                 "INSERT OR IGNORE INTO takings(id, payer_device, payer_account, amount, "
-                "request_id, taken_at, decision, reason, open) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "request_id, taken_at, decision, reason, open, status_state, status_reason, "
+                "status_final) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (block.id, block.device, account, block.amount, block.request_id or None,
-                 at, d.state, d.reason, int(d.provisional and not final)))
+                 at, d.state, d.reason, int(d.provisional and not final),
+                 *status_row(status)))
             out.append((block, d))
         return out
 
@@ -407,11 +430,11 @@ class Takings:
         took provisionally (``at_till``), and a receipt (its receive) means taken."""
         wanted = list(ids)
         out: set[bytes] = set()
-        final = "e.final = 1 AND e.state = 1" if self.witnessed else "0"
+        final = f"t.status_final = 1 AND t.status_state = {_VALID}" if self.witnessed else "0"
         for i in range(0, len(wanted), SQL_IDS_MAX):
             chunk = wanted[i:i + SQL_IDS_MAX]
             out.update(bytes(t) for (t,) in self.conn.execute(
-                "SELECT t.id FROM takings t LEFT JOIN entries e ON e.id = t.id "
+                "SELECT t.id FROM takings t "
                 f"WHERE t.decision = '{HELD}' AND NOT ({final}) "
                 f"AND t.id IN ({','.join('?' * len(chunk))})", chunk))
         return out
@@ -425,8 +448,9 @@ class Takings:
         assert not self.witnessed
         at = int(time.time() if now is None else now)
         held = self.conn.execute(
-            "SELECT t.id FROM takings t JOIN entries e ON e.id = t.id "
-            f"WHERE t.decision = '{HELD}' AND e.state = {_VALID} ORDER BY t.rowid").fetchall()
+            "SELECT t.id FROM takings t "
+            f"WHERE t.decision = '{HELD}' AND t.status_state = {_VALID} ORDER BY t.rowid"
+        ).fetchall()
         if not held:
             return []
         exposure = self.exposure(at)
@@ -498,6 +522,49 @@ def write_csv(path: Path, rows: list[Taking], *, currency: str,
                 k.status_reason, int(k.written_off), evidence.get(k.id, "")])
     os.replace(tmp, path)
     return len(rows)
+
+
+_COPY_DIFFERS = ("t.status_state IS NOT e.state OR t.status_reason IS NOT e.reason "
+                 "OR t.status_final IS NOT e.final")
+
+
+def refresh_statuses(conn: sqlite3.Connection) -> None:
+    """(In the caller's transaction) copy each payment's status into its taking again
+    (after the entries were rebuilt, or in a store made before the copies)."""
+    conn.execute("UPDATE takings SET (status_state, status_reason, status_final) = "
+                 "(SELECT e.state, e.reason, e.final FROM entries e WHERE e.id = takings.id)")
+
+
+def add_status_columns(conn: sqlite3.Connection) -> None:
+    """A store made before the takings kept their payments' statuses: add the columns
+    and fill them."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(takings)")}
+    if "status_state" not in cols:
+        with transaction(conn):
+            for col in ("status_state INTEGER", "status_reason TEXT", "status_final INTEGER"):
+                conn.execute(f"ALTER TABLE takings ADD COLUMN {col}")
+            if "state" in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
+                refresh_statuses(conn)  # (else the store's rebuild fills them)
+
+
+def copy_differences(conn: sqlite3.Connection, ids: Iterable[bytes] | None = None
+                     ) -> list[str]:
+    """Takings whose status copy differs from their payment's entry (of ``ids``, or
+    all): what ``tally doctor`` reports, and what TALLY_CHECK asserts after each batch."""
+    sql = ("SELECT t.id, t.status_state, t.status_reason, t.status_final, e.state, "
+           "e.reason, e.final FROM takings t LEFT JOIN entries e ON e.id = t.id "
+           f"WHERE ({_COPY_DIFFERS})")
+    wanted = None if ids is None else list(ids)
+    rows = []
+    if wanted is None:
+        rows = conn.execute(sql).fetchall()
+    else:
+        for i in range(0, len(wanted), SQL_IDS_MAX):
+            chunk = wanted[i:i + SQL_IDS_MAX]
+            rows += conn.execute(sql + f" AND t.id IN ({','.join('?' * len(chunk))})",
+                                 chunk).fetchall()
+    return [f"taking {id_text(bytes(i))}: status kept as {(a, b, c)}, the entry has "
+            f"{(d, e, f)}" for i, a, b, c, d, e, f in rows]
 
 
 def _upto_key(till: bytes, own: bytes) -> str:

@@ -61,7 +61,16 @@ from wallet.encoding import (
 from wallet.errors import EncodingError, TallyError, WalletError
 from wallet.export_cache import ExportCache
 from wallet.floor import Limits
-from wallet.ledger import PENDING, VALID, Balance, FraudProof, Ledger, Status, StatusChange
+from wallet.ledger import (
+    CHECK,
+    PENDING,
+    VALID,
+    Balance,
+    FraudProof,
+    Ledger,
+    Status,
+    StatusChange,
+)
 from wallet.pairing import (
     PairingRequest,
     make_open,
@@ -71,7 +80,7 @@ from wallet.pairing import (
 )
 from wallet.settings import SETTINGS_META, Settings
 from wallet.store import HistoryRow, Store
-from wallet.takings import DISPUTED, REFUSED, Takings
+from wallet.takings import DISPUTED, REFUSED, Takings, copy_differences
 from wallet.unlocked import UnlockedKeys
 from wallet.verify_pool import PROCESS_CHECK_MIN, Checks, first_bad
 
@@ -849,33 +858,37 @@ class Wallet:
         if me is None:
             return
         led = self.ledger
-        new = []
-        changed: dict[bytes, bool] = {}  # payments to this device whose status moved
+        new: dict[bytes, tuple[Block, bytes, Status]] = {}
+        changed: dict[bytes, Status] = {}  # payments to this device whose status moved
         is_till = self.takings.any()
         for ch in changes:
             if ch.kind != Kind.SEND:
                 continue
             if ch.old is not None:
                 if is_till:  # (a wallet that never took a payment has nothing to settle)
-                    changed[ch.block_id] = ch.new.shown_final
+                    changed[ch.block_id] = ch.new  # the last change is where it ends
                 if ch.old.state != PENDING:
                     continue
                 # pending until now: maybe a payment whose payer's open came late
             b = led.blocks.get(ch.block_id)
-            if b is None or b.to_device != me:
+            if b is None or b.to_device != me or b.id in new:
                 continue
             payer = led.devices.account_of(b.device)
             if payer is None or payer == account:
                 continue  # a move between this account's own devices is no taking
             st = led.status.get(b.id)  # as the whole batch leaves it, not as first seen
-            new.append((b, payer, st is not None and st.state == VALID,
-                        st is not None and st.shown_final))
+            assert st is not None, short(b.id)
+            new[b.id] = (b, payer, st)
         if changed:  # ids that are no taking here match no row
             self.takings.settle(list(changed.items()))
         if new:
-            self.takings.decide_new(new, self.till_limits(), **self._reason_writers())
+            self.takings.decide_new(list(new.values()), self.till_limits(),
+                                    **self._reason_writers())
         if self.genesis.quorum == 0 and (new or changed):
             self._redecide_held()
+        if CHECK and (new or changed):  # the copies of statuses hold (TALLY_CHECK=1)
+            wrong = copy_differences(self.store.conn, [*new, *changed])
+            assert not wrong, wrong
 
     def _reason_writers(self) -> dict[str, Callable[[Any], str]]:
         """How a till's decisions write money and accounts."""
