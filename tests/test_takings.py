@@ -26,7 +26,7 @@ from tests.clikit import (
     tj,
 )
 from wallet.address import parse_address, parse_request
-from wallet.encoding import id_from_text, key_text
+from wallet.encoding import id_from_text, id_text, key_text
 from wallet.floor import HELD, PROVISIONAL, REFUSED
 from wallet.keys import FAST_INSECURE
 from wallet.takings import CSV_COLUMNS, Request, match
@@ -212,22 +212,38 @@ def test_the_csv_has_its_documented_columns_and_adds_up_to_the_json(
         shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     alice, bob, till = shop
     tj(till.path, "till", "limits", "--payment", "30.00")
+    clone = tmp_path / "clone"
+    shutil.copytree(alice.path, clone)
     pay_to_till(alice.path, till.path, 1250)
     pay_to_till(bob.path, till.path, 3100)  # held: over 30.00 a payment
+    pay_to_till(clone, till.path, 700)  # the same slot as alice's: both refused
     out = tmp_path / "takings.csv"
     doc = tj(till.path, "takings", "--csv", out)
-    assert doc["csv_rows"] == 2
+    assert doc["csv_rows"] == 3
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     documented = (ROOT / "docs" / "takings.md").read_text()
     assert tuple(rows[0]) == CSV_COLUMNS
     assert all(f"| `{c}` |" in documented for c in CSV_COLUMNS), "each column documented"
+    assert [k["state"] for k in doc["takings"]] == [REFUSED, HELD, REFUSED]
     for row, k in zip(rows, doc["takings"], strict=True):
-        assert (row["payment_id"], row["state"], row["decision"]) == (
-            k["id"], k["state"], k["decision"])
-        assert int(row["amount_minor"]) == k["amount_minor"]
-        assert row["amount"] == k["amount"] and row["currency"] == "EUR"
+        same = ("till", "payer_account", "payer_device", "state", "decision", "reason",
+                "status_reason", "amount")
+        assert {c: row[c] for c in same} == {c: k[c] for c in same}
+        assert (row["payment_id"], int(row["amount_minor"]), row["currency"]) == (
+            k["id"], k["amount_minor"], "EUR")
+        assert row["request_id"] == (k["request_id"] or "")
+        assert row["written_off"] == str(int(k["written_off"]))
         assert row["day"] == time.strftime("%Y-%m-%d", time.localtime(k["taken_at"]))
+        assert row["taken_at"] == time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                time.localtime(k["taken_at"]))
+        ev = k["evidence"]
+        if k["state"] == REFUSED:
+            assert ev["kind"] == "fork" and k["id"] in ev["blocks"]
+            assert row["evidence"] == f"fork at seq {ev['seq']}: " + " vs ".join(
+                ev["blocks"])
+        else:
+            assert ev is None and row["evidence"] == ""
     by_state: dict[str, int] = {}
     for row in rows:
         by_state[row["state"]] = by_state.get(row["state"], 0) + int(row["amount_minor"])
@@ -588,3 +604,34 @@ def test_a_store_made_before_takings_kept_statuses_gets_them_on_opening(shop) ->
     p = run(till.path, "doctor")
     assert p.returncode != 0 and "status kept as (3, None, 1), the entry has (1, None, 1)" in \
         p.stdout
+
+
+def test_a_payment_beside_its_devices_revoke_is_refused_with_the_revoke_as_evidence(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """q = 0: the account's revoke beats the device's block at the same slot, so a
+    payment the revoked device signed there is refused, and the revoke is its evidence."""
+    alice, _, till = shop
+    phone = pair_device(tmp_path, alice.path, alice.address, "phone")
+    pw, aw = Wallet.open(phone), Wallet.open(alice.path)
+    try:
+        aw.pay(pw.address(), 3000, PASSPHRASE)  # escrow for the phone
+        pw.ingest_bodies(aw.bodies(aw.export_ids(pw.address())))
+        pw.receive(PASSPHRASE)
+        aw.ingest_bodies(pw.bodies(pw.export_ids(None)))  # alice sees the phone's claim
+        phone_device = pw.device or b""
+        revoke, _ = aw.revoke(phone_device, aw.device or b"", PASSPHRASE)  # phone "lost"
+    finally:
+        pw.close()
+        aw.close()
+    pay_to_till(phone, till.path, 1000)  # the phone pays at the revoke's slot
+    to, aw = Wallet.open(till.path), Wallet.open(alice.path)
+    try:
+        to.ingest_bodies(aw.bodies(aw.export_ids(to.address())) + aw.bodies([revoke.id]))
+    finally:
+        to.close()
+        aw.close()
+    [k] = tj(till.path, "takings")["takings"]
+    assert (k["state"], k["decision"]) == (REFUSED, PROVISIONAL)
+    ev = k["evidence"]
+    assert ev["kind"] == "revoke" and set(ev["blocks"]) == {k["id"], id_text(revoke.id)}
+    assert ev["device"] == key_text(phone_device)
