@@ -635,3 +635,41 @@ def test_a_payment_beside_its_devices_revoke_is_refused_with_the_revoke_as_evide
     ev = k["evidence"]
     assert ev["kind"] == "revoke" and set(ev["blocks"]) == {k["id"], id_text(revoke.id)}
     assert ev["device"] == key_text(phone_device)
+
+
+def test_till_mode_on_the_merchants_main_device_shows_each_tills_takings(
+        shop, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from tests.test_app import settle, text
+    from tui.app import TallyApp
+    from tui.service import WalletService
+
+    alice, bob, main = shop
+    main_address = tj(main.path, "address")["address"]
+    tills = [pair_device(tmp_path, main.path, main_address, n) for n in ("north", "south")]
+    pay_to_till(alice.path, tills[0], 1100)
+    pay_to_till(bob.path, tills[1], 2200)
+    for t in tills:
+        tj(t, "receive")  # taken: claimed
+        w, m = Wallet.open(t), Wallet.open(main.path)
+        try:
+            m.ingest_bodies(w.bodies(w.export_ids(None)))
+        finally:
+            w.close()
+            m.close()
+
+    async def go() -> None:
+        app = TallyApp(WalletService.open(main.path))
+        async with app.run_test(size=(110, 30)) as pilot:
+            await pilot.press("t")
+            table = app.screen.query_one("#takings", DataTable)
+            await settle(pilot, lambda: table.row_count == 2, "both tills' takings")
+            froms = sorted(str(table.get_row_at(i)[1]).split(" ← ")[0] for i in range(2))
+            assert froms == ["north", "south"]
+            assert "provisional 33.00 EUR" in text(app, "#totals")
+        app.service.close()
+
+    asyncio.run(go())

@@ -1,4 +1,5 @@
-"""Takings (till mode): today's payments to this till, live, each with where it stands
+"""Takings (till mode): today's payments to this till (on the merchant's main device,
+to each till of the account), live, each with where it stands
 (and for a refused one, its evidence), totals per status, refunds and net, the exposure
 against each floor limit as a gauge; refund and write-off from the list."""
 
@@ -60,7 +61,9 @@ class TakingsScreen(Screen):
         w = svc.wallet
         today = local_day(int(time.time()))
         start = int(time.mktime(time.strptime(today, "%Y-%m-%d")))
-        rep = reconcile.build(w, since=start, till=w.device or b"")
+        rep = reconcile.build(w, since=start)  # a till's own; on a main device, its tills'
+        several = len(rep.tills) > 1
+        names = {t.till: t.label or short(t.till) + "…" for t in rep.tills}
         rows = rep.rows
         refunded = sum(rep.refunded.values())
         self.query_one("#totals", Static).update(
@@ -86,7 +89,8 @@ class TakingsScreen(Screen):
                    else k.reason if k.state in (HELD, PROVISIONAL) else k.status_reason)
             back = rep.refunded.get(k.id, 0)
             table.add_row(time.strftime("%H:%M", time.localtime(k.taken_at)),
-                          short(k.payer_account) + "…", svc.money(k.amount),
+                          (f"{names[k.till]} ← " if several else "")
+                          + short(k.payer_account) + "…", svc.money(k.amount),
                           k.state + (" (written off)" if k.written_off else "")
                           + (f" (refunded {svc.money(back)})" if back else ""), why,
                           key=id_text(k.id))
