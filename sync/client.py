@@ -46,7 +46,7 @@ from sync.protocol import (
     Ready,
     Received,
 )
-from sync.transport import Link, LinkDown, websocket_options
+from sync.transport import Link, LinkDown, Offload, websocket_options
 from wallet.encoding import Block, Entry, Kind, entry_hash, key_text, parse_entry
 from wallet.errors import TallyError, WalletError
 from wallet.wallet import Wallet, error_text
@@ -281,9 +281,13 @@ class WalletSync:
         settle_timeout_s: float = SETTLE_TIMEOUT_S,
         votes_timeout_s: float = VOTES_TIMEOUT_S,
         pool: ThreadPoolExecutor | None = None,
+        offload: Offload | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """``pool``: the one thread the wallet is used on, when its owner has one (the
-        wallet service's); else this makes its own."""
+        wallet service's); else this makes its own. ``offload``: how to run the wallet's
+        work instead (a simulation runs it inline, on its one thread). ``rng``: the
+        randomness of hellos and backoff (a simulation seeds it)."""
         if wallet.device is None:
             raise WalletError("this wallet has no device yet: run `tally init`")
         self.wallet = wallet
@@ -298,8 +302,11 @@ class WalletSync:
         if bytes(self.key.verify_key) != self.device:
             raise WalletError("the device key does not match this wallet")
         self.port = WalletPort(wallet)
-        self._own_pool = pool is None
-        self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="wallet")
+        self._offload = offload
+        self.rng = rng
+        self._own_pool = pool is None and offload is None
+        self._pool = pool or (None if offload is not None else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="wallet"))
         self._claiming: asyncio.Task[None] | None = None
         self._claim_again = False
         self._moved = asyncio.Event()
@@ -337,12 +344,14 @@ class WalletSync:
             self.wallet.unsubscribe(committed)
 
     async def offload(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the wallet's worker thread."""
+        """Run ``fn`` on the wallet's worker thread (or the owner's ``offload``)."""
+        if self._offload is not None:
+            return await self._offload(fn)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     def shutdown(self) -> None:
         """Stop the worker thread (after the last session), unless it is the owner's."""
-        if self._own_pool:
+        if self._own_pool and self._pool is not None:
             self._pool.shutdown(wait=True)
 
     def stop(self) -> None:
@@ -395,6 +404,8 @@ class WalletSync:
     def connection(self, *, client: bool, cursor: bytes = b"", **kw: Any) -> Connection:
         """(On the worker) a protocol connection as this device, over this wallet's
         port, with the device's open as the store has it now."""
+        if self.rng is not None:
+            kw.setdefault("random_bytes", self.rng.randbytes)
         return Connection(client=client, key=self.key, role=ROLE_DEVICE, port=self.port,
                           open_entry=self._own_open(), cursor=cursor, **kw)
 
@@ -610,10 +621,12 @@ class SyncClient(WalletSync):
         backoff_cap_s: float = BACKOFF_CAP_S,
         open_timeout_s: float = OPEN_TIMEOUT_S,
         ca: Path | str | None = None,
-        **kw: float,
+        connect: Callable[..., Any] = connect,
+        **kw: Any,
     ) -> None:
         """``ca``: a PEM file (CA certificates, or a relay's self-signed certificate)
-        that ``wss://`` connections trust besides the system's store."""
+        that ``wss://`` connections trust besides the system's store. ``connect``: how
+        a websocket is opened (``websockets``'; a simulation passes its own network's)."""
         kinds = {check_url(u): "relay" for u in relays}
         kinds |= {check_url(u): "peer" for u in peers if u not in kinds}
         if not kinds:
@@ -629,6 +642,7 @@ class SyncClient(WalletSync):
         self.backoff_cap_s = backoff_cap_s
         self.open_timeout_s = open_timeout_s
         self.tls = tls
+        self.connect = connect
 
     async def run(self) -> list[PeerResult]:
         """Sync with every URL; with ``once`` return when each is in sync or failed,
@@ -654,7 +668,8 @@ class SyncClient(WalletSync):
             if self.once or failure.permanent:
                 self.on_event(Down(url, error, None))
                 return result
-            delay = backoff_s(attempt, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
+            delay = backoff_s(attempt, base_s=self.backoff_base_s, cap_s=self.backoff_cap_s,
+                              rng=self.rng)
             attempt += 1
             self.on_event(Down(url, error, delay))
             with contextlib.suppress(TimeoutError):
@@ -686,8 +701,8 @@ class SyncClient(WalletSync):
         try:
             cursor = await self.offload(lambda: self.wallet.store.get_meta(cursor_key)) or b""
             tls = {"ssl": self.tls} if url.startswith("wss://") else {}
-            async with connect(url, open_timeout=self.open_timeout_s, **tls,
-                               **websocket_options()) as ws:
+            async with self.connect(url, open_timeout=self.open_timeout_s, **tls,
+                                    **websocket_options()) as ws:
                 conn = await self.offload(partial(self.connection, client=True,
                                                   cursor=cursor))
                 link = Link(ws, conn, offload=self.offload)

@@ -250,6 +250,8 @@ class Connection:
     (a wallet); with ``defer_acks`` only when the owner calls ``acknowledge`` after its
     own commit (the relay's group commit). A client merges the catch-up it receives in
     batches of ``catch_up_batch_entries`` gathered from consecutive ``Entries``.
+    ``random_bytes`` makes the hello's challenge (a simulation passes a seeded one, so
+    one seed replays a whole run); the protocol reads no clock.
     """
 
     def __init__(
@@ -269,6 +271,7 @@ class Connection:
         defer_acks: bool = False,
         catch_up_window_bytes: int = CATCH_UP_WINDOW_BYTES,
         catch_up_batch_entries: int = CATCH_UP_BATCH_ENTRIES,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         if port is None and resolve is None:
             raise ValueError("a connection needs a port or a way to resolve one")
@@ -287,7 +290,8 @@ class Connection:
         self.check_peer = check_peer
         self.max_message_bytes = max_message_bytes
         self.max_entries = max_entries
-        self.challenge = os.urandom(32)
+        # The caller's randomness, else the system's (looked up now: a simulation seeds it)
+        self.challenge = (random_bytes or os.urandom)(32)
         self.state = "new"
         self.peer: Hello | None = None
         self.network: bytes | None = port.genesis.network_id if port else None
