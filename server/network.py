@@ -111,7 +111,9 @@ class ServedNetwork:
         }
         self.replica = Replica(self.ledger, commit=self._commit)
         self.port = RelayPort(self)
-        self.subscribers: set[Subscriber] = set()
+        # Insertion-ordered (a dict, not a set hashed by address): fan-out goes to the
+        # subscribers in the same order in every run, so a simulation's seed replays it.
+        self.subscribers: dict[Subscriber, None] = {}
         self.witness: Witness | None = None
         if witness_key is not None and bytes(witness_key.verify_key) in genesis.witnesses:
             self.witness = Witness(witness_key, store)

@@ -98,7 +98,7 @@ class PeerLink:
                 if self.conn.state == "closed":
                     break
         finally:
-            self.net.subscribers.discard(self)
+            self.net.subscribers.pop(self, None)
             self.outbox.end()
             try:
                 await asyncio.wait_for(writer, 2.0)
@@ -110,7 +110,7 @@ class PeerLink:
         for ev in self.conn.events_received():
             if isinstance(ev, Ready):
                 self.ready = True
-                self.net.subscribers.add(self)
+                self.net.subscribers[self] = None
                 tel.log("peer_ready", url=self.url, network=id_text(self.net.network),
                         key=short(ev.peer_key), entries=ev.peer_count)
             elif isinstance(ev, Received):

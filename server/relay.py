@@ -191,7 +191,7 @@ class Session:
         self.relay.writing()
         self.conn.receive_data(data)
         if self.conn.unacknowledged:
-            self.relay.to_ack.add(self)
+            self.relay.to_ack[self] = None
         net = self.network
         refusal = None
         if net is not None:
@@ -220,7 +220,7 @@ class Session:
                 self.device = ev.peer_key
                 self.role = ev.role
                 assert self.network is not None
-                self.network.subscribers.add(self)
+                self.network.subscribers[self] = None
                 self.relay.telemetry.log(
                     "ready", address=self.address, network=id_text(self.network.network),
                     role="device" if ev.role == ROLE_DEVICE else "node",
@@ -308,7 +308,7 @@ class Session:
     def detach(self) -> None:
         """Stop receiving fan-out."""
         if self.network is not None:
-            self.network.subscribers.discard(self)
+            self.network.subscribers.pop(self, None)
 
     async def finish(self, timeout_s: float = 5.0) -> None:
         """Wait for the writer to flush and close the websocket."""
@@ -328,7 +328,7 @@ class Relay:
         self.store = store
         self.telemetry = telemetry
         self.networks: dict[bytes, ServedNetwork] = {}
-        self.sessions: set[Session] = set()
+        self.sessions: dict[Session, None] = {}  # (insertion-ordered: runs replay)
         self.address_buckets: dict[str, TokenBucket] = {}
         self.device_buckets: dict[bytes, TokenBucket] = {}
         self.server: Server | None = None
@@ -336,7 +336,7 @@ class Relay:
         self.peer_tasks: list[asyncio.Task[None]] = []
         self._flush_pending = False
         self._acked: dict[bytes, int] = {}  # each network's durable position last told
-        self.to_ack: set[Session] = set()
+        self.to_ack: dict[Session, None] = {}
         self.failure: BaseException | None = None
         self._stop: asyncio.Future[object] | None = None
         self.shut_down = False  # shutdown() released the store
@@ -424,7 +424,7 @@ class Relay:
             if self._stop is not None and not self._stop.done():
                 self._stop.set_result("store failure")
             return
-        to_ack, self.to_ack = self.to_ack, set()
+        to_ack, self.to_ack = self.to_ack, {}
         for s in to_ack:
             s.conn.acknowledge()
             s.push()
@@ -472,7 +472,7 @@ class Relay:
         if s.ended:
             await s.finish()
             return
-        self.sessions.add(s)
+        self.sessions[s] = None
         timer = asyncio.get_running_loop().call_later(
             self.config.limits.handshake_s, s.handshake_expired)
         self.telemetry.count("tally_relay_connections_total")
@@ -498,7 +498,7 @@ class Relay:
         finally:
             timer.cancel()
             s.detach()
-            self.sessions.discard(s)
+            self.sessions.pop(s, None)
             self.telemetry.set("tally_relay_connections", len(self.sessions))
             await s.finish()
 

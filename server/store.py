@@ -483,6 +483,18 @@ class SqliteRelayStore:
         self._begin(self.conn)
         self.conn.execute(sql, args)
 
+    def abandon(self) -> None:
+        """Close as a crash would: what the open group wrote is not committed (a
+        simulation's crash; the next open finds what the last commit left)."""
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
+        for c in (*(n.conn for n in self.nets.values()), self.conn):
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            c.close()
+        self.nets = {}
+        self.in_group = False
+
     def close(self) -> None:
         """Commit an open group, stop the checkpoints, checkpoint once, close the files."""
         self._stop_checkpoints.set()

@@ -1,0 +1,74 @@
+"""The promises a simulated world keeps, checked over every replica that is up.
+
+The ledger asserts DESIGN §3's invariants itself after every batch (``CHECK``: no
+device but the issuing one below zero, running totals equal to what the valid prefix
+booked, every credit the one the rules give, every payment claimed or in flight). These
+checks add what needs more than one replica, or the whole set:
+
+- no spendable balance below zero, in any replica, for any device but the issuing one;
+- no witness-equivocation proof (every witness of a simulated world is honest, so two
+  certified blocks at one slot mean a witness voted twice);
+- at the end: replicas holding the same set agree on every status and balance.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wallet.encoding import short
+from wallet.ledger import Ledger
+
+if TYPE_CHECKING:
+    from sim.world import World
+
+
+def check_replica(name: str, led: Ledger) -> str | None:
+    """The promises one replica keeps on its own; the first one broken, or None."""
+    for key, d in led.devices.items():
+        if d.issuing:
+            continue
+        spendable = led.balance(key).spendable
+        if spendable < 0:
+            return f"{name}: device {short(key)}… is at {spendable} spendable"
+    for proof in led.fraud_proofs():
+        if proof.equivocation:
+            return (f"{name}: two certified blocks at device {short(proof.device)}… slot "
+                    f"{proof.seq}: an honest witness voted twice")
+    return None
+
+
+def statuses(led: Ledger) -> dict[bytes, tuple[str, str, bool]]:
+    """Every block's status, as comparable values."""
+    out = {}
+    for bid in led.status:
+        st = led.status[bid]
+        out[bid] = (st.state, st.reason, st.final)
+    return out
+
+
+def check_world(world: World, *, final: bool = False) -> str | None:
+    """Every replica's promises; at the end also that equal sets agree."""
+    seen: dict[bytes, tuple[str, dict[bytes, tuple[str, str, bool]], dict[bytes, object]]] = {}
+    for node in world.nodes():
+        for led in node.ledgers():
+            problem = check_replica(node.name, led)
+            if problem is not None:
+                return problem
+            if not final:
+                continue
+            digest = node.digest()
+            assert digest is not None
+            mine = statuses(led)
+            balances = {k: led.balance(k) for k in led.devices}
+            if digest in seen:
+                other, theirs, their_balances = seen[digest]
+                if mine != theirs:
+                    diff = sorted(k for k in mine.keys() | theirs.keys()
+                                  if mine.get(k) != theirs.get(k))
+                    return (f"{node.name} and {other} hold the same set but disagree on "
+                            f"{len(diff)} statuses (first: block {short(diff[0])}…)")
+                if balances != their_balances:
+                    return f"{node.name} and {other} hold the same set but disagree on balances"
+            else:
+                seen[digest] = (node.name, mine, balances)
+    return None

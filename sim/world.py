@@ -1,0 +1,504 @@
+"""One simulated world, from one seed: real relays (with witnesses) and real wallets over
+real SQLite stores, syncing over ``sim.net`` on ``sim.loop``'s simulated time.
+
+What runs is the shipped code: ``server.relay.Relay`` serves each connection with its
+own handler, ``sync.client.SyncClient`` keeps each wallet in sync (claiming what it is
+paid), ``Wallet.pay`` signs payments. The simulator only decides what happens when:
+who pays whom, which process crashes and restarts from its store, which nodes are cut
+off from which, and what the network does to each message (``sim.net.Faults``, drawn
+per seed). After the fault phase the network heals, every node comes back, and the
+world must settle: every replica's entry-set digest agrees and, with witnesses, every
+payment an honest device made is final (liveness).
+
+Invariants are checked where they are kept and after every step: the ledger asserts
+DESIGN §3's after every batch (``wallet.ledger.CHECK``), and ``sim.checks`` looks at
+every replica the step touched. The first violation stops the run with its seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+import wallet.ledger
+import wallet.wallet
+from server.relay import Limits, Relay, RelayConfig
+from server.store import SqliteRelayStore
+from server.telemetry import Telemetry
+from sim.loop import SimLoop
+from sim.net import Faults, SimNetwork
+from sync.client import SyncClient
+from sync.port import WalletPort
+from sync.transport import inline
+from wallet.address import Address
+from wallet.encoding import Block, Genesis, Kind, Policy
+from wallet.errors import TallyError
+from wallet.keys import FAST_INSECURE
+from wallet.ledger import VALID, Ledger
+from wallet.wallet import Wallet
+
+PASSPHRASE = "simulated"
+ISSUED = 100_000
+"""What the issuer gives each payer at the start (minor units)."""
+PAY_MAX = 5_000
+"""The largest payment the simulator makes (minor units)."""
+SETTLE_STEPS_MAX = 60_000
+"""Steps the healed world gets to agree before it counts as not live."""
+SETTLE_S_MAX = 3_600.0
+"""Simulated seconds the healed world gets to agree."""
+CHECK_EVERY_STEPS = 50
+"""How often the checks that read every replica run (the ledger's own run each batch)."""
+
+
+class Violation(AssertionError):
+    """A promise broken: what, and at which step."""
+
+
+@dataclass
+class Shape:
+    """What a seed's world is made of, and the mix of what happens in it."""
+
+    witnesses: int
+    quorum: int
+    payers: int
+    faults: Faults
+    crash_rate: float
+    """Crashes (of a relay or a wallet) per simulated second."""
+    partition_rate: float
+    pay_rate: float
+    clone: bool
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Shape:
+        """A seed's shape: network, population and fault mix (swarm testing)."""
+        witnesses, quorum = rng.choice([(0, 0), (1, 1), (3, 2), (4, 3)])
+        return cls(witnesses=witnesses, quorum=quorum, payers=rng.randint(2, 5),
+                   faults=Faults.draw(rng),
+                   crash_rate=rng.choice([0.0, rng.uniform(0.005, 0.05)]),
+                   partition_rate=rng.choice([0.0, rng.uniform(0.005, 0.05)]),
+                   pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5)
+
+
+@dataclass
+class Report:
+    """How a run went."""
+
+    seed: int
+    steps: int = 0
+    settle_steps: int = 0
+    simulated_s: float = 0.0
+    payments: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    faults: int = 0
+    coverage: dict[str, int] = field(default_factory=dict)
+    violation: str | None = None
+
+    def count(self, what: str, n: int = 1) -> None:
+        """Note a path reached."""
+        self.coverage[what] = self.coverage.get(what, 0) + n
+
+
+# ------------------------------------------------------------------ determinism
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Every source of randomness the code under test reads, seeded: the system's
+    (``os.urandom``: store ids, hello challenges), key generation, and ``random``."""
+    source = random.Random(seed * 7919 + 1)
+    keys = random.Random(seed * 104729 + 2)
+    real_urandom, real_generate = os.urandom, SigningKey.generate
+    state = random.getstate()
+
+    def generate(cls: type[SigningKey]) -> SigningKey:
+        return cls(keys.randbytes(32))
+
+    os.urandom = source.randbytes  # type: ignore[assignment]
+    SigningKey.generate = classmethod(generate)  # type: ignore[method-assign,assignment]
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        os.urandom = real_urandom
+        SigningKey.generate = real_generate  # type: ignore[method-assign]
+        random.setstate(state)
+
+
+@contextlib.contextmanager
+def ledger_checks() -> Iterator[None]:
+    """The ledger asserts its invariants after every batch (``TALLY_CHECK=1``)."""
+    was = wallet.ledger.CHECK, wallet.wallet.CHECK
+    wallet.ledger.CHECK = wallet.wallet.CHECK = True
+    try:
+        yield
+    finally:
+        wallet.ledger.CHECK, wallet.wallet.CHECK = was
+
+
+# ------------------------------------------------------------------ nodes
+class RelayNode:
+    """A ``tally-relay`` process: its database survives a crash, nothing else does."""
+
+    def __init__(self, world: World, n: int, witness: SigningKey | None) -> None:
+        self.world = world
+        self.name = f"relay{n}"
+        self.url = f"ws://{self.name}"
+        self.db = world.root / f"{self.name}.db"
+        self.node_key = SigningKey.generate()
+        self.witness = witness
+        self.relay: Relay | None = None
+        self.store: SqliteRelayStore | None = None
+
+    def start(self) -> None:
+        """Start (or restart) from the database."""
+        self.store = SqliteRelayStore(self.db, create=True)
+        config = RelayConfig(host="sim", port=0, node_key=self.node_key,
+                             genesis=[self.world.genesis], witness_key=self.witness,
+                             limits=Limits(quota_per_day=None, device_rate=1e6,
+                                           device_burst=1e6, address_rate=1e6,
+                                           address_burst=1e6))
+        self.relay = Relay(config, self.store, Telemetry(io.StringIO()))
+        for net in self.relay.networks.values():
+            net.vote_all_soon()
+        self.world.net.revive(self.name)
+        self.world.net.serve(self.url, self.name, self.relay.handler)
+
+    def crash(self) -> None:
+        """The process dies: its links drop, what it had not committed is gone."""
+        self.world.net.isolate(self.name)
+        relay, store = self.relay, self.store
+        self.relay = self.store = None
+        if relay is not None:
+            for net in relay.networks.values():
+                net.cancel()
+        if store is not None:
+            store.abandon()
+
+    @property
+    def up(self) -> bool:
+        """True while running."""
+        return self.relay is not None
+
+    def ledgers(self) -> list[Ledger]:
+        """Its replica of the network (none while down)."""
+        return [n.ledger for n in self.relay.networks.values()] if self.relay else []
+
+    def digest(self) -> bytes | None:
+        """Its entry-set digest (None while down)."""
+        if self.relay is None:
+            return None
+        (net,) = self.relay.networks.values()
+        return net.port.digest()
+
+
+class WalletNode:
+    """A wallet app: its home survives a crash; it syncs with every relay."""
+
+    def __init__(self, world: World, name: str, home: Path, *, honest: bool = True) -> None:
+        self.world = world
+        self.name = name
+        self.home = home
+        self.honest = honest
+        self.wallet: Wallet | None = None
+        self.client: SyncClient | None = None
+        self.task: asyncio.Task[object] | None = None
+        self.address: Address | None = None
+        self.device = b""
+
+    def start(self) -> None:
+        """Open the home and sync with every relay, live."""
+        w = self.wallet = Wallet.open(self.home)
+        self.address = w.address()
+        self.device = w.device or b""
+        self.world.net.revive(self.name)
+        if not self.world.relays:
+            return
+        self.client = SyncClient(
+            w, PASSPHRASE, relays=[r.url for r in self.world.relays],
+            connect=self.world.net.connector(self.name), offload=inline,
+            rng=random.Random(self.world.rng.random()), backoff_base_s=0.5,
+            backoff_cap_s=10.0)
+        self.task = self.world.loop.create_task(self.client.run())
+
+    def crash(self) -> None:
+        """The app dies: its links drop; what its store committed stays."""
+        self.world.net.isolate(self.name)
+        if self.task is not None:
+            self.task.cancel()
+        self.task = self.client = None
+        if self.wallet is not None:
+            self.wallet.close()
+        self.wallet = None
+
+    @property
+    def up(self) -> bool:
+        """True while running."""
+        return self.wallet is not None
+
+    def ledgers(self) -> list[Ledger]:
+        """Its replica (none while down)."""
+        return [self.wallet.ledger] if self.wallet is not None else []
+
+    def digest(self) -> bytes | None:
+        """Its entry-set digest (None while down)."""
+        return WalletPort(self.wallet).digest() if self.wallet is not None else None
+
+    def spendable(self) -> int:
+        """What it can pay now."""
+        if self.wallet is None:
+            return 0
+        return self.wallet.ledger.balance(self.device).spendable
+
+
+# ------------------------------------------------------------------ the world
+class World:
+    """One seed's world (see the module docstring)."""
+
+    def __init__(self, seed: int, root: Path, *, trace: Callable[[str], None] | None = None
+                 ) -> None:
+        self.seed = seed
+        self.root = root
+        self.rng = random.Random(seed)
+        self.shape = Shape.draw(self.rng)
+        self.loop = SimLoop()
+        self.report = Report(seed)
+        self.trace = trace
+        self.net = SimNetwork(self.loop, self.rng, self._stepped)
+        self.relays: list[RelayNode] = []
+        self.wallets: list[WalletNode] = []
+        self.issuer: WalletNode | None = None
+        self.genesis: Genesis
+        self.steps_goal = 0
+        self.settling = False
+        self._settled = asyncio.Event()
+        self._made: dict[bytes, str] = {}  # payments signed: id → payer's node
+        self._cloned: set[bytes] = set()  # devices whose key was copied
+
+    # ---------------------------------------------------------- building
+    def build(self) -> None:
+        """The network, its relays and witnesses, the issuer and the payers, funded."""
+        sh = self.shape
+        witness_keys = [SigningKey.generate() for _ in range(sh.witnesses)]
+        issuer_key = SigningKey.generate()
+        self.genesis = Genesis(
+            f"sim{self.seed}", "EUR", 2, bytes(issuer_key.verify_key),
+            tuple(bytes(k.verify_key) for k in witness_keys), sh.quorum,
+            Policy(5_000, 10_000, 100_000, 3_600)).signed(issuer_key)
+        for n in range(max(1, sh.witnesses)):
+            self.relays.append(RelayNode(self, n, witness_keys[n] if witness_keys else None))
+        Wallet.create_network(self.root / "issuer", self.genesis, issuer_key, PASSPHRASE,
+                              limits=FAST_INSECURE).close()
+        self.issuer = WalletNode(self, "issuer", self.root / "issuer")
+        for n in range(sh.payers):
+            home = self.root / f"payer{n}"
+            w = Wallet.join(home, self.genesis.raw)
+            w.init(PASSPHRASE, label=f"payer{n}", limits=FAST_INSECURE)
+            w.close()
+            self.wallets.append(WalletNode(self, f"payer{n}", home))
+        iw = Wallet.open(self.root / "issuer")
+        try:
+            for node in self.wallets:
+                w = Wallet.open(node.home)
+                try:
+                    iw.pay(w.address(), ISSUED, PASSPHRASE)
+                finally:
+                    w.close()
+        finally:
+            iw.close()
+
+    # ---------------------------------------------------------- running
+    def _stepped(self, kind: str) -> None:
+        self.report.steps += 1
+        self.report.count(f"net:{kind}")
+        if self.settling:
+            self.report.settle_steps += 1
+        elif self.report.steps >= self.steps_goal:
+            self.loop.call_soon(self._heal_all)
+        if self.report.steps % CHECK_EVERY_STEPS == 0:
+            self.check()
+
+    def say(self, what: str) -> None:
+        """A line of the trace."""
+        if self.trace is not None:
+            self.trace(f"{self.report.steps:>7} {self.loop.elapsed_s:9.3f}s {what}")
+
+    def violated(self, what: str) -> None:
+        """Stop the run: a promise is broken."""
+        self.report.violation = f"step {self.report.steps}: {what}"
+        raise Violation(self.report.violation)
+
+    def nodes(self) -> list[RelayNode | WalletNode]:
+        """Every node, relays first."""
+        out: list[RelayNode | WalletNode] = [*self.relays]
+        if self.issuer is not None:
+            out.append(self.issuer)
+        return out + self.wallets
+
+    async def run(self, steps: int) -> Report:
+        """The fault phase for ``steps`` steps, then healing until the world settles."""
+        self.steps_goal = steps
+        self.net.faults = self.shape.faults
+        for r in self.relays:
+            r.start()
+        assert self.issuer is not None
+        self.issuer.start()
+        for w in self.wallets:
+            w.start()
+        driver = self.loop.create_task(self._drive())
+        try:
+            await self._settled.wait()
+        finally:
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Violation):
+                await driver
+        self.report.simulated_s = self.loop.elapsed_s
+        return self.report
+
+    async def _drive(self) -> None:
+        """What happens in the world, one action at a time, until it settles."""
+        sh, rng = self.shape, self.rng
+        while not self.settling:
+            total = sh.pay_rate + sh.crash_rate + sh.partition_rate
+            await asyncio.sleep(rng.expovariate(total))
+            if self.settling:
+                break
+            pick = rng.uniform(0, total)
+            if pick < sh.pay_rate:
+                self._pay()
+            elif pick < sh.pay_rate + sh.crash_rate:
+                self._crash_or_restart()
+            else:
+                self._partition_or_heal()
+            self._stepped("action")
+        await self._settle()
+
+    def _pay(self) -> None:
+        payers = [w for w in self.wallets if w.up and w.spendable() > 0]
+        if not payers:
+            return
+        src = self.rng.choice(payers)
+        others = [w for w in self.wallets if w.device != src.device and w.address is not None]
+        dst = self.rng.choice(others)
+        assert src.wallet is not None and dst.address is not None
+        amount = self.rng.randint(1, min(PAY_MAX, src.spendable()))
+        try:
+            block, _ = src.wallet.pay(dst.address, amount, PASSPHRASE)
+        except TallyError as exc:  # a wallet that saw its own fork refuses to sign
+            self.report.count("pay:refused")
+            self.say(f"{src.name} cannot pay: {exc}")
+            return
+        self._made[block.id] = src.name
+        self.report.payments += 1
+        self.report.count("pay")
+        self.say(f"{src.name} pays {dst.name} {amount}")
+        if self.shape.clone and not self._cloned and self.rng.random() < 0.05:
+            self._clone(src)
+
+    def _clone(self, src: WalletNode) -> None:
+        """``src``'s disk is copied: the copy signs with the same device key."""
+        assert src.wallet is not None
+        home = self.root / f"{src.name}-clone"
+        shutil.copytree(src.home, home)
+        clone = WalletNode(self, f"{src.name}-clone", home, honest=False)
+        src.honest = False
+        self._cloned.add(src.device)
+        self.wallets.append(clone)
+        clone.start()
+        self.report.count("clone")
+        self.say(f"{src.name}'s disk is cloned")
+
+    def _crash_or_restart(self) -> None:
+        node = self.rng.choice(self.nodes())
+        if node.up:
+            node.crash()
+            self.report.crashes += 1
+            self.report.count(f"crash:{type(node).__name__}")
+            self.say(f"{node.name} crashes")
+        else:
+            node.start()
+            self.report.count("restart")
+            self.say(f"{node.name} restarts")
+
+    def _partition_or_heal(self) -> None:
+        if self.net.apart:
+            self.net.heal()
+            self.say("the partition heals")
+            return
+        names = [n.name for n in self.nodes()]
+        self.rng.shuffle(names)
+        cut = self.rng.randint(1, len(names) - 1)
+        self.net.partition(set(names[:cut]), set(names[cut:]))
+        self.report.partitions += 1
+        self.report.count("partition")
+        self.say(f"partition: {sorted(names[:cut])} | {sorted(names[cut:])}")
+
+    def _heal_all(self) -> None:
+        if self.settling:
+            return
+        self.settling = True
+        self.net.faults = Faults()
+        self.net.heal()
+        for node in self.nodes():
+            if not node.up:
+                node.start()
+        self.say("healed: no more faults, every node up")
+
+    async def _settle(self) -> None:
+        """Wait for agreement (liveness), within the bounds."""
+        start_steps, start_s = self.report.settle_steps, self.loop.elapsed_s
+        while True:
+            await asyncio.sleep(1.0)
+            if self._agreed():
+                break
+            if (self.report.settle_steps - start_steps > SETTLE_STEPS_MAX
+                    or self.loop.elapsed_s - start_s > SETTLE_S_MAX):
+                self.violated("not live: after healing, the replicas did not agree "
+                              f"within {SETTLE_STEPS_MAX} steps or {SETTLE_S_MAX:g} s "
+                              f"({self._disagreement()})")
+        self.check(final=True)
+        self._settled.set()
+
+    # ---------------------------------------------------------- checks
+    def _agreed(self) -> bool:
+        digests = {n.digest() for n in self.nodes()}
+        if len(digests) != 1:
+            return False
+        if self.genesis.quorum == 0:
+            return True
+        led = self.relays[0].ledgers()[0]
+        for bid, payer in self._made.items():
+            node = next(w for w in self.wallets if w.name == payer)
+            if not node.honest:
+                continue
+            st = led.status.get(bid)
+            if st is None or not (st.state == VALID and st.final):
+                return False
+        return True
+
+    def _disagreement(self) -> str:
+        digests: dict[bytes | None, list[str]] = {}
+        for n in self.nodes():
+            digests.setdefault(n.digest(), []).append(n.name)
+        return f"{len(digests)} different entry sets: " + "; ".join(
+            ", ".join(names) for names in digests.values())
+
+    def check(self, *, final: bool = False) -> None:
+        """The promises that read every replica (see ``sim.checks``)."""
+        from sim.checks import check_world
+
+        problem = check_world(self, final=final)
+        if problem is not None:
+            self.violated(problem)
+
+
+def is_payment(b: Block) -> bool:
+    """A send or an issue."""
+    return b.kind in (Kind.SEND, Kind.ISSUE)
