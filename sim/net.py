@@ -28,6 +28,9 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close
 
+from sim.wire import WireWatch
+from sync.messages import MESSAGE_KINDS
+
 LATENCY_S = (0.001, 0.03)
 """A message's one-way delay, uniform in this range (simulated seconds)."""
 CONNECT_S = 0.005
@@ -148,6 +151,8 @@ class SimLink:
     ends: list[SimSocket] = field(default_factory=list)
     last_at: list[float] = field(default_factory=lambda: [0.0, 0.0])
     alive: bool = True
+    n: int = 0
+    """Its number in the run (1, 2, …)."""
 
 
 Handler = Callable[[SimSocket], Awaitable[None]]
@@ -157,10 +162,11 @@ class SimNetwork:
     """Every simulated connection between the world's nodes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rng: random.Random,
-                 on_step: Callable[[str], None]) -> None:
+                 on_step: Callable[[str], None], watch: WireWatch | None = None) -> None:
         self.loop = loop
         self.rng = rng
         self.on_step = on_step
+        self.watch = watch
         self.faults = Faults()
         self.stats = Stats()
         self.servers: dict[str, tuple[str, Handler]] = {}  # url → (node, handler)
@@ -193,7 +199,7 @@ class SimNetwork:
                 self.stats.refused += 1
                 raise ConnectionRefusedError(111, f"{url} is unreachable")
             server, handler = target
-            link = SimLink(self, node, server)
+            link = SimLink(self, node, server, n=self.stats.connections + 1)
             link.ends = [SimSocket(link, 0, self.address(server)),
                          SimSocket(link, 1, self.address(node))]
             self.links.append(link)
@@ -218,6 +224,8 @@ class SimNetwork:
         """One message from ``side`` of ``link`` toward the other end, with faults."""
         if not link.alive:
             return
+        if self.watch is not None:  # side 1 is the server's end
+            self.watch.sent(link.n, link.server, side == 1, message)
         f, rng = self.faults, self.rng
         if f.drop and rng.random() < f.drop:
             self.stats.dropped += 1
@@ -244,8 +252,10 @@ class SimNetwork:
         if not link.alive:
             return
         self.stats.delivered += 1
+        if self.watch is not None:
+            self.watch.landed(link.n, link.server, side == 1, message)
         link.ends[side].deliver(message)
-        self.on_step("message")
+        self.on_step(MESSAGE_KINDS.get(message[0], "unknown") if message else "empty")
 
     def close_link(self, link: SimLink, side: int, code: int, reason: str) -> None:
         """A clean close from ``side``: the other end gets it after what is in flight."""

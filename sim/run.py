@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=STEPS_DEFAULT,
                     help="steps of faults per seed, before the world heals")
     ap.add_argument("--trace", action="store_true", help="print every action as it happens")
+    ap.add_argument("--coverage", action="store_true",
+                    help="print what each seed reached (statuses, faults, protocol paths)")
     a = ap.parse_args(argv)
     first = 1 if a.seed is None else a.seed
     trace = (lambda line: print(line, flush=True)) if a.trace else None
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seed {seed}: ok, {r.steps} steps ({r.settle_steps} settling), "
                   f"{r.payments} payments, {r.faults} faults, {r.simulated_s:.0f} s "
                   "simulated", flush=True)
+        if a.coverage:
+            print("  reached: " + ", ".join(f"{k}={v}" for k, v in sorted(r.coverage.items())),
+                  flush=True)
     wall = time.perf_counter() - t0
     print(f"steps={total_steps} seeds={a.seeds} violations={violations} faults={faults} "
           f"steps_per_s={total_steps / wall:.0f}")

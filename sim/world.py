@@ -36,11 +36,12 @@ from server.store import SqliteRelayStore
 from server.telemetry import Telemetry
 from sim.loop import SimLoop
 from sim.net import Faults, SimNetwork
+from sim.wire import WireWatch
 from sync.client import SyncClient
 from sync.port import WalletPort
 from sync.transport import inline
 from wallet.address import Address
-from wallet.encoding import Block, Genesis, Kind, Policy
+from wallet.encoding import Block, Genesis, Kind, Policy, short
 from wallet.errors import TallyError
 from wallet.keys import FAST_INSECURE
 from wallet.ledger import VALID, Ledger
@@ -166,10 +167,29 @@ class RelayNode:
                                            device_burst=1e6, address_rate=1e6,
                                            address_burst=1e6))
         self.relay = Relay(config, self.store, Telemetry(io.StringIO()))
+        self.check_survived()
         for net in self.relay.networks.values():
             net.vote_all_soon()
         self.world.net.revive(self.name)
         self.world.net.serve(self.url, self.name, self.relay.handler)
+
+    def check_survived(self) -> None:
+        """(On a start) what this relay acknowledged, and every slot its witness voted,
+        is in its store: nothing promised is lost across a crash."""
+        assert self.store is not None
+        network = self.world.genesis.network_id
+        held = self.ledgers()[0]
+        lost = [i for i in self.world.watch.acked.get(self.name, ()) if i not in held]
+        if lost:
+            self.world.violated(f"{self.name} acknowledged {len(lost)} entries it no longer "
+                                f"holds after a restart (first {short(lost[0])}…)")
+        for device, slot in self.world.watch.voted.get(self.name, {}).items():
+            last = self.store.last(network, device)
+            if last is None or last[0] < slot:
+                self.world.violated(
+                    f"{self.name}'s witness voted device {short(device)}… slot {slot}, and "
+                    f"after a restart its claims reach {last[0] if last else 'no slot'}")
+        self.world.report.count("restart:checked")
 
     def crash(self) -> None:
         """The process dies: its links drop, what it had not committed is gone."""
@@ -271,7 +291,8 @@ class World:
         self.loop = SimLoop()
         self.report = Report(seed)
         self.trace = trace
-        self.net = SimNetwork(self.loop, self.rng, self._stepped)
+        self.watch = WireWatch({})
+        self.net = SimNetwork(self.loop, self.rng, self._stepped, self.watch)
         self.relays: list[RelayNode] = []
         self.wallets: list[WalletNode] = []
         self.issuer: WalletNode | None = None
@@ -293,7 +314,10 @@ class World:
             tuple(bytes(k.verify_key) for k in witness_keys), sh.quorum,
             Policy(5_000, 10_000, 100_000, 3_600)).signed(issuer_key)
         for n in range(max(1, sh.witnesses)):
-            self.relays.append(RelayNode(self, n, witness_keys[n] if witness_keys else None))
+            node = RelayNode(self, n, witness_keys[n] if witness_keys else None)
+            self.relays.append(node)
+            if node.witness is not None:
+                self.watch.witnesses[node.name] = bytes(node.witness.verify_key)
         Wallet.create_network(self.root / "issuer", self.genesis, issuer_key, PASSPHRASE,
                               limits=FAST_INSECURE).close()
         self.issuer = WalletNode(self, "issuer", self.root / "issuer")

@@ -160,6 +160,8 @@ _TYPES: dict[type, int] = {
     Buckets: 8, Ids: 9, Fetch: 10, Cursor: 11, Ack: 12, Close: 127,
 }
 _BY_CODE = {v: k for k, v in _TYPES.items()}
+MESSAGE_KINDS = {code: cls.__name__ for cls, code in _TYPES.items()}
+"""Each message kind's name by its type byte (the first byte of an encoded message)."""
 
 MIN_MESSAGE_BYTES = 9_000
 """The smallest message limit a side may have: room for every message (Buckets is 8,193)."""

@@ -1,0 +1,107 @@
+"""What the wire says: the entries each relay acknowledged, read off the messages as
+they land, whatever the implementation under test believes.
+
+A relay acknowledges a client's entry messages (``Entries``, ``SyncStep2``, ``Update``)
+with ``Ack(count)``: the first ``count`` it received in that conversation are durable.
+``WireWatch`` keeps, per connection, the entry ids of each entry message the server end
+received, in the order it received them, and on each ``Ack`` the server end sends, notes
+those ids as acknowledged by that relay. After the relay crashes and restarts, every one
+of them must be in its store.
+
+A witness claims each slot a vote covers durably before the vote leaves it. So every
+vote by a relay's witness key that leaves the relay is noted too: after a restart, the
+relay's claim table must still hold each of those slots.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sync.errors import ProtocolViolation
+from sync.messages import Ack, Entries, SyncStep2, Update, decode
+from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
+from wallet.crdt import decode_update
+from wallet.encoding import Vote, entry_hash, parse_entry
+from wallet.errors import GateRefused
+
+
+def entry_ids(message: bytes) -> list[bytes] | None:
+    """The ids of the entries an entry message carries (None: not an entry message, or
+    one its receiver refuses whole: it counts for nothing)."""
+    try:
+        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+    except ProtocolViolation:
+        return None
+    if isinstance(m, Entries):
+        return [entry_hash(b) for b in m.bodies]
+    if isinstance(m, SyncStep2 | Update):
+        try:
+            items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
+                                  max_items=MAX_ENTRIES_PER_MESSAGE)
+        except GateRefused:
+            return None
+        return [entry_hash(i.value) for i in items]
+    return None
+
+
+def bodies(message: bytes) -> list[bytes]:
+    """The signed entries an entry message carries (none for any other message)."""
+    try:
+        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+    except ProtocolViolation:
+        return []
+    if isinstance(m, Entries):
+        return list(m.bodies)
+    if isinstance(m, SyncStep2 | Update):
+        try:
+            return [i.value for i in decode_update(
+                m.update, max_bytes=MAX_MESSAGE_BYTES, max_items=MAX_ENTRIES_PER_MESSAGE)]
+        except GateRefused:
+            return []
+    return []
+
+
+def ack_count(message: bytes) -> int | None:
+    """The count of an ``Ack`` (None for any other message)."""
+    try:
+        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+    except ProtocolViolation:
+        return None
+    return m.count if isinstance(m, Ack) else None
+
+
+class WireWatch:
+    """Entries acknowledged, per relay node (see the module docstring)."""
+
+    def __init__(self, witnesses: dict[str, bytes]) -> None:
+        self.witnesses = witnesses  # relay node → its witness key
+        self.received: dict[int, list[list[bytes]]] = defaultdict(list)  # link → messages
+        self.acked: dict[str, set[bytes]] = defaultdict(set)  # relay node → entry ids
+        self.voted: dict[str, dict[bytes, int]] = defaultdict(dict)  # relay → device → slot
+
+    def landed(self, link_id: int, server: str, to_server: bool, message: bytes) -> None:
+        """A message reached one end of connection ``link_id`` (whose server is
+        ``server``)."""
+        if to_server:
+            ids = entry_ids(message)
+            if ids is not None:
+                self.received[link_id].append(ids)
+            return
+
+    def sent(self, link_id: int, server: str, from_server: bool, message: bytes) -> None:
+        """A message left one end: an ``Ack`` from the server acknowledges."""
+        if not from_server:
+            return
+        count = ack_count(message)
+        if count is not None:
+            for ids in self.received[link_id][:count]:
+                self.acked[server].update(ids)
+            return
+        mine = self.witnesses.get(server)
+        if mine is None:
+            return
+        for body in bodies(message):
+            e = parse_entry(body, verify=False)
+            if isinstance(e, Vote) and e.witness == mine:
+                voted = self.voted[server]
+                voted[e.device] = max(voted.get(e.device, -1), e.seq)
