@@ -28,6 +28,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.frames import Close
 
+from sim.hostile import REFUSAL_OWED, Hostile
 from sim.wire import WireWatch
 from sync.messages import MESSAGE_KINDS
 
@@ -174,6 +175,8 @@ class SimNetwork:
         self.apart: set[frozenset[str]] = set()  # pairs of nodes that cannot talk
         self.down: set[str] = set()  # nodes crashed or stopped
         self.tasks: set[asyncio.Task[None]] = set()
+        self.hostile: dict[str, Hostile] = {}  # node → its tampering (client side)
+        self.tampered: dict[str, int] = {}  # tampering → how often
         self._addresses: dict[str, int] = {}
 
     # ---------------------------------------------------------- servers
@@ -224,6 +227,11 @@ class SimNetwork:
         """One message from ``side`` of ``link`` toward the other end, with faults."""
         if not link.alive:
             return
+        how = None
+        if side == 0 and link.client in self.hostile:
+            message, how = self.hostile[link.client].tamper(message, self.rng)
+            if how is not None:
+                self.tampered[how] = self.tampered.get(how, 0) + 1
         if self.watch is not None:  # side 1 is the server's end
             self.watch.sent(link.n, link.server, side == 1, message)
         f, rng = self.faults, self.rng
@@ -244,16 +252,16 @@ class SimNetwork:
         copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
         self.stats.duplicated += copies - 1
         for _ in range(copies):
-            self.loop.call_at(at, self._land, link, 1 - side, message)
+            self.loop.call_at(at, self._land, link, 1 - side, message, how in REFUSAL_OWED)
         if f.cut and rng.random() < f.cut:
             self.loop.call_at(at + rng.uniform(0, 0.05), self.cut, link, "cut")
 
-    def _land(self, link: SimLink, side: int, message: bytes) -> None:
+    def _land(self, link: SimLink, side: int, message: bytes, owed: bool = False) -> None:
         if not link.alive:
             return
         self.stats.delivered += 1
         if self.watch is not None:
-            self.watch.landed(link.n, link.server, side == 1, message)
+            self.watch.landed(link.n, link.server, side == 1, message, refusal_owed=owed)
         link.ends[side].deliver(message)
         self.on_step(MESSAGE_KINDS.get(message[0], "unknown") if message else "empty")
 

@@ -58,6 +58,8 @@ def run_seed(seed: int, steps: int, *, trace: Callable[[str], None] | None = Non
             finally:
                 _stop(world)
             report = world.report
+            for how, n in world.net.tampered.items():
+                report.count(f"tamper:{how}", n)
             report.faults = (world.net.stats.dropped + world.net.stats.duplicated
                              + world.net.stats.reordered + world.net.stats.delayed
                              + world.net.stats.cut + report.crashes + report.partitions)

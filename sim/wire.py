@@ -16,13 +16,17 @@ relay's claim table must still hold each of those slots.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
-from sync.errors import ProtocolViolation
-from sync.messages import Ack, Entries, SyncStep2, Update, decode
+from sync.errors import CloseCode, ProtocolViolation
+from sync.messages import Ack, Buckets, Close, Entries, SyncStep2, Update, Want, decode, encode
 from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
 from wallet.crdt import decode_update
 from wallet.encoding import Vote, entry_hash, parse_entry
 from wallet.errors import GateRefused
+
+CLOSE_TYPE = encode(Close(0, ""))[:1]
+"""The first byte of a ``Close`` message."""
 
 
 def entry_ids(message: bytes) -> list[bytes] | None:
@@ -41,6 +45,27 @@ def entry_ids(message: bytes) -> list[bytes] | None:
         except GateRefused:
             return None
         return [entry_hash(i.value) for i in items]
+    return None
+
+
+def path_of(message: bytes) -> str | None:
+    """The protocol path a message shows: how a catch-up starts (a cursor, or a state
+    vector), a bulk catch-up, a reconciliation of digests, or a close and its code."""
+    try:
+        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+    except ProtocolViolation:
+        return "undecodable"
+    if isinstance(m, Want):
+        return "want:cursor" if m.cursor else "want:state_vector"
+    if isinstance(m, Entries):
+        return "entries:bulk" if m.last else "entries:reconcile"
+    if isinstance(m, Buckets):
+        return "reconcile:buckets"
+    if isinstance(m, Close):
+        try:
+            return f"close:{CloseCode(m.code).name.lower()}"
+        except ValueError:
+            return f"close:{m.code}"
     return None
 
 
@@ -73,26 +98,46 @@ def ack_count(message: bytes) -> int | None:
 class WireWatch:
     """Entries acknowledged, per relay node (see the module docstring)."""
 
-    def __init__(self, witnesses: dict[str, bytes]) -> None:
+    def __init__(self, witnesses: dict[str, bytes],
+                 reached: Callable[[str], None] = lambda path: None) -> None:
         self.witnesses = witnesses  # relay node → its witness key
+        self.reached = reached  # notes a protocol path the wire shows
         self.received: dict[int, list[list[bytes]]] = defaultdict(list)  # link → messages
         self.acked: dict[str, set[bytes]] = defaultdict(set)  # relay node → entry ids
         self.voted: dict[str, dict[bytes, int]] = defaultdict(dict)  # relay → device → slot
+        self.owed: dict[int, int] = {}  # link → entry messages before the one to refuse
+        self.broken: list[str] = []  # promises the wire shows broken
 
-    def landed(self, link_id: int, server: str, to_server: bool, message: bytes) -> None:
+    def landed(self, link_id: int, server: str, to_server: bool, message: bytes, *,
+               refusal_owed: bool = False) -> None:
         """A message reached one end of connection ``link_id`` (whose server is
-        ``server``)."""
+        ``server``); ``refusal_owed``: a tampered one the server must refuse."""
+        if refusal_owed and to_server:
+            self.owed.setdefault(link_id, len(self.received[link_id]))
+            return
+        self._paths(message)
         if to_server:
             ids = entry_ids(message)
             if ids is not None:
                 self.received[link_id].append(ids)
             return
 
+    def _paths(self, message: bytes) -> None:
+        path = path_of(message)
+        if path is not None:
+            self.reached(path)
+
     def sent(self, link_id: int, server: str, from_server: bool, message: bytes) -> None:
         """A message left one end: an ``Ack`` from the server acknowledges."""
         if not from_server:
             return
+        if message[:1] == CLOSE_TYPE:
+            self.owed.pop(link_id, None)  # refused (or ended): what was owed is paid
+            return
         count = ack_count(message)
+        if count is not None and count > self.owed.get(link_id, count):
+            self.broken.append(f"{server} acknowledged a tampered message it had to refuse "
+                               f"(Ack {count}, {self.owed[link_id]} good ones before it)")
         if count is not None:
             for ids in self.received[link_id][:count]:
                 self.acked[server].update(ids)

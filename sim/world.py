@@ -34,6 +34,7 @@ import wallet.wallet
 from server.relay import Limits, Relay, RelayConfig
 from server.store import SqliteRelayStore
 from server.telemetry import Telemetry
+from sim.hostile import SIM_MESSAGE_BYTES_MAX, Hostile
 from sim.loop import SimLoop
 from sim.net import Faults, SimNetwork
 from sim.wire import WireWatch
@@ -77,6 +78,8 @@ class Shape:
     partition_rate: float
     pay_rate: float
     clone: bool
+    hostile: float
+    """How often the hostile node tampers with a message it sends (0: no hostile node)."""
 
     @classmethod
     def draw(cls, rng: random.Random) -> Shape:
@@ -86,7 +89,8 @@ class Shape:
                    faults=Faults.draw(rng),
                    crash_rate=rng.choice([0.0, rng.uniform(0.005, 0.05)]),
                    partition_rate=rng.choice([0.0, rng.uniform(0.005, 0.05)]),
-                   pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5)
+                   pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5,
+                   hostile=rng.choice([0.0, rng.uniform(0.01, 0.2)]))
 
 
 @dataclass
@@ -165,8 +169,11 @@ class RelayNode:
                              genesis=[self.world.genesis], witness_key=self.witness,
                              limits=Limits(quota_per_day=None, device_rate=1e6,
                                            device_burst=1e6, address_rate=1e6,
-                                           address_burst=1e6))
-        self.relay = Relay(config, self.store, Telemetry(io.StringIO()))
+                                           address_burst=1e6,
+                                           message_bytes_max=SIM_MESSAGE_BYTES_MAX))
+        self.log = io.StringIO()
+        self.log_read = 0
+        self.relay = Relay(config, self.store, Telemetry(self.log))
         self.check_survived()
         for net in self.relay.networks.values():
             net.vote_all_soon()
@@ -210,6 +217,13 @@ class RelayNode:
     def ledgers(self) -> list[Ledger]:
         """Its replica of the network (none while down)."""
         return [n.ledger for n in self.relay.networks.values()] if self.relay else []
+
+    def errors(self) -> list[str]:
+        """Internal errors it logged since the last look (a bug: a peer's input must
+        never make the relay fail)."""
+        text = self.log.getvalue()
+        new, self.log_read = text[self.log_read:], len(text)
+        return [line for line in new.splitlines() if '"event": "error"' in line]
 
     def digest(self) -> bytes | None:
         """Its entry-set digest (None while down)."""
@@ -291,7 +305,7 @@ class World:
         self.loop = SimLoop()
         self.report = Report(seed)
         self.trace = trace
-        self.watch = WireWatch({})
+        self.watch = WireWatch({}, self.report.count)
         self.net = SimNetwork(self.loop, self.rng, self._stepped, self.watch)
         self.relays: list[RelayNode] = []
         self.wallets: list[WalletNode] = []
@@ -327,6 +341,13 @@ class World:
             w.init(PASSPHRASE, label=f"payer{n}", limits=FAST_INSECURE)
             w.close()
             self.wallets.append(WalletNode(self, f"payer{n}", home))
+        if sh.hostile:
+            home = self.root / "mallory"
+            w = Wallet.join(home, self.genesis.raw)
+            w.init(PASSPHRASE, label="mallory", limits=FAST_INSECURE)
+            w.close()
+            self.wallets.append(WalletNode(self, "mallory", home))
+            self.net.hostile["mallory"] = Hostile(sh.hostile)
         iw = Wallet.open(self.root / "issuer")
         try:
             for node in self.wallets:
@@ -346,6 +367,8 @@ class World:
             self.report.settle_steps += 1
         elif self.report.steps >= self.steps_goal:
             self.loop.call_soon(self._heal_all)
+        if self.watch.broken:
+            self.violated(self.watch.broken[0])
         if self.report.steps % CHECK_EVERY_STEPS == 0:
             self.check()
 
@@ -469,6 +492,7 @@ class World:
             return
         self.settling = True
         self.net.faults = Faults()
+        self.net.hostile.clear()
         self.net.heal()
         for node in self.nodes():
             if not node.up:
@@ -518,6 +542,10 @@ class World:
         """The promises that read every replica (see ``sim.checks``)."""
         from sim.checks import check_world
 
+        for r in self.relays:
+            if r.up:
+                for line in r.errors():
+                    self.violated(f"{r.name} failed inside: {line}")
         problem = check_world(self, final=final)
         if problem is not None:
             self.violated(problem)

@@ -1,0 +1,105 @@
+"""A hostile peer: what it does to the messages it sends, and what the relay must do.
+
+The hostile node is an ordinary wallet whose outgoing messages the network tampers
+with, sometimes. Some tampering has a known answer: an update carrying a delete set, an
+entry whose signature no longer verifies, a message over the relay's size limit must
+each be refused whole, the conversation closed with the reason, nothing of it stored or
+acknowledged. Others (a byte flipped anywhere, a message replayed from an earlier
+conversation) may or may not be refused, but must never crash the relay or break a
+promise. ``tamper`` returns the message to send and whether a refusal is owed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from sync.errors import ProtocolViolation
+from sync.messages import Entries, Update, decode, encode
+from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
+from wallet.crdt import decode_update
+from wallet.errors import GateRefused
+
+TAMPERINGS = ("delete_set", "bad_signature", "oversized", "flip", "replay")
+"""What a hostile peer does to a message (the first three owe a refusal)."""
+REFUSAL_OWED = frozenset({"delete_set", "bad_signature", "oversized"})
+SIM_MESSAGE_BYTES_MAX = 256 << 10
+"""The relays' message size limit in a simulation (an oversized message is built
+past it: small enough to build often)."""
+
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+@dataclass
+class Hostile:
+    """One hostile node's tampering: how often, and what it sent before (to replay)."""
+
+    rate: float
+    sent: list[bytes] = field(default_factory=list)
+
+    def tamper(self, message: bytes, rng: random.Random) -> tuple[bytes, str | None]:
+        """The message to send instead, and which tampering (None: sent as it was)."""
+        self.sent.append(message)
+        if len(self.sent) > 200:
+            del self.sent[:100]
+        if rng.random() >= self.rate:
+            return message, None
+        how = rng.choice(TAMPERINGS)
+        out = _tampered(how, message, rng, self.sent)
+        return (message, None) if out is None else (out, how)
+
+
+def _tampered(how: str, message: bytes, rng: random.Random, sent: list[bytes]) -> bytes | None:
+    """``message`` tampered with ``how``; None when that does not apply to it."""
+    if how == "flip":
+        b = bytearray(message)
+        i = rng.randrange(len(b))
+        b[i] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    if how == "replay":
+        return rng.choice(sent)
+    if how == "oversized":
+        return message + bytes(SIM_MESSAGE_BYTES_MAX + 1 - len(message) + 1)
+    try:
+        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+    except ProtocolViolation:
+        return None
+    if how == "delete_set" and isinstance(m, Update) and m.update.endswith(b"\x00"):
+        items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
+                              max_items=MAX_ENTRIES_PER_MESSAGE)
+        if not items:
+            return None
+        # delete the first item it carries: one client, one range, clock 0, length 1
+        deletes = _varuint(1) + _varuint(items[0].client) + _varuint(1) + _varuint(0) + \
+            _varuint(1)
+        return encode(Update(m.update[:-1] + deletes))
+    if how == "bad_signature":
+        if isinstance(m, Entries) and m.bodies:
+            bodies = list(m.bodies)
+            k = rng.randrange(len(bodies))
+            bodies[k] = bodies[k][:-1] + bytes([bodies[k][-1] ^ 1])
+            return encode(Entries(tuple(bodies), m.last, m.cursor))
+        if isinstance(m, Update):
+            try:
+                items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
+                                      max_items=MAX_ENTRIES_PER_MESSAGE)
+            except GateRefused:
+                return None
+            if not items:
+                return None
+            value = items[0].value
+            at = m.update.find(value) + len(value) - 1
+            u = bytearray(m.update)
+            u[at] ^= 1
+            return encode(Update(bytes(u)))
+    return None
