@@ -8,6 +8,8 @@ checks add what needs more than one replica, or the whole set:
 - no spendable balance below zero, in any replica, for any device but the issuing one;
 - no witness-equivocation proof (every witness of a simulated world is honest, so two
   certified blocks at one slot mean a witness voted twice);
+- at every fork, the side a certificate (or, with no witnesses, a revoke) picks may
+  stand and every other side is conflicted;
 - at the end: replicas holding the same set agree on every status and balance.
 """
 
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wallet.encoding import short
-from wallet.ledger import Ledger
+from wallet.encoding import Kind, short
+from wallet.ledger import CONFLICTED, Ledger
 
 if TYPE_CHECKING:
     from sim.world import World
@@ -34,6 +36,31 @@ def check_replica(name: str, led: Ledger) -> str | None:
         if proof.equivocation:
             return (f"{name}: two certified blocks at device {short(proof.device)}… slot "
                     f"{proof.seq}: an honest witness voted twice")
+        problem = check_fork(name, led, proof.block_ids)
+        if problem is not None:
+            return problem
+    return None
+
+
+def check_fork(name: str, led: Ledger, sides: tuple[bytes, ...]) -> str | None:
+    """DESIGN §4 at one fork: the certified side wins and the others are lost; with none
+    certified every side is disputed (with no witnesses, an account's revoke beats the
+    device's block)."""
+    certified = [b for b in sides if led.certified(b)]
+    revokes = [b for b in sides if led.blocks[b].kind == Kind.REVOKE]
+    if certified:
+        winners = set(certified)
+    elif led.genesis.quorum == 0 and len(revokes) == 1:
+        winners = set(revokes)
+    else:
+        winners = set()
+    for b in sides:
+        st = led.status.get(b)
+        if st is None:
+            continue
+        if b not in winners and st.state not in (CONFLICTED,):
+            return (f"{name}: block {short(b)}… at a fork is {st.label}, not conflicted "
+                    f"({len(certified)} sides certified)")
     return None
 
 

@@ -61,6 +61,13 @@ class SimLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         self._clock = _Clock()
         super().__init__(selector=_VirtualSelector(self._clock))
+        self.set_exception_handler(self._unhandled)
+        self.unhandled: list[str] = []
+        """Exceptions no task or callback handled (the world reads them as failures)."""
+
+    def _unhandled(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        self.unhandled.append(f"{context.get('message', '')}: {exc!r}")
 
     def time(self) -> float:
         """Simulated seconds."""

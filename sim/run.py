@@ -100,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=STEPS_DEFAULT,
                     help="steps of faults per seed, before the world heals")
     ap.add_argument("--trace", action="store_true", help="print every action as it happens")
+    ap.add_argument("--stop", action="store_true", help="stop at the first violation")
     ap.add_argument("--coverage", action="store_true",
                     help="print what each seed reached (statuses, faults, protocol paths)")
     a = ap.parse_args(argv)
     first = 1 if a.seed is None else a.seed
     trace = (lambda line: print(line, flush=True)) if a.trace else None
     total_steps = violations = faults = 0
+    seeds_run = a.seeds
     t0 = time.perf_counter()
     for seed in range(first, first + a.seeds):
         r = run_seed(seed, a.steps, trace=trace)
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             violations += 1
             print(f"seed {seed}: VIOLATION {r.violation}\n  replay: "
                   f"{replay_command(seed, a.steps)}", flush=True)
+            if a.stop:
+                seeds_run = seed - first + 1
+                break
         else:
             print(f"seed {seed}: ok, {r.steps} steps ({r.settle_steps} settling), "
                   f"{r.payments} payments, {r.faults} faults, {r.simulated_s:.0f} s "
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  reached: " + ", ".join(f"{k}={v}" for k, v in sorted(r.coverage.items())),
                   flush=True)
     wall = time.perf_counter() - t0
-    print(f"steps={total_steps} seeds={a.seeds} violations={violations} faults={faults} "
+    print(f"steps={total_steps} seeds={seeds_run} violations={violations} faults={faults} "
           f"steps_per_s={total_steps / wall:.0f}")
     return 1 if violations else 0
 
