@@ -16,10 +16,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sim.world import Report, Violation, World, ledger_checks, seeded
+from sim.world import CALM_KNOBS, Report, Shape, Violation, World, ledger_checks, seeded
 
 STEPS_DEFAULT = 2_000
 SCRATCH_DIRS = ("/dev/shm",)
@@ -38,28 +38,28 @@ def scratch_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="tally-sim-"))
 
 
-def replay_command(seed: int, steps: int) -> str:
+def replay_command(seed: int, steps: int, calm: Iterable[str] = ()) -> str:
     """The command that replays one seed, step by step, with its trace."""
-    return f"./dev sim --seed {seed} --steps {steps} --trace"
+    knobs = f" --calm {','.join(calm)}" if calm else ""
+    return f"./dev sim --seed {seed} --steps {steps}{knobs} --trace"
 
 
 def run_seed(seed: int, steps: int, *, trace: Callable[[str], None] | None = None,
-             keep: bool = False) -> Report:
+             keep: bool = False, calm: Iterable[str] = ()) -> Report:
     """One seed's world, run to the end or to its first violation."""
     root = scratch_root()
     try:
         with seeded(seed), ledger_checks():
-            world = World(seed, root, trace=trace)
+            world = World(seed, root, trace=trace, calm=calm)
             world.build()
             try:
                 world.loop.run_until_complete(world.run(steps))
+                note_coverage(world)
             except Violation:
                 pass
             finally:
                 _stop(world)
             report = world.report
-            for how, n in world.net.tampered.items():
-                report.count(f"tamper:{how}", n)
             report.faults = (world.net.stats.dropped + world.net.stats.duplicated
                              + world.net.stats.reordered + world.net.stats.delayed
                              + world.net.stats.cut + report.crashes + report.partitions)
@@ -67,6 +67,47 @@ def run_seed(seed: int, steps: int, *, trace: Callable[[str], None] | None = Non
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+SHRINK_STEPS_MIN = 50
+
+
+def shrink(seed: int, steps: int, calm: Iterable[str] = (),
+           say: Callable[[str], None] = print) -> tuple[int, list[str], str]:
+    """A shorter, calmer run of a failing seed that still fails: fewer steps of faults
+    (halved while it fails), then each fault, crash, partition, hostile node or clone
+    turned off while it still fails. The steps, the knobs turned off, the violation."""
+    import random
+
+    kept = list(calm)
+    last = run_seed(seed, steps, calm=kept).violation
+    assert last is not None, "shrink a run that fails"
+    while steps // 2 >= SHRINK_STEPS_MIN:
+        r = run_seed(seed, steps // 2, calm=kept)
+        if r.violation is None:
+            break
+        steps, last = steps // 2, r.violation
+        say(f"  still fails with --steps {steps}")
+    active = Shape.draw(random.Random(seed)).calmed(kept).active()
+    for knob in active:
+        r = run_seed(seed, steps, calm=[*kept, knob])
+        if r.violation is not None:
+            kept.append(knob)
+            last = r.violation
+            say(f"  still fails without {knob}")
+    return steps, kept, last
+
+
+def note_coverage(world: World) -> None:
+    """Add to the report what the network did and the statuses the run reached (read
+    from every replica still up, before the world stops)."""
+    r, stats = world.report, world.net.stats
+    for how, n in world.net.tampered.items():
+        r.count(f"tamper:{how}", n)
+    for fault in ("dropped", "duplicated", "reordered", "delayed", "cut"):
+        if getattr(stats, fault):
+            r.count(f"fault:{fault}", getattr(stats, fault))
+    world.sample_statuses()
 
 
 def _stop(world: World) -> None:
@@ -101,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="steps of faults per seed, before the world heals")
     ap.add_argument("--trace", action="store_true", help="print every action as it happens")
     ap.add_argument("--stop", action="store_true", help="stop at the first violation")
+    ap.add_argument("--calm", default="", metavar="KNOBS",
+                    help=f"turn off, comma-separated: {', '.join(CALM_KNOBS)}")
+    ap.add_argument("--shrink", action="store_true",
+                    help="shrink a failing seed to a shorter, calmer run that still fails")
     ap.add_argument("--coverage", action="store_true",
                     help="print what each seed reached (statuses, faults, protocol paths)")
     a = ap.parse_args(argv)
@@ -109,14 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = violations = faults = 0
     seeds_run = a.seeds
     t0 = time.perf_counter()
+    calm = [k.strip() for k in a.calm.split(",") if k.strip()]
+    unknown = sorted(set(calm) - set(CALM_KNOBS))
+    if unknown:
+        ap.error(f"--calm {','.join(unknown)}: give some of {', '.join(CALM_KNOBS)}")
     for seed in range(first, first + a.seeds):
-        r = run_seed(seed, a.steps, trace=trace)
+        r = run_seed(seed, a.steps, trace=trace, calm=calm)
         total_steps += r.steps
         faults += r.faults
         if r.violation:
             violations += 1
             print(f"seed {seed}: VIOLATION {r.violation}\n  replay: "
-                  f"{replay_command(seed, a.steps)}", flush=True)
+                  f"{replay_command(seed, a.steps, calm)}", flush=True)
+            if a.shrink:
+                steps, knobs, why = shrink(seed, a.steps, calm,
+                                           say=lambda line: print(line, flush=True))
+                print(f"  shrunk: {why}\n  replay: {replay_command(seed, steps, knobs)}",
+                      flush=True)
             if a.stop:
                 seeds_run = seed - first + 1
                 break

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +61,19 @@ QUIET_S = 120.0
 replicas disagree: nothing more will come, so it is not live."""
 SETTLE_S_MAX = 3_600.0
 """Simulated seconds the healed world gets to agree."""
+SAMPLE_EVERY_STEPS = 500
+"""How often the statuses every replica holds are noted (coverage)."""
 CHECK_EVERY_STEPS = 50
 """How often the checks that read every replica run (the ledger's own run each batch)."""
 
 
 class Violation(AssertionError):
     """A promise broken: what, and at which step."""
+
+
+FAULT_KNOBS = ("drop", "duplicate", "reorder", "cut", "delay")
+CALM_KNOBS = (*FAULT_KNOBS, "crash", "partition", "hostile", "clone")
+"""What a run can be told to leave out (``--calm``; shrinking turns them off)."""
 
 
 @dataclass
@@ -83,6 +91,31 @@ class Shape:
     clone: bool
     hostile: float
     """How often the hostile node tampers with a message it sends (0: no hostile node)."""
+
+    def calmed(self, knobs: Iterable[str]) -> Shape:
+        """This shape with some of what happens in it turned off (``CALM_KNOBS``)."""
+        out = dataclasses.replace(self, faults=dataclasses.replace(self.faults))
+        for knob in knobs:
+            if knob in FAULT_KNOBS:
+                setattr(out.faults, knob, 0.0)
+            elif knob == "crash":
+                out.crash_rate = 0.0
+            elif knob == "partition":
+                out.partition_rate = 0.0
+            elif knob == "hostile":
+                out.hostile = 0.0
+            elif knob == "clone":
+                out.clone = False
+            else:
+                raise ValueError(f"no such knob {knob!r}: one of {', '.join(CALM_KNOBS)}")
+        return out
+
+    def active(self) -> list[str]:
+        """The knobs on in this shape."""
+        on = [k for k in FAULT_KNOBS if getattr(self.faults, k)]
+        on += [k for k, v in (("crash", self.crash_rate), ("partition", self.partition_rate),
+                              ("hostile", self.hostile), ("clone", self.clone)) if v]
+        return on
 
     @classmethod
     def draw(cls, rng: random.Random) -> Shape:
@@ -299,12 +332,12 @@ class WalletNode:
 class World:
     """One seed's world (see the module docstring)."""
 
-    def __init__(self, seed: int, root: Path, *, trace: Callable[[str], None] | None = None
-                 ) -> None:
+    def __init__(self, seed: int, root: Path, *, trace: Callable[[str], None] | None = None,
+                 calm: Iterable[str] = ()) -> None:
         self.seed = seed
         self.root = root
         self.rng = random.Random(seed)
-        self.shape = Shape.draw(self.rng)
+        self.shape = Shape.draw(self.rng).calmed(calm)
         self.loop = SimLoop()
         self.report = Report(seed)
         self.trace = trace
@@ -378,6 +411,8 @@ class World:
             self.violated(self.watch.broken[0])
         if self.report.steps % CHECK_EVERY_STEPS == 0:
             self.check()
+        if self.report.steps % SAMPLE_EVERY_STEPS == 0:
+            self.sample_statuses()
 
     def say(self, what: str) -> None:
         """A line of the trace."""
@@ -438,7 +473,31 @@ class World:
             self._stepped("action")
         await self._settle()
 
+    def _overspend(self, node: WalletNode) -> None:
+        """The hostile node signs a send its chain cannot fund: every replica must hold
+        it invalid (``overspend``), and nothing it paid before changes."""
+        w = node.wallet
+        assert w is not None and w.device is not None
+        others = [n for n in self.wallets if n.address is not None and n is not node]
+        to = self.rng.choice(others).address
+        assert to is not None
+        amount = node.spendable() + ISSUED
+        try:
+            w._sign(PASSPHRASE, lambda seq, prev: Block(
+                Kind.SEND, self.genesis.network_id, w.device or b"", seq, prev,
+                to_account=to.account, to_device=to.device, amount=amount))
+        except TallyError as exc:
+            self.say(f"{node.name} cannot sign an overspend: {exc}")
+            return
+        node.honest = False
+        self.report.count("overspend")
+        self.say(f"{node.name} signs an overspend of {amount}")
+
     def _pay(self) -> None:
+        hostile = [w for w in self.wallets if w.up and w.name in self.net.hostile]
+        if hostile and self.rng.random() < 0.02:
+            self._overspend(hostile[0])
+            return
         payers = [w for w in self.wallets if w.up and w.spendable() > 0]
         if not payers:
             return
@@ -551,6 +610,17 @@ class World:
             digests.setdefault(n.digest(), []).append(n.name)
         return f"{len(digests)} different entry sets: " + "; ".join(
             ", ".join(names) for names in digests.values())
+
+    def sample_statuses(self) -> None:
+        """Note (as coverage) every status the replicas hold now."""
+        labels: set[str] = set()
+        for node in self.nodes():
+            for led in node.ledgers():
+                for bid in led.status:
+                    st = led.status[bid]
+                    labels.add(f"status:{st.label}" + (f":{st.reason}" if st.reason else ""))
+        for label in labels:
+            self.report.count(label)
 
     def check(self, *, final: bool = False) -> None:
         """The promises that read every replica (see ``sim.checks``)."""

@@ -98,9 +98,10 @@ def main(argv: list[str]) -> int:
         raise SystemExit("run with PYTHONHASHSEED=0 (as python -m sim does)")
     plant = argv[0]
     PLANTS[plant]()
-    sim.run.replay_command = lambda seed, steps: (  # type: ignore[assignment]
-        f"PYTHONHASHSEED=0 python -m tests.sim_plants {plant} --seed {seed} --steps {steps} "
-        "--trace")
+    shipped = sim.run.replay_command
+    sim.run.replay_command = lambda seed, steps, calm=(): (  # type: ignore[assignment]
+        shipped(seed, steps, calm).replace(
+            "./dev sim", f"PYTHONHASHSEED=0 python -m tests.sim_plants {plant}"))
     return sim.run.main(argv[1:])
 
 
