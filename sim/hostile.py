@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 
 from sync.errors import ProtocolViolation
-from sync.messages import Entries, Update, decode, encode
+from sync.messages import Entries, SyncStep2, Update, decode, encode
 from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
 from wallet.crdt import decode_update
 from wallet.errors import GateRefused
@@ -23,6 +23,11 @@ from wallet.errors import GateRefused
 TAMPERINGS = ("delete_set", "bad_signature", "oversized", "flip", "replay")
 """What a hostile peer does to a message (the first three owe a refusal)."""
 REFUSAL_OWED = frozenset({"delete_set", "bad_signature", "oversized"})
+ENTRY_MESSAGE_TYPES = frozenset(encode(m)[:1] for m in (
+    Entries(()), SyncStep2(b""), Update(b"")))
+"""The first bytes of the messages that carry entries."""
+ENTRY_MESSAGE_BIAS = 4
+"""How much likelier a message carrying entries is tampered with than another."""
 SIM_MESSAGE_BYTES_MAX = 256 << 10
 """The relays' message size limit in a simulation (an oversized message is built
 past it: small enough to build often)."""
@@ -52,11 +57,14 @@ class Hostile:
         self.sent.append(message)
         if len(self.sent) > 200:
             del self.sent[:100]
-        if rng.random() >= self.rate:
+        carries_entries = message[:1] in ENTRY_MESSAGE_TYPES  # what a hostile peer aims at
+        if rng.random() >= self.rate * (ENTRY_MESSAGE_BIAS if carries_entries else 1):
             return message, None
-        how = rng.choice(TAMPERINGS)
-        out = _tampered(how, message, rng, self.sent)
-        return (message, None) if out is None else (out, how)
+        for how in rng.sample(TAMPERINGS, len(TAMPERINGS)):  # the first that applies
+            out = _tampered(how, message, rng, self.sent)
+            if out is not None:
+                return out, how
+        return message, None
 
 
 def _tampered(how: str, message: bytes, rng: random.Random, sent: list[bytes]) -> bytes | None:
@@ -74,15 +82,20 @@ def _tampered(how: str, message: bytes, rng: random.Random, sent: list[bytes]) -
         m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
     except ProtocolViolation:
         return None
-    if how == "delete_set" and isinstance(m, Update) and m.update.endswith(b"\x00"):
-        items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
-                              max_items=MAX_ENTRIES_PER_MESSAGE)
+    if (how == "delete_set" and isinstance(m, Update | SyncStep2)
+            and m.update.endswith(b"\x00")):
+        try:
+            items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
+                                  max_items=MAX_ENTRIES_PER_MESSAGE)
+        except GateRefused:
+            return None
         if not items:
             return None
         # delete the first item it carries: one client, one range, clock 0, length 1
         deletes = _varuint(1) + _varuint(items[0].client) + _varuint(1) + _varuint(0) + \
             _varuint(1)
-        return encode(Update(m.update[:-1] + deletes))
+        update = m.update[:-1] + deletes
+        return encode(Update(update) if isinstance(m, Update) else SyncStep2(update, m.cursor))
     if how == "bad_signature":
         if isinstance(m, Entries) and m.bodies:
             bodies = list(m.bodies)
