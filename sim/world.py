@@ -32,6 +32,7 @@ from nacl.signing import SigningKey
 
 import wallet.ledger
 import wallet.wallet
+from server.network import ServedNetwork
 from server.relay import Limits, Relay, RelayConfig
 from server.store import SqliteRelayStore
 from server.telemetry import Telemetry
@@ -42,8 +43,8 @@ from sim.wire import WireWatch
 from sync.client import SyncClient
 from sync.port import WalletPort
 from sync.transport import inline
-from wallet.address import Address
-from wallet.encoding import Block, Genesis, Kind, Policy, short
+from wallet.address import Address, parse_address
+from wallet.encoding import Block, Genesis, Kind, Policy, Vote, short
 from wallet.errors import TallyError
 from wallet.keys import FAST_INSECURE
 from wallet.ledger import VALID, Ledger
@@ -72,7 +73,7 @@ class Violation(AssertionError):
 
 
 FAULT_KNOBS = ("drop", "duplicate", "reorder", "cut", "delay")
-CALM_KNOBS = (*FAULT_KNOBS, "crash", "partition", "hostile", "clone")
+CALM_KNOBS = (*FAULT_KNOBS, "crash", "partition", "hostile", "clone", "dishonest", "revoke")
 """What a run can be told to leave out (``--calm``; shrinking turns them off)."""
 
 
@@ -91,6 +92,12 @@ class Shape:
     clone: bool
     hostile: float
     """How often the hostile node tampers with a message it sends (0: no hostile node)."""
+    dishonest: int = 0
+    """Witnesses that vote every block they see, forks and all (at most the f that
+    N = 3f + 1 tolerates)."""
+    revoke_race: bool = False
+    """The first payer has a second device (a phone), which its account revokes while
+    the phone, unaware, pays from the same slot."""
 
     def calmed(self, knobs: Iterable[str]) -> Shape:
         """This shape with some of what happens in it turned off (``CALM_KNOBS``)."""
@@ -106,6 +113,10 @@ class Shape:
                 out.hostile = 0.0
             elif knob == "clone":
                 out.clone = False
+            elif knob == "dishonest":
+                out.dishonest = 0
+            elif knob == "revoke":
+                out.revoke_race = False
             else:
                 raise ValueError(f"no such knob {knob!r}: one of {', '.join(CALM_KNOBS)}")
         return out
@@ -114,7 +125,9 @@ class Shape:
         """The knobs on in this shape."""
         on = [k for k in FAULT_KNOBS if getattr(self.faults, k)]
         on += [k for k, v in (("crash", self.crash_rate), ("partition", self.partition_rate),
-                              ("hostile", self.hostile), ("clone", self.clone)) if v]
+                              ("hostile", self.hostile), ("clone", self.clone),
+                              ("dishonest", self.dishonest), ("revoke", self.revoke_race))
+               if v]
         return on
 
     @classmethod
@@ -126,7 +139,9 @@ class Shape:
                    crash_rate=rng.choice([0.0, rng.uniform(0.02, 0.3)]),
                    partition_rate=rng.choice([0.0, rng.uniform(0.005, 0.05)]),
                    pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5,
-                   hostile=rng.choice([0.0, rng.uniform(0.01, 0.2)]))
+                   hostile=rng.choice([0.0, rng.uniform(0.01, 0.2)]),
+                   dishonest=(witnesses - 1) // 3 if rng.random() < 0.5 else 0,
+                   revoke_race=rng.random() < 0.5)
 
 
 @dataclass
@@ -188,8 +203,10 @@ def ledger_checks() -> Iterator[None]:
 class RelayNode:
     """A ``tally-relay`` process: its database survives a crash, nothing else does."""
 
-    def __init__(self, world: World, n: int, witness: SigningKey | None) -> None:
+    def __init__(self, world: World, n: int, witness: SigningKey | None, *,
+                 dishonest: bool = False) -> None:
         self.world = world
+        self.dishonest = dishonest
         self.name = f"relay{n}"
         self.url = f"ws://{self.name}"
         self.db = world.root / f"{self.name}.db"
@@ -212,6 +229,8 @@ class RelayNode:
         self.relay = Relay(config, self.store, Telemetry(self.log))
         self.check_survived()
         for net in self.relay.networks.values():
+            if self.dishonest:
+                equivocate(net, self.world.report.count)
             net.vote_all_soon()
         self.world.net.revive(self.name)
         self.world.net.serve(self.url, self.name, self.relay.handler)
@@ -267,6 +286,37 @@ class RelayNode:
             return None
         (net,) = self.relay.networks.values()
         return net.port.digest()
+
+
+def equivocate(net: ServedNetwork, reached: Callable[[str], None]) -> None:
+    """Make a relay's witness dishonest: on top of what the rule lets it vote, it votes
+    every block of the devices it was about to look at, forks and all (no claim, no
+    rule)."""
+    witness = net.witness
+    assert witness is not None
+    honest_vote = net.vote_now
+    led = net.ledger
+
+    def vote_now() -> list[Vote]:
+        devices = sorted(net._touched)
+        votes = honest_vote()
+        extra = []
+        for key in devices:
+            d = led.devices.get(key)
+            for bid in sorted(d.block_ids) if d is not None else ():
+                mine = [led.votes[v] for v in led.votes_on(bid)]
+                if not any(v.witness == witness.public for v in mine):
+                    b = led.blocks[bid]
+                    extra.append(Vote(net.network, b.device, b.seq, b.id,
+                                      witness.public).signed(witness.key))
+                    st = led.status.get(bid)
+                    reached("witness:dishonest_vote" if st is None or st.state == VALID
+                            else "witness:voted_a_losing_side")
+        if extra:
+            net.add_local(extra)
+        return votes + extra
+
+    net.vote_now = vote_now  # type: ignore[method-assign]
 
 
 class WalletNode:
@@ -352,6 +402,8 @@ class World:
         self._settled = asyncio.Event()
         self._made: dict[bytes, str] = {}  # payments signed: id → payer's node
         self._cloned: set[bytes] = set()  # devices whose key was copied
+        self.phone: WalletNode | None = None  # the revoke race's device
+        self._raced = False
         self._last_step_s = 0.0
 
     # ---------------------------------------------------------- building
@@ -365,7 +417,8 @@ class World:
             tuple(bytes(k.verify_key) for k in witness_keys), sh.quorum,
             Policy(5_000, 10_000, 100_000, 3_600)).signed(issuer_key)
         for n in range(max(1, sh.witnesses)):
-            node = RelayNode(self, n, witness_keys[n] if witness_keys else None)
+            node = RelayNode(self, n, witness_keys[n] if witness_keys else None,
+                             dishonest=n < sh.dishonest)
             self.relays.append(node)
             if node.witness is not None:
                 self.watch.witnesses[node.name] = bytes(node.witness.verify_key)
@@ -378,6 +431,8 @@ class World:
             w.init(PASSPHRASE, label=f"payer{n}", limits=FAST_INSECURE)
             w.close()
             self.wallets.append(WalletNode(self, f"payer{n}", home))
+        if sh.revoke_race:
+            self._pair_phone(self.wallets[0])
         if sh.hostile:
             home = self.root / "mallory"
             w = Wallet.join(home, self.genesis.raw)
@@ -395,6 +450,41 @@ class World:
                     w.close()
         finally:
             iw.close()
+
+    def _pair_phone(self, holder: WalletNode) -> None:
+        """A second device of ``holder``'s account, paired and opened (at setup)."""
+        home = self.root / f"{holder.name}-phone"
+        phone = Wallet.join(home, self.genesis.raw)
+        w = Wallet.open(holder.home)
+        try:
+            request = phone.pair_request(PASSPHRASE, parse_address(w.address().text()),
+                                         label="phone", limits=FAST_INSECURE)
+            w.pair_add(request, PASSPHRASE)
+            phone.ingest_bodies(w.bodies(w.export_ids(None)))
+        finally:
+            w.close()
+            phone.close()
+        self.phone = WalletNode(self, f"{holder.name}-phone", home)
+        self.wallets.append(self.phone)
+
+    def _revoke_race(self) -> None:
+        """The phone pays, unaware that its account is revoking it at the same time."""
+        phone, holder = self.phone, self.wallets[0]
+        assert phone is not None
+        if not (phone.up and holder.up and phone.spendable() > 0):
+            return
+        self._raced = True
+        phone.honest = False  # what it pays now may lose to the revoke, as it should
+        to = self.rng.choice([w for w in self.wallets if w is not phone and w.address])
+        assert phone.wallet is not None and holder.wallet is not None and to.address
+        try:
+            phone.wallet.pay(to.address, self.rng.randint(1, phone.spendable()), PASSPHRASE)
+            holder.wallet.revoke(phone.device, holder.device, PASSPHRASE)
+        except TallyError as exc:
+            self.say(f"the revoke race did not start: {exc}")
+            return
+        self.report.count("revoke_race")
+        self.say(f"{phone.name} pays while {holder.name} revokes it")
 
     # ---------------------------------------------------------- running
     def _stepped(self, kind: str) -> None:
@@ -494,6 +584,9 @@ class World:
         self.say(f"{node.name} signs an overspend of {amount}")
 
     def _pay(self) -> None:
+        if self.phone is not None and not self._raced and self.rng.random() < 0.05:
+            self._revoke_race()
+            return
         hostile = [w for w in self.wallets if w.up and w.name in self.net.hostile]
         if hostile and self.rng.random() < 0.02:
             self._overspend(hostile[0])

@@ -49,7 +49,7 @@ REQUIRED = {
     "fault:dropped", "fault:duplicated", "fault:reordered", "fault:delayed", "fault:cut",
     "crash:RelayNode", "crash:WalletNode", "restart:checked", "partition", "clone",
     "overspend", "tamper:delete_set", "tamper:bad_signature", "tamper:oversized",
-    "tamper:flip", "tamper:replay",
+    "tamper:flip", "tamper:replay", "revoke_race", "witness:voted_a_losing_side",
     # protocol paths
     "want:cursor", "want:state_vector", "entries:bulk", "reconcile:buckets",
     "close:refused", "close:too_big", "close:protocol",
