@@ -8,6 +8,8 @@ checks add what needs more than one replica, or the whole set:
 - no spendable balance below zero, in any replica, for any device but the issuing one;
 - no witness-equivocation proof (every witness of a simulated world is honest, so two
   certified blocks at one slot mean a witness voted twice);
+- at each till, DESIGN §5: its exposure (so its loss) within its floor limits, nothing
+  taken provisionally over the limit per payment, every refused taking with evidence;
 - at every fork, the side a certificate (or, with no witnesses, a revoke) picks may
   stand and every other side is conflicted;
 - at the end: replicas holding the same set agree on every status and balance.
@@ -18,7 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from wallet.encoding import Kind, short
+from wallet.floor import PROVISIONAL, REFUSED, Limits
 from wallet.ledger import CONFLICTED, Ledger
+from wallet.reconcile import evidence
+from wallet.wallet import Wallet
 
 if TYPE_CHECKING:
     from sim.world import World
@@ -64,6 +69,25 @@ def check_fork(name: str, led: Ledger, sides: tuple[bytes, ...]) -> str | None:
     return None
 
 
+def check_till(name: str, w: Wallet, limits: Limits) -> str | None:
+    """DESIGN §5 at a till: its exposure within its floor limits (so its loss is), every
+    provisional taking within the limit per payment, every refused one with evidence."""
+    exposure = w.takings.exposure()
+    if exposure.total > limits.till:
+        return f"{name}: exposure {exposure.total} over its floor per till {limits.till}"
+    for account, v in exposure.by_account.items():
+        if v > limits.account:
+            return (f"{name}: exposure {v} to account {short(account)}… over its floor per "
+                    f"account {limits.account}")
+    led = w.ledger
+    for k in w.takings.rows():
+        if k.decision == PROVISIONAL and k.amount > limits.payment:
+            return f"{name}: took {k.amount} provisionally, over its floor per payment"
+        if k.state == REFUSED and evidence(led, k) is None:
+            return f"{name}: refused taking {short(k.id)}… has no evidence"
+    return None
+
+
 def statuses(led: Ledger) -> dict[bytes, tuple[str, str, bool]]:
     """Every block's status, as comparable values."""
     out = {}
@@ -76,7 +100,13 @@ def statuses(led: Ledger) -> dict[bytes, tuple[str, str, bool]]:
 def check_world(world: World, *, final: bool = False) -> str | None:
     """Every replica's promises; at the end also that equal sets agree."""
     seen: dict[bytes, tuple[str, dict[bytes, tuple[str, str, bool]], dict[bytes, object]]] = {}
+    from sim.world import TillNode
+
     for node in world.nodes():
+        if isinstance(node, TillNode) and node.wallet is not None:
+            problem = check_till(node.name, node.wallet, node.LIMITS)
+            if problem is not None:
+                return problem
         for led in node.ledgers():
             problem = check_replica(node.name, led)
             if problem is not None:

@@ -41,11 +41,13 @@ from sim.loop import SimLoop
 from sim.net import Faults, SimNetwork
 from sim.wire import WireWatch
 from sync.client import SyncClient
+from sync.listener import Listener
 from sync.port import WalletPort
 from sync.transport import inline
 from wallet.address import Address, parse_address
 from wallet.encoding import Block, Genesis, Kind, Policy, Vote, short
 from wallet.errors import TallyError
+from wallet.floor import Limits as FloorLimits
 from wallet.keys import FAST_INSECURE
 from wallet.ledger import VALID, Ledger
 from wallet.wallet import Wallet
@@ -98,6 +100,8 @@ class Shape:
     revoke_race: bool = False
     """The first payer has a second device (a phone), which its account revokes while
     the phone, unaware, pays from the same slot."""
+    tills: int = 0
+    """Merchant tills payers pay in person, over a peer-to-peer link."""
 
     def calmed(self, knobs: Iterable[str]) -> Shape:
         """This shape with some of what happens in it turned off (``CALM_KNOBS``)."""
@@ -141,7 +145,7 @@ class Shape:
                    pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5,
                    hostile=rng.choice([0.0, rng.uniform(0.01, 0.2)]),
                    dishonest=(witnesses - 1) // 3 if rng.random() < 0.5 else 0,
-                   revoke_race=rng.random() < 0.5)
+                   revoke_race=rng.random() < 0.5, tills=rng.choice([0, 1, 2]))
 
 
 @dataclass
@@ -332,6 +336,7 @@ class WalletNode:
         self.task: asyncio.Task[object] | None = None
         self.address: Address | None = None
         self.device = b""
+        self.visits: set[asyncio.Task[object]] = set()  # one-off syncs with a till
 
     def start(self) -> None:
         """Open the home and sync with every relay, live."""
@@ -353,6 +358,8 @@ class WalletNode:
         self.world.net.isolate(self.name)
         if self.task is not None:
             self.task.cancel()
+        for visit in list(self.visits):
+            visit.cancel()
         self.task = self.client = None
         if self.wallet is not None:
             self.wallet.close()
@@ -376,6 +383,43 @@ class WalletNode:
         if self.wallet is None:
             return 0
         return self.wallet.ledger.balance(self.device).spendable
+
+
+class TillNode(WalletNode):
+    """A merchant's till: a wallet that takes payments from payers who connect to it
+    (``tally serve``: the real listener), deciding on each under its floor limits, and
+    that syncs with the relays like any wallet when it can reach them."""
+
+    LIMITS = FloorLimits(2_000, 4_000, 8_000)
+    """The till's floor limits (lower than the network's), minor units."""
+
+    def __init__(self, world: World, name: str, home: Path) -> None:
+        super().__init__(world, name, home)
+        self.url = f"ws://{name}"
+        self.listener: Listener | None = None
+        self.serving: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Open, listen for payers, and sync with the relays."""
+        super().start()
+        assert self.wallet is not None
+        self.listener = Listener(self.wallet, PASSPHRASE, host="sim", port=0,
+                                 offload=inline, rng=random.Random(self.world.rng.random()))
+        self.world.net.serve(self.url, self.name, self.listener.serve_one)
+        self.serving = self.world.loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        assert self.listener is not None
+        with self.listener.pushing_on_commits():
+            self.listener.claim_soon()  # what came in while it was down
+            await self.listener.stopping.wait()
+
+    def crash(self) -> None:
+        """The till dies: it stops listening; its home stays."""
+        if self.serving is not None:
+            self.serving.cancel()
+        self.serving = self.listener = None
+        super().crash()
 
 
 # ------------------------------------------------------------------ the world
@@ -403,6 +447,7 @@ class World:
         self._made: dict[bytes, str] = {}  # payments signed: id → payer's node
         self._cloned: set[bytes] = set()  # devices whose key was copied
         self.phone: WalletNode | None = None  # the revoke race's device
+        self.tills: list[TillNode] = []
         self._raced = False
         self._last_step_s = 0.0
 
@@ -431,6 +476,15 @@ class World:
             w.init(PASSPHRASE, label=f"payer{n}", limits=FAST_INSECURE)
             w.close()
             self.wallets.append(WalletNode(self, f"payer{n}", home))
+        for n in range(sh.tills):
+            home = self.root / f"till{n}"
+            w = Wallet.join(home, self.genesis.raw)
+            w.init(PASSPHRASE, label=f"till{n}", limits=FAST_INSECURE)
+            w.set_till_limits(TillNode.LIMITS)
+            w.close()
+            till = TillNode(self, f"till{n}", home)
+            self.tills.append(till)
+            self.wallets.append(till)
         if sh.revoke_race:
             self._pair_phone(self.wallets[0])
         if sh.hostile:
@@ -591,6 +645,9 @@ class World:
         if hostile and self.rng.random() < 0.02:
             self._overspend(hostile[0])
             return
+        if self.tills and self.rng.random() < 0.3:
+            self._pay_at_till()
+            return
         payers = [w for w in self.wallets if w.up and w.spendable() > 0]
         if not payers:
             return
@@ -611,6 +668,33 @@ class World:
         self.say(f"{src.name} pays {dst.name} {amount}")
         if self.shape.clone and not self._cloned and self.rng.random() < 0.05:
             self._clone(src)
+
+    def _pay_at_till(self) -> None:
+        """A payer at a till: it pays, then syncs with the till directly (``tally sync
+        --peer URL --once``), whether or not either can reach a relay."""
+        till = self.rng.choice(self.tills)
+        payers = [w for w in self.wallets if w.up and w.spendable() > 0
+                  and not isinstance(w, TillNode)]
+        if not payers or till.address is None:
+            return
+        src = self.rng.choice(payers)
+        assert src.wallet is not None
+        amount = self.rng.randint(1, min(PAY_MAX, src.spendable()))
+        try:
+            block, _ = src.wallet.pay(till.address, amount, PASSPHRASE)
+        except TallyError as exc:
+            self.say(f"{src.name} cannot pay {till.name}: {exc}")
+            return
+        self._made[block.id] = src.name
+        self.report.payments += 1
+        self.report.count("pay:till")
+        self.say(f"{src.name} pays {till.name} {amount} in person")
+        client = SyncClient(src.wallet, PASSPHRASE, peers=[till.url], once=True,
+                            connect=self.net.connector(src.name), offload=inline,
+                            rng=random.Random(self.rng.random()))
+        task = self.loop.create_task(client.run())
+        src.visits.add(task)
+        task.add_done_callback(src.visits.discard)
 
     def _clone(self, src: WalletNode) -> None:
         """``src``'s disk is copied: the copy signs with the same device key."""
@@ -658,6 +742,8 @@ class World:
         self.net.faults = Faults()
         self.net.hostile.clear()
         self.net.heal()
+        for link in list(self.net.links):  # every conversation starts afresh, and
+            self.net.cut(link, "healing")  # one a hostile peer garbled ends here
         for node in self.nodes():
             if not node.up:
                 node.start()
@@ -668,6 +754,7 @@ class World:
         start_steps, start_s = self.report.settle_steps, self.loop.elapsed_s
         while True:
             await asyncio.sleep(1.0)
+            self.check()  # (a quiet world takes no steps: its checks run here)
             if self._agreed():
                 break
             quiet = self.loop.elapsed_s - self._last_step_s > QUIET_S

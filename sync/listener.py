@@ -76,7 +76,7 @@ class Listener(WalletSync):
         Returns the sessions kept in ``results`` (at most ``RESULTS_KEPT_SESSIONS``)."""
         try:
             with self.pushing_on_commits():  # what this wallet commits goes out at once
-                async with serve(self._serve_one, self.host, self.port_number,
+                async with serve(self.serve_one, self.host, self.port_number,
                                  **websocket_options()) as server:
                     bound = server.sockets[0].getsockname()
                     host = f"[{self.host}]" if ":" in self.host else self.host
@@ -97,8 +97,9 @@ class Listener(WalletSync):
             await self.claims_done()
         return list(self.results)
 
-    async def _serve_one(self, ws: ServerConnection) -> None:
-        """One peer, from its hello to the end of the conversation."""
+    async def serve_one(self, ws: ServerConnection) -> None:
+        """One peer, from its hello to the end of the conversation (what `run` serves
+        each websocket with; a simulation hands it its own)."""
         remote = ws.remote_address
         name = f"{remote[0]}:{remote[1]}" if remote else "peer"
         result = PeerResult(name)

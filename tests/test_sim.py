@@ -50,6 +50,7 @@ REQUIRED = {
     "crash:RelayNode", "crash:WalletNode", "restart:checked", "partition", "clone",
     "overspend", "tamper:delete_set", "tamper:bad_signature", "tamper:oversized",
     "tamper:flip", "tamper:replay", "revoke_race", "witness:voted_a_losing_side",
+    "pay:till",
     # protocol paths
     "want:cursor", "want:state_vector", "entries:bulk", "reconcile:buckets",
     "close:refused", "close:too_big", "close:protocol",

@@ -750,3 +750,34 @@ def test_a_client_trusts_a_self_signed_relay_with_ca(tmp_path: Path,
         issuer.close()
         payer.close()
         assert relay.stop() == 0
+
+
+def test_a_sessions_push_loop_ends_when_cancelled_as_the_wallet_commits(
+        tmp_path: Path) -> None:
+    """The push loop is cancelled when its session ends. A cancel that lands in the
+    same pass as a commit's wake-up must still end it (``asyncio.wait_for`` in Python
+    3.11 returns the wake-up instead, and the loop outlived its session forever: the
+    simulation found it)."""
+    from sync.client import PeerResult, WalletSync, _Session
+    from sync.transport import inline
+    from tests.clikit import PASSPHRASE, api_network, api_wallets
+
+    api_network(tmp_path, "push")
+    [home] = api_wallets(tmp_path / "g", tmp_path / "w")
+    w = Wallet.open(home.path)
+
+    async def go() -> None:
+        sync = WalletSync(w, PASSPHRASE, offload=inline)
+        session = _Session("peer", 0, PeerResult("peer"))
+        loop = asyncio.create_task(sync._push_loop(None, session))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # it waits for a commit
+        sync._moved.set()  # a commit wakes it, and in the same pass its session ends
+        loop.cancel()
+        done, _ = await asyncio.wait({loop}, timeout=5)
+        assert done, "the push loop outlived its session"
+        assert loop.cancelled()
+
+    try:
+        asyncio.run(go())
+    finally:
+        w.close()
