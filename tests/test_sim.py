@@ -73,11 +73,11 @@ def test_100k_steps_of_faults_break_no_promise_and_reach_every_path() -> None:
 
 
 def test_one_seed_replays_the_same_run() -> None:
-    runs = [sim("--seed", 5, "--steps", 1500, "--trace") for _ in range(2)]
+    runs = [sim("--seed", 3, "--steps", 1500, "--trace") for _ in range(2)]
     for p in runs:
         assert p.returncode == 0, p.stderr[-2000:]
     traces = [p.stdout.strip().splitlines()[:-1] for p in runs]  # (the last line: speed)
-    assert len(traces[0]) > 5 and traces[0] == traces[1]  # (its actions, then its result)
+    assert len(traces[0]) > 50 and traces[0] == traces[1]  # (its actions, then its result)
 
 
 @pytest.mark.parametrize("plant, found", [
