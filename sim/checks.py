@@ -11,7 +11,7 @@ checks add what needs more than one replica, or the whole set:
 - at each till, DESIGN §5: its exposure (so its loss) within its floor limits, nothing
   taken provisionally over the limit per payment, every refused taking with evidence;
 - at every fork, the side a certificate (or, with no witnesses, a revoke) picks may
-  stand and every other side is conflicted;
+  stand and no other side is valid (it is conflicted, or shares its prev's status);
 - at the end: replicas holding the same set agree on every status and balance.
 """
 

@@ -163,7 +163,8 @@ class SimNetwork:
     """Every simulated connection between the world's nodes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rng: random.Random,
-                 on_step: Callable[[str], None], watch: WireWatch | None = None) -> None:
+                 on_step: Callable[[str, str], None], watch: WireWatch | None = None
+                 ) -> None:
         self.loop = loop
         self.rng = rng
         self.on_step = on_step
@@ -263,7 +264,8 @@ class SimNetwork:
         if self.watch is not None:
             self.watch.landed(link.n, link.server, side == 1, message, refusal_owed=owed)
         link.ends[side].deliver(message)
-        self.on_step(MESSAGE_KINDS.get(message[0], "unknown") if message else "empty")
+        self.on_step(MESSAGE_KINDS.get(message[0], "unknown") if message else "empty",
+                     link.server if side == 1 else link.client)
 
     def close_link(self, link: SimLink, side: int, code: int, reason: str) -> None:
         """A clean close from ``side``: the other end gets it after what is in flight."""

@@ -541,7 +541,8 @@ class World:
         self.say(f"{phone.name} pays while {holder.name} revokes it")
 
     # ---------------------------------------------------------- running
-    def _stepped(self, kind: str) -> None:
+    def _stepped(self, kind: str, node: str = "") -> None:
+        """One step: a message landed at ``node`` (or an action happened)."""
         if self.report.violation is not None:
             return  # the run is ending
         self.report.steps += 1
@@ -553,6 +554,8 @@ class World:
             self.loop.call_soon(self._heal_all)
         if self.watch.broken:
             self.violated(self.watch.broken[0])
+        if node:
+            self.loop.call_soon(self._check_node, node)  # once the message is handled
         if self.report.steps % CHECK_EVERY_STEPS == 0:
             self.check()
         if self.report.steps % SAMPLE_EVERY_STEPS == 0:
@@ -790,6 +793,19 @@ class World:
             digests.setdefault(n.digest(), []).append(n.name)
         return f"{len(digests)} different entry sets: " + "; ".join(
             ", ".join(names) for names in digests.values())
+
+    def _check_node(self, name: str) -> None:
+        """After a step: the promises of the replica it reached."""
+        from sim.checks import check_replica
+
+        if self.report.violation is not None:
+            return
+        for node in self.nodes():
+            if node.name == name:
+                for led in node.ledgers():
+                    problem = check_replica(name, led)
+                    if problem is not None:
+                        self.violated(problem)
 
     def sample_statuses(self) -> None:
         """Note (as coverage) every status the replicas hold now."""
