@@ -10,7 +10,8 @@ of them must be in its store.
 
 A witness claims each slot a vote covers durably before the vote leaves it. So every
 vote by a relay's witness key that leaves the relay is noted too: after a restart, the
-relay's claim table must still hold each of those slots.
+relay's claim table must still hold each of those slots; and an honest witness never
+sends votes for two blocks at one slot.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ class WireWatch:
         self.received: dict[int, list[list[bytes]]] = defaultdict(list)  # link → messages
         self.acked: dict[str, set[bytes]] = defaultdict(set)  # relay node → entry ids
         self.voted: dict[str, dict[bytes, int]] = defaultdict(dict)  # relay → device → slot
+        self.slots: dict[str, dict[tuple[bytes, int], bytes]] = defaultdict(dict)
+        """Each vote a relay's witness sent: (device, seq) → block."""
+        self.dishonest: set[str] = set()  # relays whose witness may vote twice
         self.owed: dict[int, int] = {}  # link → entry messages before the one to refuse
         self.broken: list[str] = []  # promises the wire shows broken
 
@@ -150,3 +154,8 @@ class WireWatch:
             if isinstance(e, Vote) and e.witness == mine:
                 voted = self.voted[server]
                 voted[e.device] = max(voted.get(e.device, -1), e.seq)
+                slot = (e.device, e.seq)
+                before = self.slots[server].setdefault(slot, e.block_id)
+                if before != e.block_id and server not in self.dishonest:
+                    self.broken.append(f"{server}'s witness voted two blocks at one slot "
+                                       f"(seq {e.seq})")

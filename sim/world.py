@@ -403,6 +403,11 @@ class TillNode(WalletNode):
         """Open, listen for payers, and sync with the relays."""
         super().start()
         assert self.wallet is not None
+        held = self.wallet.ledger
+        lost = [i for i in self.world.watch.acked.get(self.name, ()) if i not in held]
+        if lost:
+            self.world.violated(f"{self.name} acknowledged {len(lost)} entries it no "
+                                f"longer holds after a restart (first {short(lost[0])}…)")
         self.listener = Listener(self.wallet, PASSPHRASE, host="sim", port=0,
                                  offload=inline, rng=random.Random(self.world.rng.random()))
         self.world.net.serve(self.url, self.name, self.listener.serve_one)
@@ -467,6 +472,8 @@ class World:
             self.relays.append(node)
             if node.witness is not None:
                 self.watch.witnesses[node.name] = bytes(node.witness.verify_key)
+            if node.dishonest:
+                self.watch.dishonest.add(node.name)
         Wallet.create_network(self.root / "issuer", self.genesis, issuer_key, PASSPHRASE,
                               limits=FAST_INSECURE).close()
         self.issuer = WalletNode(self, "issuer", self.root / "issuer")
