@@ -280,6 +280,7 @@ class SqliteRelayStore:
                              f"this tally-relay needs {SCHEMA_VERSION}: run "
                              f"`tally-relay migrate --db {self.path}`")
         self.in_group = False
+        self.abandoned = False
         self.nets: dict[bytes, _Network] = {}
         # Commits never checkpoint the WAL themselves (a checkpoint copies and fsyncs
         # the database file: tens of milliseconds a commit would wait): a thread with
@@ -324,6 +325,8 @@ class SqliteRelayStore:
     def _net(self, network: bytes) -> _Network:
         net = self.nets.get(network)
         if net is None:
+            if self.abandoned:
+                raise StoreError("the relay store was closed as by a crash")
             try:
                 conn = _open_network(network_path(self.path, network))
             except (OSError, sqlite3.Error) as exc:
@@ -494,6 +497,7 @@ class SqliteRelayStore:
             c.close()
         self.nets = {}
         self.in_group = False
+        self.abandoned = True  # (a use after this is a bug: ``_net`` refuses it)
 
     def close(self) -> None:
         """Commit an open group, stop the checkpoints, checkpoint once, close the files."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from wallet.encoding import Kind, short
 from wallet.floor import PROVISIONAL, REFUSED, Limits
-from wallet.ledger import VALID, Ledger
+from wallet.ledger import CONFLICTED, VALID, Ledger
 from wallet.reconcile import evidence
 from wallet.wallet import Wallet
 
@@ -63,6 +63,8 @@ def check_fork(name: str, led: Ledger, sides: tuple[bytes, ...]) -> str | None:
         st = led.status.get(b)
         if st is None:
             continue
+        if b in winners and st.state == CONFLICTED:
+            return f"{name}: block {short(b)}… won its fork, yet is conflicted"
         # (a losing side is conflicted, or shares what its prev is: pending, invalid)
         if b not in winners and st.state == VALID:
             return (f"{name}: block {short(b)}… at a fork is {st.label}, not conflicted "

@@ -17,6 +17,11 @@ START_S = 1_000.0
 """Where simulated time starts (any positive number: asyncio only compares times)."""
 
 
+SPINS_MAX = 2_000_000
+"""Passes of the loop in a row without simulated time moving before the world counts
+as spinning (a busy world makes a few hundred between two timers)."""
+
+
 class StalledError(RuntimeError):
     """Nothing is ready and no timer is due: the world can never move again."""
 
@@ -32,6 +37,7 @@ class _VirtualSelector(selectors.BaseSelector):
     def __init__(self, clock: _Clock) -> None:
         self.clock = clock
         self._keys: dict[Any, selectors.SelectorKey] = {}
+        self.spins = 0  # passes in a row with something ready (time not moving)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         key = selectors.SelectorKey(fileobj, id(fileobj), events, data)
@@ -46,6 +52,12 @@ class _VirtualSelector(selectors.BaseSelector):
             raise StalledError("the simulated world stalled: nothing ready, no timer due")
         if timeout > 0:
             self.clock.now += timeout
+            self.spins = 0
+        else:
+            self.spins += 1
+            if self.spins > SPINS_MAX:
+                raise StalledError(f"the simulated world spins: {SPINS_MAX:,} passes of the "
+                                   "loop without time moving (a task that never waits)")
         return []
 
     def get_map(self) -> Any:

@@ -175,7 +175,7 @@ class SimNetwork:
         self.links: list[SimLink] = []
         self.apart: set[frozenset[str]] = set()  # pairs of nodes that cannot talk
         self.down: set[str] = set()  # nodes crashed or stopped
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[asyncio.Task[None], str] = {}  # a server's handlers → its node
         self.hostile: dict[str, Hostile] = {}  # node → its tampering (client side)
         self.tampered: dict[str, int] = {}  # tampering → how often
         self._addresses: dict[str, int] = {}
@@ -209,8 +209,8 @@ class SimNetwork:
             self.links.append(link)
             self.stats.connections += 1
             task = self.loop.create_task(self._serve(handler, link.ends[1]))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.tasks[task] = server
+            task.add_done_callback(lambda t: self.tasks.pop(t, None))
             try:
                 yield link.ends[0]
             finally:
@@ -305,6 +305,9 @@ class SimNetwork:
         for link in list(self.links):
             if node in (link.client, link.server):
                 self.cut(link, f"{node} went down")
+        for task, server in list(self.tasks.items()):  # its handlers die with it
+            if server == node:
+                task.cancel()
 
     def revive(self, node: str) -> None:
         """A node is reachable again."""

@@ -19,9 +19,21 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sim.world import CALM_KNOBS, Report, Shape, Violation, World, ledger_checks, seeded
+from sim.loop import StalledError
+from sim.world import (
+    CALM_KNOBS,
+    Report,
+    Shape,
+    Violation,
+    World,
+    ledger_checks,
+    seeded,
+    wall_clock,
+)
 
 STEPS_DEFAULT = 2_000
+STOP_S = 60.0
+"""Simulated seconds the world's tasks get to end once cancelled, at the end of a run."""
 SCRATCH_DIRS = ("/dev/shm",)
 """Where worlds are built when the machine has it: memory, so a commit's fsync is free
 (a simulated crash is a process's, which loses nothing committed, fsync or not)."""
@@ -51,14 +63,19 @@ def run_seed(seed: int, steps: int, *, trace: Callable[[str], None] | None = Non
     try:
         with seeded(seed), ledger_checks():
             world = World(seed, root, trace=trace, calm=calm)
+            clock = wall_clock(world.loop)
+            clock.__enter__()
             world.build()
             try:
                 world.loop.run_until_complete(world.run(steps))
                 note_coverage(world)
             except Violation:
                 pass
+            except StalledError as exc:
+                world.report.violation = f"step {world.report.steps}: {exc}"
             finally:
                 _stop(world)
+                clock.__exit__(None, None, None)
             report = world.report
             report.faults = (world.net.stats.dropped + world.net.stats.duplicated
                              + world.net.stats.reordered + world.net.stats.delayed
@@ -115,14 +132,21 @@ def _stop(world: World) -> None:
     for node in world.nodes():
         if node.up:
             node.crash()
+    import asyncio
+
     loop = world.loop
     pending = [t for t in asyncio_all_tasks(loop) if not t.done()]
     for t in pending:
         t.cancel()
     if pending:
-        import asyncio
-
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        try:
+            _, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=STOP_S))
+        except StalledError:
+            stuck = {t for t in pending if not t.done()}
+        if stuck and world.report.violation is None:
+            names = sorted(t.get_coro().__qualname__ for t in stuck)  # type: ignore[union-attr]
+            world.report.violation = (f"step {world.report.steps}: {len(stuck)} tasks ignored "
+                                      f"their cancellation ({', '.join(names[:3])})")
     loop.close()
 
 

@@ -42,7 +42,6 @@ from sim.net import Faults, SimNetwork
 from sim.wire import WireWatch
 from sync.client import SyncClient
 from sync.listener import Listener
-from sync.port import WalletPort
 from sync.transport import inline
 from wallet.address import Address, parse_address
 from wallet.encoding import Block, Genesis, Kind, Policy, Vote, short
@@ -192,6 +191,25 @@ def seeded(seed: int) -> Iterator[None]:
         random.setstate(state)
 
 
+EPOCH = 1_800_000_000.0
+"""The Unix time a simulated world's clock starts at (a Tuesday in January 2027)."""
+
+
+@contextlib.contextmanager
+def wall_clock(loop: SimLoop) -> Iterator[None]:
+    """``time.time`` reads the simulated clock: what the code under test stamps (when a
+    till took a payment, when a taking settles, an entry's first sighting, a relay's
+    quota day) follows simulated time, and replays."""
+    import time
+
+    real = time.time
+    time.time = lambda: EPOCH + loop.elapsed_s  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        time.time = real  # type: ignore[assignment]
+
+
 @contextlib.contextmanager
 def ledger_checks() -> Iterator[None]:
     """The ledger asserts its invariants after every batch (``TALLY_CHECK=1``)."""
@@ -201,6 +219,31 @@ def ledger_checks() -> Iterator[None]:
         yield
     finally:
         wallet.ledger.CHECK, wallet.wallet.CHECK = was
+
+
+def watched(world: World, task: asyncio.Task[object], what: str) -> asyncio.Task[object]:
+    """A task of the world's whose failure is a violation (an exception other than its
+    cancellation: the code under test raised where it must not)."""
+    def done(t: asyncio.Task[object]) -> None:
+        if t.cancelled() or world.report.violation is not None:
+            return
+        exc = t.exception()
+        if exc is not None and not isinstance(exc, Violation):
+            world.violated(f"{what} failed: {type(exc).__name__}: {exc}")
+    task.add_done_callback(done)
+    return task
+
+
+def on_sync_event(world: World, node: str) -> Callable[[object], None]:
+    """A wallet's sync events: a ``Problem`` other than a claim that must wait (which a
+    wallet whose chain is broken meets, as it should) is a failure inside."""
+    from sync.client import Problem
+
+    def on_event(e: object) -> None:
+        if isinstance(e, Problem) and not e.reason.startswith("payments to this device wait"):
+            with contextlib.suppress(Violation):
+                world.violated(f"{node}: {e.reason}")
+    return on_event
 
 
 # ------------------------------------------------------------------ nodes
@@ -259,6 +302,8 @@ class RelayNode:
 
     def crash(self) -> None:
         """The process dies: its links drop, what it had not committed is gone."""
+        for line in self.errors() if self.relay is not None else []:
+            self.world.violated(f"{self.name} failed inside: {line}")
         self.world.net.isolate(self.name)
         relay, store = self.relay, self.store
         self.relay = self.store = None
@@ -336,7 +381,7 @@ class WalletNode:
         self.task: asyncio.Task[object] | None = None
         self.address: Address | None = None
         self.device = b""
-        self.visits: set[asyncio.Task[object]] = set()  # one-off syncs with a till
+        self.visits: dict[asyncio.Task[object], None] = {}  # one-off syncs with a till
 
     def start(self) -> None:
         """Open the home and sync with every relay, live."""
@@ -350,8 +395,9 @@ class WalletNode:
             w, PASSPHRASE, relays=[r.url for r in self.world.relays],
             connect=self.world.net.connector(self.name), offload=inline,
             rng=random.Random(self.world.rng.random()), backoff_base_s=0.5,
-            backoff_cap_s=10.0)
-        self.task = self.world.loop.create_task(self.client.run())
+            backoff_cap_s=10.0, on_event=on_sync_event(self.world, self.name))
+        self.task = watched(self.world, self.world.loop.create_task(self.client.run()),
+                            f"{self.name}'s sync")
 
     def crash(self) -> None:
         """The app dies: its links drop; what its store committed stays."""
@@ -376,7 +422,9 @@ class WalletNode:
 
     def digest(self) -> bytes | None:
         """Its entry-set digest (None while down)."""
-        return WalletPort(self.wallet).digest() if self.wallet is not None else None
+        # (read, not through a WalletPort, which would give the store an id: a check
+        # must not change what it checks)
+        return self.wallet.ledger.tables.digest() if self.wallet is not None else None
 
     def spendable(self) -> int:
         """What it can pay now."""
@@ -409,9 +457,11 @@ class TillNode(WalletNode):
             self.world.violated(f"{self.name} acknowledged {len(lost)} entries it no "
                                 f"longer holds after a restart (first {short(lost[0])}…)")
         self.listener = Listener(self.wallet, PASSPHRASE, host="sim", port=0,
-                                 offload=inline, rng=random.Random(self.world.rng.random()))
+                                 offload=inline, rng=random.Random(self.world.rng.random()),
+                                 on_event=on_sync_event(self.world, self.name))
         self.world.net.serve(self.url, self.name, self.listener.serve_one)
-        self.serving = self.world.loop.create_task(self._serve())
+        self.serving = watched(self.world, self.world.loop.create_task(self._serve()),
+                               f"{self.name}'s listener")
 
     async def _serve(self) -> None:
         assert self.listener is not None
@@ -701,10 +751,11 @@ class World:
         self.say(f"{src.name} pays {till.name} {amount} in person")
         client = SyncClient(src.wallet, PASSPHRASE, peers=[till.url], once=True,
                             connect=self.net.connector(src.name), offload=inline,
-                            rng=random.Random(self.rng.random()))
-        task = self.loop.create_task(client.run())
-        src.visits.add(task)
-        task.add_done_callback(src.visits.discard)
+                            rng=random.Random(self.rng.random()),
+                            on_event=on_sync_event(self, src.name))
+        task = watched(self, self.loop.create_task(client.run()), f"{src.name}'s visit")
+        src.visits[task] = None
+        task.add_done_callback(lambda t: src.visits.pop(t, None))
 
     def _clone(self, src: WalletNode) -> None:
         """``src``'s disk is copied: the copy signs with the same device key."""
@@ -829,6 +880,8 @@ class World:
         """The promises that read every replica (see ``sim.checks``)."""
         from sim.checks import check_world
 
+        if self.watch.broken:
+            self.violated(self.watch.broken[0])
         for r in self.relays:
             if r.up:
                 for line in r.errors():

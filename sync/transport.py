@@ -184,6 +184,7 @@ class Link:
         raises ``LinkDown`` if the socket dropped first.
         """
         writer = asyncio.create_task(self._write(), name="sync-writer")
+        recv: asyncio.Future[Any] | None = None
         try:
             if self.conn.client:
                 async with self._lock:  # a step and the handling of its events, whole
@@ -224,6 +225,10 @@ class Link:
             writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
+            if recv is not None:  # a read still out (this task was cancelled): end it
+                recv.cancel()     # here, not as "exception never retrieved" later
+                with contextlib.suppress(BaseException):
+                    await recv
 
 
 def _close_text(exc: WebSocketClosed) -> str:
