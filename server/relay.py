@@ -102,6 +102,8 @@ class RelayConfig:
     peers: list[str] = field(default_factory=list)
     tls_files: ServerTls | None = None
     """Where ``tls`` comes from, to reload on SIGHUP (``tls`` is then its ``context``)."""
+    clock: Callable[[], float] = time.monotonic
+    """The clock the rate limits refill by (a simulation passes its own)."""
 
     def __post_init__(self) -> None:
         if self.tls_files is not None and self.tls is None:
@@ -445,13 +447,15 @@ class Relay:
         if s.device and s.role == ROLE_DEVICE:
             b = self.device_buckets.get(s.device)
             if b is None:
-                b = self.device_buckets[s.device] = TokenBucket(lim.device_rate, lim.device_burst)
+                b = self.device_buckets[s.device] = TokenBucket(
+                    lim.device_rate, lim.device_burst, clock=self.config.clock)
             if not b.take():
                 return (f"device {short(s.device)}… sent over {lim.device_rate:g} messages a "
                         f"second (burst {lim.device_burst:g}); slow down")
         b = self.address_buckets.get(s.address)
         if b is None:
-            b = self.address_buckets[s.address] = TokenBucket(lim.address_rate, lim.address_burst)
+            b = self.address_buckets[s.address] = TokenBucket(
+                lim.address_rate, lim.address_burst, clock=self.config.clock)
         if not b.take():
             return (f"address {s.address} sent over {lim.address_rate:g} messages a second "
                     f"(burst {lim.address_burst:g}); slow down")

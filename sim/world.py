@@ -74,7 +74,11 @@ class Violation(AssertionError):
 
 
 FAULT_KNOBS = ("drop", "duplicate", "reorder", "cut", "delay")
-CALM_KNOBS = (*FAULT_KNOBS, "crash", "partition", "hostile", "clone", "dishonest", "revoke")
+CALM_KNOBS = (*FAULT_KNOBS, "crash", "partition", "hostile", "clone", "dishonest", "revoke",
+              "rates")
+TIGHT_RATES = {"device_rate": 5.0, "device_burst": 20.0, "address_rate": 20.0,
+               "address_burst": 60.0}
+"""Rate limits (messages a second, and bursts) that a simulated wallet meets."""
 """What a run can be told to leave out (``--calm``; shrinking turns them off)."""
 
 
@@ -101,6 +105,8 @@ class Shape:
     the phone, unaware, pays from the same slot."""
     tills: int = 0
     """Merchant tills payers pay in person, over a peer-to-peer link."""
+    tight_rates: bool = False
+    """Relays whose rate limits a busy wallet meets (``TIGHT_RATES``), not the defaults."""
 
     def calmed(self, knobs: Iterable[str]) -> Shape:
         """This shape with some of what happens in it turned off (``CALM_KNOBS``)."""
@@ -120,6 +126,8 @@ class Shape:
                 out.dishonest = 0
             elif knob == "revoke":
                 out.revoke_race = False
+            elif knob == "rates":
+                out.tight_rates = False
             else:
                 raise ValueError(f"no such knob {knob!r}: one of {', '.join(CALM_KNOBS)}")
         return out
@@ -129,7 +137,8 @@ class Shape:
         on = [k for k in FAULT_KNOBS if getattr(self.faults, k)]
         on += [k for k, v in (("crash", self.crash_rate), ("partition", self.partition_rate),
                               ("hostile", self.hostile), ("clone", self.clone),
-                              ("dishonest", self.dishonest), ("revoke", self.revoke_race))
+                              ("dishonest", self.dishonest), ("revoke", self.revoke_race),
+                              ("rates", self.tight_rates))
                if v]
         return on
 
@@ -144,7 +153,8 @@ class Shape:
                    pay_rate=rng.uniform(0.5, 4.0), clone=rng.random() < 0.5,
                    hostile=rng.choice([0.0, rng.uniform(0.01, 0.2)]),
                    dishonest=(witnesses - 1) // 3 if rng.random() < 0.5 else 0,
-                   revoke_race=rng.random() < 0.5, tills=rng.choice([0, 1, 2]))
+                   revoke_race=rng.random() < 0.5, tills=rng.choice([0, 1, 2]),
+                   tight_rates=rng.random() < 0.3)
 
 
 @dataclass
@@ -267,10 +277,11 @@ class RelayNode:
         self.store = SqliteRelayStore(self.db, create=True)
         config = RelayConfig(host="sim", port=0, node_key=self.node_key,
                              genesis=[self.world.genesis], witness_key=self.witness,
-                             limits=Limits(quota_per_day=None, device_rate=1e6,
-                                           device_burst=1e6, address_rate=1e6,
-                                           address_burst=1e6,
-                                           message_bytes_max=SIM_MESSAGE_BYTES_MAX))
+                             limits=Limits(quota_per_day=None,
+                                           message_bytes_max=SIM_MESSAGE_BYTES_MAX,
+                                           **(TIGHT_RATES if self.world.shape.tight_rates
+                                              else {})),
+                             clock=self.world.loop.time)  # the real rate limits
         self.log = io.StringIO()
         self.log_read = 0
         self.relay = Relay(config, self.store, Telemetry(self.log))

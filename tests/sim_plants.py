@@ -70,7 +70,7 @@ def ack_before_commit() -> None:
                 st.commit_group()
                 for net in self.networks.values():
                     net.cursor_moved()
-        asyncio.get_running_loop().call_later(0.2, commit)
+        asyncio.get_running_loop().call_later(1.0, commit)  # a slow group commit
 
     relay.Relay.flush = flush  # type: ignore[method-assign]
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CI_SEEDS = 25
 CI_STEPS = 4_000
 """Steps of faults per seed in CI: 25 seeds × 4,000 = 100,000, settling on top."""
-PLANT_SEEDS = 12
+PLANT_SEEDS = 30
 PLANT_STEPS = 2_000
 
 
@@ -53,7 +53,7 @@ REQUIRED = {
     "pay:till",
     # protocol paths
     "want:cursor", "want:state_vector", "entries:bulk", "reconcile:buckets",
-    "close:refused", "close:too_big", "close:protocol",
+    "close:refused", "close:too_big", "close:protocol", "close:rate_limited",
 }
 """What the CI seeds together must reach."""
 
