@@ -14,11 +14,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from sync.errors import ProtocolViolation
-from sync.messages import Entries, SyncStep2, Update, decode, encode
-from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
-from wallet.crdt import decode_update
-from wallet.errors import GateRefused
+from sim.wire import decoded, update_items
+from sync.messages import Entries, SyncStep2, Update, encode
 
 TAMPERINGS = ("delete_set", "bad_signature", "oversized", "flip", "replay")
 """What a hostile peer does to a message (the first three owe a refusal)."""
@@ -78,17 +75,10 @@ def _tampered(how: str, message: bytes, rng: random.Random, sent: list[bytes]) -
         return rng.choice(sent)
     if how == "oversized":
         return message + bytes(SIM_MESSAGE_BYTES_MAX + 1 - len(message) + 1)
-    try:
-        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
-    except ProtocolViolation:
-        return None
+    m = decoded(message)
     if (how == "delete_set" and isinstance(m, Update | SyncStep2)
             and m.update.endswith(b"\x00")):
-        try:
-            items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
-                                  max_items=MAX_ENTRIES_PER_MESSAGE)
-        except GateRefused:
-            return None
+        items = update_items(m.update)
         if not items:
             return None
         # delete the first item it carries: one client, one range, clock 0, length 1
@@ -103,11 +93,7 @@ def _tampered(how: str, message: bytes, rng: random.Random, sent: list[bytes]) -
             bodies[k] = bodies[k][:-1] + bytes([bodies[k][-1] ^ 1])
             return encode(Entries(tuple(bodies), m.last, m.cursor))
         if isinstance(m, Update):
-            try:
-                items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
-                                      max_items=MAX_ENTRIES_PER_MESSAGE)
-            except GateRefused:
-                return None
+            items = update_items(m.update)
             if not items:
                 return None
             value = items[0].value

@@ -20,9 +20,20 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from sync.errors import CloseCode, ProtocolViolation
-from sync.messages import Ack, Buckets, Close, Entries, SyncStep2, Update, Want, decode, encode
+from sync.messages import (
+    Ack,
+    Buckets,
+    Close,
+    Entries,
+    Message,
+    SyncStep2,
+    Update,
+    Want,
+    decode,
+    encode,
+)
 from sync.protocol import MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_BYTES
-from wallet.crdt import decode_update
+from wallet.crdt import DecodedItem, decode_update
 from wallet.encoding import Vote, entry_hash, parse_entry
 from wallet.errors import GateRefused
 
@@ -30,31 +41,46 @@ CLOSE_TYPE = encode(Close(0, ""))[:1]
 """The first byte of a ``Close`` message."""
 
 
-def entry_ids(message: bytes) -> list[bytes] | None:
-    """The ids of the entries an entry message carries (None: not an entry message, or
-    one its receiver refuses whole: it counts for nothing)."""
+def decoded(message: bytes) -> Message | None:
+    """A message as any peer decodes it (None: not one)."""
     try:
-        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
+        return decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
     except ProtocolViolation:
         return None
+
+
+def update_items(update: bytes) -> list[DecodedItem] | None:
+    """The items of a Yjs update, as the gate reads them (None: the gate refuses it)."""
+    try:
+        return decode_update(update, max_bytes=MAX_MESSAGE_BYTES,
+                             max_items=MAX_ENTRIES_PER_MESSAGE)
+    except GateRefused:
+        return None
+
+
+def message_bodies(message: bytes) -> list[bytes] | None:
+    """The signed entries an entry message carries (None: not an entry message, or one
+    its receiver refuses whole)."""
+    m = decoded(message)
     if isinstance(m, Entries):
-        return [entry_hash(b) for b in m.bodies]
+        return list(m.bodies)
     if isinstance(m, SyncStep2 | Update):
-        try:
-            items = decode_update(m.update, max_bytes=MAX_MESSAGE_BYTES,
-                                  max_items=MAX_ENTRIES_PER_MESSAGE)
-        except GateRefused:
-            return None
-        return [entry_hash(i.value) for i in items]
+        items = update_items(m.update)
+        return None if items is None else [i.value for i in items]
     return None
+
+
+def entry_ids(message: bytes) -> list[bytes] | None:
+    """The ids of the entries an entry message carries (None: it counts for nothing)."""
+    found = message_bodies(message)
+    return None if found is None else [entry_hash(b) for b in found]
 
 
 def path_of(message: bytes) -> str | None:
     """The protocol path a message shows: how a catch-up starts (a cursor, or a state
     vector), a bulk catch-up, a reconciliation of digests, or a close and its code."""
-    try:
-        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
-    except ProtocolViolation:
+    m = decoded(message)
+    if m is None:
         return "undecodable"
     if isinstance(m, Want):
         return "want:cursor" if m.cursor else "want:state_vector"
@@ -70,29 +96,9 @@ def path_of(message: bytes) -> str | None:
     return None
 
 
-def bodies(message: bytes) -> list[bytes]:
-    """The signed entries an entry message carries (none for any other message)."""
-    try:
-        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
-    except ProtocolViolation:
-        return []
-    if isinstance(m, Entries):
-        return list(m.bodies)
-    if isinstance(m, SyncStep2 | Update):
-        try:
-            return [i.value for i in decode_update(
-                m.update, max_bytes=MAX_MESSAGE_BYTES, max_items=MAX_ENTRIES_PER_MESSAGE)]
-        except GateRefused:
-            return []
-    return []
-
-
 def ack_count(message: bytes) -> int | None:
     """The count of an ``Ack`` (None for any other message)."""
-    try:
-        m = decode(message, max_bytes=MAX_MESSAGE_BYTES, max_entries=MAX_ENTRIES_PER_MESSAGE)
-    except ProtocolViolation:
-        return None
+    m = decoded(message)
     return m.count if isinstance(m, Ack) else None
 
 
@@ -149,7 +155,7 @@ class WireWatch:
         mine = self.witnesses.get(server)
         if mine is None:
             return
-        for body in bodies(message):
+        for body in message_bodies(message) or []:
             e = parse_entry(body, verify=False)
             if isinstance(e, Vote) and e.witness == mine:
                 voted = self.voted[server]

@@ -19,7 +19,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,15 +132,6 @@ class Proc:
         if self.p.poll() is None:
             self.p.kill()
             self.p.communicate()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Long-running processes, killed at the end whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def serve(procs: list[Proc], till: Path, listen: str = "127.0.0.1:0") -> tuple[Proc, str]:

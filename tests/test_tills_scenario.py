@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.clikit import Home, new_wallets, ok, run, tj
 from tests.test_relay import relay_command, relay_env, start_relay
@@ -26,15 +23,6 @@ from wallet.floor import FINAL, HELD, PROVISIONAL, REFUSED
 
 FLOORS = ("--floor-payment", "50.00", "--floor-account", "100.00", "--floor-till",
           "1000.00")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Long-running processes, killed at the end whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.kill()
 
 
 def _device_of(home: Path) -> str:
